@@ -1,0 +1,142 @@
+//! Compiles `proto/` without a system protoc (protox), then generates:
+//! - prost messages and tonic services (`asm.v2.rs`),
+//! - proto3 JSON serde impls with pbjson (`asm.v2.serde.rs`),
+//! - the encoded descriptor set, kept whole so that the `google.api.http`
+//!   options survive for reflection and for the transcoder's route table,
+//! - the transcoder's method table: one typed entry per RPC that carries a
+//!   `google.api.http` option, so that no REST handler is written by hand.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use prost::Message as _;
+use prost_reflect::{DescriptorPool, Value};
+
+const PROTO_ROOT: &str = "proto";
+const PROTO_FILES: &[&str] = &["asm/v2/release.proto"];
+const DESCRIPTOR_FILE: &str = "meshrelease_descriptor.bin";
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed={PROTO_ROOT}");
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+
+    let mut compiler = protox::Compiler::new([PROTO_ROOT])?;
+    compiler.include_imports(true);
+    compiler.include_source_info(true);
+    compiler.open_files(PROTO_FILES)?;
+    let encoded = compiler.encode_file_descriptor_set();
+    std::fs::write(out_dir.join(DESCRIPTOR_FILE), &encoded)?;
+
+    let file_descriptor_set = prost_types::FileDescriptorSet::decode(encoded.as_slice())?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        // Well-known types come from pbjson-types (serde included), not prost-types.
+        .compile_well_known_types(true)
+        // Timestamps and Structs get types of our own (src/pb/wkt.rs): the
+        // JSON form of a timestamp must end in `Z` (pbjson-types writes
+        // `+00:00`), and a Struct must keep one key order so that the same
+        // release is always the same JSON (pbjson-types uses a HashMap).
+        .extern_path(".google.protobuf.Timestamp", "crate::pb::wkt::Timestamp")
+        .extern_path(".google.protobuf.Struct", "crate::pb::wkt::Struct")
+        .extern_path(".google.protobuf.Value", "crate::pb::wkt::Value")
+        .extern_path(".google.protobuf.ListValue", "crate::pb::wkt::ListValue")
+        .extern_path(".google.protobuf.NullValue", "crate::pb::wkt::NullValue")
+        .extern_path(".google.protobuf", "::pbjson_types")
+        .compile_fds(file_descriptor_set)?;
+
+    pbjson_build::Builder::new()
+        .register_descriptors(&encoded)?
+        .extern_path(".google.protobuf.Timestamp", "crate::pb::wkt::Timestamp")
+        .extern_path(".google.protobuf.Struct", "crate::pb::wkt::Struct")
+        .extern_path(".google.protobuf.Value", "crate::pb::wkt::Value")
+        .extern_path(".google.protobuf.ListValue", "crate::pb::wkt::ListValue")
+        .extern_path(".google.protobuf.NullValue", "crate::pb::wkt::NullValue")
+        .build(&[".asm"])?;
+
+    let pool = DescriptorPool::decode(encoded.as_slice())?;
+    std::fs::write(out_dir.join("transcode_methods.rs"), method_table(&pool)?)?;
+    Ok(())
+}
+
+/// Rust source for `fn transcoded_methods`, one entry per annotated unary RPC.
+fn method_table(pool: &DescriptorPool) -> Result<String, Box<dyn std::error::Error>> {
+    let http = pool
+        .get_extension_by_name("google.api.http")
+        .ok_or("google.api.http is not in the descriptor set")?;
+    let mut services = String::new();
+    for service in pool.services() {
+        let mut entries = String::new();
+        for method in service.methods() {
+            let options = method.options();
+            if !options.has_extension(&http) {
+                continue;
+            }
+            if !matches!(options.get_extension(&http).as_ref(), Value::Message(_)) {
+                return Err(format!("{}: malformed google.api.http", method.full_name()).into());
+            }
+            if method.is_client_streaming() || method.is_server_streaming() {
+                return Err(format!(
+                    "{}: streaming RPCs cannot carry google.api.http here",
+                    method.full_name()
+                )
+                .into());
+            }
+            writeln!(
+                entries,
+                "        (\"{full}\", crate::transcode::unary_method::<{req}, {resp}, _, _>(service.clone(), |s, r| async move {{ {trait_path}::{rpc}(&*s, r).await }})),",
+                full = method.full_name(),
+                req = rust_type(method.input().full_name()),
+                resp = rust_type(method.output().full_name()),
+                trait_path = server_trait(service.package_name(), service.name()),
+                rpc = snake_case(method.name()),
+            )?;
+        }
+        if entries.is_empty() {
+            continue;
+        }
+        writeln!(
+            services,
+            "/// The transcodable methods of `{full}`, keyed by full method name.\n\
+             pub(crate) fn {fn_name}_methods<S: {trait_path}>(service: std::sync::Arc<S>) -> Vec<(&'static str, crate::transcode::UnaryMethod)> {{\n    vec![\n{entries}    ]\n}}\n",
+            full = service.full_name(),
+            fn_name = snake_case(service.name()),
+            trait_path = server_trait(service.package_name(), service.name()),
+        )?;
+    }
+    Ok(services)
+}
+
+fn rust_type(full_name: &str) -> String {
+    let mut parts: Vec<&str> = full_name.split('.').collect();
+    let name = parts.pop().unwrap_or_default();
+    let mut path = String::from("crate::pb");
+    for part in parts {
+        path.push_str("::");
+        path.push_str(part);
+    }
+    format!("{path}::{name}")
+}
+
+fn server_trait(package: &str, service: &str) -> String {
+    let module = package.replace('.', "::");
+    format!(
+        "crate::pb::{module}::{}_server::{service}",
+        snake_case(service)
+    )
+}
+
+fn snake_case(name: &str) -> String {
+    let mut out = String::new();
+    for (i, ch) in name.chars().enumerate() {
+        if ch.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(ch.to_ascii_lowercase());
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}

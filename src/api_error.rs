@@ -1,0 +1,292 @@
+//! The one place where a domain error becomes what a client sees: a gRPC
+//! status with `ErrorInfo` and `BadRequest` details, or an HTTP status with the
+//! contract's `{"errorCode", "errorMsg", "details"}` body. REST answers are
+//! made from the same gRPC status the service returned, so both protocols
+//! always agree.
+
+use std::collections::HashMap;
+
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use serde::Serialize;
+use tonic::Code;
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::domain::{ApiError, Violation};
+
+/// The `ErrorInfo.domain` of every error this service returns.
+const ERROR_DOMAIN: &str = "meshrelease";
+const ERROR_CODE_KEY: &str = "errorCode";
+
+/// The contract's error codes, with their HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    InvalidRequest,
+    Unauthenticated,
+    Forbidden,
+    NotFound,
+    Conflict,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    MethodNotAllowed,
+    Internal,
+    Unavailable,
+}
+
+impl ErrorCode {
+    const ALL: [ErrorCode; 10] = [
+        ErrorCode::InvalidRequest,
+        ErrorCode::Unauthenticated,
+        ErrorCode::Forbidden,
+        ErrorCode::NotFound,
+        ErrorCode::Conflict,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::Internal,
+        ErrorCode::Unavailable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "ASM.01010001",
+            ErrorCode::Unauthenticated => "ASM.01000001",
+            ErrorCode::Forbidden => "ASM.01000002",
+            ErrorCode::NotFound => "ASM.01010002",
+            ErrorCode::Conflict => "ASM.01010003",
+            ErrorCode::PayloadTooLarge => "ASM.01010004",
+            ErrorCode::UnsupportedMediaType => "ASM.01010005",
+            ErrorCode::MethodNotAllowed => "ASM.01010006",
+            ErrorCode::Internal => "ASM.01040001",
+            ErrorCode::Unavailable => "ASM.01040002",
+        }
+    }
+
+    pub fn http_status(self) -> StatusCode {
+        match self {
+            ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::Conflict => StatusCode::CONFLICT,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The reason in `ErrorInfo`: a stable UPPER_SNAKE name.
+    fn reason(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "INVALID_REQUEST",
+            ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+            ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::Conflict => "CONFLICT",
+            ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            ErrorCode::Internal => "INTERNAL",
+            ErrorCode::Unavailable => "UNAVAILABLE",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == text)
+    }
+
+    /// For a status that carries no `ErrorInfo` (one made by tonic itself),
+    /// the usual gRPC to HTTP table.
+    fn from_grpc(code: Code) -> Self {
+        match code {
+            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => ErrorCode::InvalidRequest,
+            Code::Unauthenticated => ErrorCode::Unauthenticated,
+            Code::PermissionDenied => ErrorCode::Forbidden,
+            Code::NotFound => ErrorCode::NotFound,
+            Code::AlreadyExists | Code::Aborted => ErrorCode::Conflict,
+            Code::ResourceExhausted => ErrorCode::PayloadTooLarge,
+            Code::Unavailable => ErrorCode::Unavailable,
+            Code::Ok
+            | Code::Cancelled
+            | Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::Unimplemented
+            | Code::Internal
+            | Code::DataLoss => ErrorCode::Internal,
+        }
+    }
+}
+
+/// An error as both protocols show it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WireError {
+    pub code: ErrorCode,
+    pub grpc_code: Code,
+    pub message: String,
+    pub violations: Vec<Violation>,
+}
+
+impl WireError {
+    fn new(code: ErrorCode, grpc_code: Code, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            grpc_code,
+            message: message.into(),
+            violations: Vec::new(),
+        }
+    }
+
+    pub fn to_status(&self) -> tonic::Status {
+        let mut details = ErrorDetails::with_error_info(
+            self.code.reason(),
+            ERROR_DOMAIN,
+            HashMap::from([(ERROR_CODE_KEY.to_owned(), self.code.as_str().to_owned())]),
+        );
+        for v in &self.violations {
+            details.add_bad_request_violation(v.field.clone(), v.description.clone());
+        }
+        tonic::Status::with_error_details(self.grpc_code, self.message.clone(), details)
+    }
+
+    /// Reads back a status made by [`WireError::to_status`], or maps one that
+    /// tonic made by its code.
+    pub fn from_status(status: &tonic::Status) -> Self {
+        let code = status
+            .get_details_error_info()
+            .and_then(|info| info.metadata.get(ERROR_CODE_KEY).and_then(|c| ErrorCode::parse(c)))
+            .unwrap_or_else(|| ErrorCode::from_grpc(status.code()));
+        let violations = status
+            .get_details_bad_request()
+            .map(|br| {
+                br.field_violations
+                    .into_iter()
+                    .map(|v| Violation::new(v.field, v.description))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let message = match code {
+            // A status without our details may carry anything; say nothing of it.
+            ErrorCode::Internal => "internal error".to_owned(),
+            _ => status.message().to_owned(),
+        };
+        Self {
+            code,
+            grpc_code: status.code(),
+            message,
+            violations,
+        }
+    }
+
+    pub fn method_not_allowed(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::MethodNotAllowed, Code::Unimplemented, message)
+    }
+}
+
+impl From<ApiError> for WireError {
+    fn from(error: ApiError) -> Self {
+        let message = error.to_string();
+        match error {
+            ApiError::InvalidArgument { violations, .. } => WireError {
+                violations,
+                ..WireError::new(ErrorCode::InvalidRequest, Code::InvalidArgument, message)
+            },
+            ApiError::Unauthenticated(_) => WireError::new(ErrorCode::Unauthenticated, Code::Unauthenticated, message),
+            ApiError::PermissionDenied { .. } => WireError::new(ErrorCode::Forbidden, Code::PermissionDenied, message),
+            ApiError::NotFound(_) => WireError::new(ErrorCode::NotFound, Code::NotFound, message),
+            ApiError::AlreadyExists(_) => WireError::new(ErrorCode::Conflict, Code::AlreadyExists, message),
+            ApiError::PayloadTooLarge { .. } => {
+                WireError::new(ErrorCode::PayloadTooLarge, Code::ResourceExhausted, message)
+            }
+            ApiError::UnsupportedMediaType(_) => {
+                WireError::new(ErrorCode::UnsupportedMediaType, Code::InvalidArgument, message)
+            }
+            ApiError::Unavailable(reason) => {
+                tracing::warn!(%reason, "request failed: service unavailable");
+                WireError::new(ErrorCode::Unavailable, Code::Unavailable, "service unavailable, retry later")
+            }
+            ApiError::Internal(cause) => {
+                tracing::error!(error = format!("{cause:#}"), "request failed: internal error");
+                WireError::new(ErrorCode::Internal, Code::Internal, "internal error")
+            }
+        }
+    }
+}
+
+impl From<ApiError> for tonic::Status {
+    fn from(error: ApiError) -> Self {
+        WireError::from(error).to_status()
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    #[serde(rename = "errorCode")]
+    error_code: &'a str,
+    #[serde(rename = "errorMsg")]
+    error_msg: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    details: Vec<FieldDetail<'a>>,
+}
+
+#[derive(Serialize)]
+struct FieldDetail<'a> {
+    field: &'a str,
+    description: &'a str,
+}
+
+impl IntoResponse for WireError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error_code: self.code.as_str(),
+            error_msg: &self.message,
+            details: self
+                .violations
+                .iter()
+                .map(|v| FieldDetail {
+                    field: &v.field,
+                    description: &v.description,
+                })
+                .collect(),
+        };
+        (self.code.http_status(), axum::Json(body)).into_response()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        WireError::from(self).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_round_trips_code_and_violations() {
+        let wire = WireError::from(ApiError::invalid(vec![
+            Violation::new("metadata.name", "is required"),
+            Violation::new("spec.type", "is required"),
+        ]));
+        let back = WireError::from_status(&wire.to_status());
+        assert_eq!(back, wire);
+        assert_eq!(back.code.http_status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn internal_errors_say_nothing_of_their_cause() {
+        let wire = WireError::from(ApiError::Internal(anyhow::anyhow!("disk /secret/path is full")));
+        assert_eq!(wire.message, "internal error");
+        let foreign = tonic::Status::internal("h2 protocol error: details");
+        assert_eq!(WireError::from_status(&foreign).message, "internal error");
+    }
+
+    #[test]
+    fn codes_are_distinct() {
+        let mut seen: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        seen.dedup();
+        assert_eq!(seen.len(), ErrorCode::ALL.len());
+    }
+}

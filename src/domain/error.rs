@@ -1,0 +1,72 @@
+//! The errors a caller of the domain can see. The protocol edges map each
+//! variant to a gRPC status and to an HTTP status with the contract's
+//! `errorCode`, in `crate::api_error` alone.
+
+use super::authz::Action;
+
+/// One broken rule, naming the field in the contract's JSON path form
+/// (`spec.grayDeployments[0].template.spec.selector`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub field: String,
+    pub description: String,
+}
+
+impl Violation {
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            description: description.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    InvalidArgument {
+        message: String,
+        violations: Vec<Violation>,
+    },
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{subject} may not {action} on mesh {mesh_id}", action = .action.as_str())]
+    PermissionDenied {
+        subject: String,
+        action: Action,
+        mesh_id: String,
+    },
+    #[error("{0}")]
+    NotFound(String),
+    /// The name is taken, or the service already has an active release.
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("request body exceeds the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    Unavailable(String),
+    /// A fault of the service. The cause is logged, never sent to a client.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    /// A 400 for rule violations, summarised in the message.
+    pub fn invalid(violations: Vec<Violation>) -> Self {
+        let message = match violations.as_slice() {
+            [only] => format!("invalid request: {}: {}", only.field, only.description),
+            many => format!("invalid request: {} problems, see details", many.len()),
+        };
+        ApiError::InvalidArgument {
+            message,
+            violations,
+        }
+    }
+
+    /// A 400 about one field.
+    pub fn invalid_field(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::invalid(vec![Violation::new(field, description)])
+    }
+}

@@ -1,0 +1,33 @@
+//! Meshes and their clusters, as configured.
+
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mesh {
+    pub id: String,
+    pub clusters: Vec<String>,
+}
+
+impl Mesh {
+    pub fn has_cluster(&self, cluster_id: &str) -> bool {
+        self.clusters.iter().any(|c| c == cluster_id)
+    }
+}
+
+/// The meshes this service runs releases for.
+#[derive(Debug, Clone, Default)]
+pub struct Meshes {
+    by_id: BTreeMap<String, Mesh>,
+}
+
+impl Meshes {
+    pub fn new(meshes: impl IntoIterator<Item = Mesh>) -> Self {
+        Self {
+            by_id: meshes.into_iter().map(|m| (m.id.clone(), m)).collect(),
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Mesh> {
+        self.by_id.get(id)
+    }
+}

@@ -1,0 +1,18 @@
+//! The release domain: what a release is, which releases are valid, who may do
+//! what, and the operations themselves. Nothing here knows about tonic, axum,
+//! protobuf or SQL; the protocol edges and the store adapt to these types.
+
+pub mod authz;
+pub mod deployment;
+pub mod error;
+pub mod mesh;
+pub mod names;
+pub mod release;
+pub mod service;
+pub mod validation;
+
+pub use authz::{Action, Effect, Principal, Statement};
+pub use error::{ApiError, Violation};
+pub use mesh::{Mesh, Meshes};
+pub use release::{GrayDeployment, JsonObject, Phase, Release, ReleaseDraft, ReleaseType};
+pub use service::{CreateRelease, ReleaseManager};

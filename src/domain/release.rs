@@ -1,0 +1,128 @@
+//! The release resource as the domain sees it.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A Kubernetes object (a Deployment template, say) as plain JSON.
+pub type JsonObject = serde_json::Map<String, serde_json::Value>;
+
+pub const KIND: &str = "Release";
+pub const API_VERSION: &str = "asm/v2";
+
+/// A release as the client sent it: nothing checked yet. Empty strings stand
+/// for absent fields, as in proto3.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReleaseDraft {
+    pub kind: String,
+    pub api_version: String,
+    pub mesh_id: String,
+    pub name: String,
+    pub namespace: String,
+    pub service_name: String,
+    pub cluster_id: String,
+    pub deployment_name: String,
+    pub version: String,
+    pub release_type: String,
+    pub gray_deployments: Vec<GrayDeploymentDraft>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GrayDeploymentDraft {
+    pub cluster_id: String,
+    pub template: Option<JsonObject>,
+}
+
+/// A stored release: valid by construction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Release {
+    pub mesh_id: String,
+    pub namespace: String,
+    pub name: String,
+    pub uid: Uuid,
+    pub service_name: String,
+    pub cluster_id: String,
+    pub deployment_name: String,
+    pub version: String,
+    pub release_type: ReleaseType,
+    pub gray_deployments: Vec<GrayDeployment>,
+    pub status: ReleaseStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GrayDeployment {
+    pub cluster_id: String,
+    /// The template as the client sent it.
+    pub template: JsonObject,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseStatus {
+    pub phase: Phase,
+    pub start_time: DateTime<Utc>,
+    pub update_time: DateTime<Utc>,
+    /// The original workload, once the service knows it.
+    pub deployment: Option<JsonObject>,
+    /// Each gray Deployment as this release creates it.
+    pub gray_deployments: Vec<JsonObject>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReleaseType {
+    Canary,
+    BlueGreen,
+}
+
+impl ReleaseType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReleaseType::Canary => "canary",
+            ReleaseType::BlueGreen => "blue-green",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "canary" => Some(ReleaseType::Canary),
+            "blue-green" => Some(ReleaseType::BlueGreen),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    Pending,
+    Deploying,
+    Running,
+    Ending,
+    Ended,
+    Canceling,
+    Canceled,
+    Failed,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Deploying => "Deploying",
+            Phase::Running => "Running",
+            Phase::Ending => "Ending",
+            Phase::Ended => "Ended",
+            Phase::Canceling => "Canceling",
+            Phase::Canceled => "Canceled",
+            Phase::Failed => "Failed",
+        }
+    }
+
+    /// An active release holds its service: no second release may start on it.
+    pub fn is_active(self) -> bool {
+        match self {
+            Phase::Pending | Phase::Deploying | Phase::Running | Phase::Ending | Phase::Canceling => {
+                true
+            }
+            Phase::Ended | Phase::Canceled | Phase::Failed => false,
+        }
+    }
+}
