@@ -98,7 +98,7 @@ fn method_table(pool: &DescriptorPool) -> Result<String, Box<dyn std::error::Err
         writeln!(
             services,
             "/// The transcodable methods of `{full}`, keyed by full method name.\n\
-             pub(crate) fn {fn_name}_methods<S: {trait_path}>(service: std::sync::Arc<S>) -> Vec<(&'static str, crate::transcode::UnaryMethod)> {{\n    vec![\n{entries}    ]\n}}\n",
+             pub fn {fn_name}_methods<S: {trait_path}>(service: std::sync::Arc<S>) -> Vec<(&'static str, crate::transcode::UnaryMethod)> {{\n    vec![\n{entries}    ]\n}}\n",
             full = service.full_name(),
             fn_name = snake_case(service.name()),
             trait_path = server_trait(service.package_name(), service.name()),

@@ -4,14 +4,31 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
     CreateRelease,
+    GetRelease,
+    ListReleases,
+    UpdateRelease,
+    DeleteRelease,
 }
 
 impl Action {
-    pub const ALL: &'static [Action] = &[Action::CreateRelease];
+    pub const ALL: &'static [Action] = &[
+        Action::CreateRelease,
+        Action::GetRelease,
+        Action::ListReleases,
+        Action::UpdateRelease,
+        Action::DeleteRelease,
+    ];
+
+    /// The policy wildcard for every action.
+    pub const WILDCARD: &'static str = "asm:mesh:*";
 
     pub fn as_str(self) -> &'static str {
         match self {
             Action::CreateRelease => "asm:mesh:createRelease",
+            Action::GetRelease => "asm:mesh:getRelease",
+            Action::ListReleases => "asm:mesh:listReleases",
+            Action::UpdateRelease => "asm:mesh:updateRelease",
+            Action::DeleteRelease => "asm:mesh:deleteRelease",
         }
     }
 

@@ -60,7 +60,9 @@ pub fn check_and_complete(
         }
         None => {
             derived_name = format!("{}-{}", ctx.deployment_name, ctx.version);
-            if let Err(e) = names::check_dns_subdomain(&derived_name) {
+            // With no deployment name or version, that field's own error says it all.
+            let derivable = !ctx.deployment_name.is_empty() && !ctx.version.is_empty();
+            if let (true, Err(e)) = (derivable, names::check_dns_subdomain(&derived_name)) {
                 out.push(
                     "metadata.name",
                     format!("is missing, and the derived name {derived_name:?} {e}"),

@@ -1,0 +1,158 @@
+//! Between the wire types (prost/pbjson) and the domain: proto types stay at
+//! this edge. Input conversion is structural only; the rules are checked by
+//! `domain::validation`, the same for both protocols.
+
+use crate::domain::release::{API_VERSION, GrayDeploymentDraft, KIND};
+use crate::domain::{ApiError, JsonObject, Release, ReleaseDraft};
+use crate::pb::asm::v2 as pb;
+use crate::pb::wkt;
+
+/// Deeper Kubernetes objects than this are refused (real Deployments nest
+/// about fifteen levels).
+pub const MAX_OBJECT_DEPTH: usize = 64;
+
+impl TryFrom<pb::Release> for ReleaseDraft {
+    type Error = ApiError;
+
+    fn try_from(release: pb::Release) -> Result<Self, ApiError> {
+        let metadata = release.metadata.unwrap_or_default();
+        let spec = release.spec.unwrap_or_default();
+        let mut gray_deployments = Vec::with_capacity(spec.gray_deployments.len());
+        for (i, gray) in spec.gray_deployments.into_iter().enumerate() {
+            let template = gray
+                .template
+                .map(|t| struct_to_json(t, &format!("spec.grayDeployments[{i}].template")))
+                .transpose()?;
+            gray_deployments.push(GrayDeploymentDraft {
+                cluster_id: gray.cluster_id,
+                template,
+            });
+        }
+        Ok(ReleaseDraft {
+            kind: release.kind,
+            api_version: release.api_version,
+            mesh_id: metadata.mesh_id,
+            name: metadata.name,
+            namespace: metadata.namespace,
+            service_name: spec.service_name,
+            cluster_id: spec.cluster_id,
+            deployment_name: spec.deployment_name,
+            version: spec.version,
+            release_type: spec.r#type,
+            gray_deployments,
+        })
+    }
+}
+
+impl From<Release> for pb::Release {
+    fn from(release: Release) -> Self {
+        pb::Release {
+            kind: KIND.to_owned(),
+            api_version: API_VERSION.to_owned(),
+            metadata: Some(pb::ReleaseMetadata {
+                mesh_id: release.mesh_id,
+                name: release.name,
+                uid: release.uid.to_string(),
+                namespace: release.namespace,
+            }),
+            spec: Some(pb::ReleaseSpec {
+                service_name: release.service_name,
+                cluster_id: release.cluster_id,
+                deployment_name: release.deployment_name,
+                version: release.version,
+                r#type: release.release_type.as_str().to_owned(),
+                gray_deployments: release
+                    .gray_deployments
+                    .into_iter()
+                    .map(|g| pb::GrayDeployment {
+                        cluster_id: g.cluster_id,
+                        template: Some(json_to_struct(g.template)),
+                    })
+                    .collect(),
+            }),
+            status: Some(pb::ReleaseStatus {
+                phase: release.status.phase.as_str().to_owned(),
+                start_time: Some(release.status.start_time.into()),
+                update_time: Some(release.status.update_time.into()),
+                deployment: release.status.deployment.map(json_to_struct),
+                gray_deployments: release.status.gray_deployments.into_iter().map(json_to_struct).collect(),
+            }),
+        }
+    }
+}
+
+/// A `Struct` as JSON; refuses objects deeper than [`MAX_OBJECT_DEPTH`] and
+/// numbers JSON cannot carry, naming `field`.
+pub fn struct_to_json(object: wkt::Struct, field: &str) -> Result<JsonObject, ApiError> {
+    struct_fields(object, field, 1)
+}
+
+fn struct_fields(object: wkt::Struct, field: &str, depth: usize) -> Result<JsonObject, ApiError> {
+    if depth > MAX_OBJECT_DEPTH {
+        return Err(ApiError::invalid_field(
+            field,
+            format!("nests deeper than {MAX_OBJECT_DEPTH} levels"),
+        ));
+    }
+    object
+        .fields
+        .into_iter()
+        .map(|(key, value)| Ok((key, value_to_json(value, field, depth)?)))
+        .collect()
+}
+
+fn value_to_json(value: wkt::Value, field: &str, depth: usize) -> Result<serde_json::Value, ApiError> {
+    use wkt::value::Kind;
+    Ok(match value.kind {
+        None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
+        Some(Kind::BoolValue(b)) => serde_json::Value::Bool(b),
+        Some(Kind::StringValue(s)) => serde_json::Value::String(s),
+        Some(Kind::NumberValue(n)) => {
+            let number = if n.fract() == 0.0 && n.abs() < 9_007_199_254_740_992.0 {
+                Some(serde_json::Number::from(n as i64))
+            } else {
+                serde_json::Number::from_f64(n)
+            };
+            number
+                .map(serde_json::Value::Number)
+                .ok_or_else(|| ApiError::invalid_field(field, "holds a number that is not finite"))?
+        }
+        Some(Kind::StructValue(s)) => serde_json::Value::Object(struct_fields(s, field, depth + 1)?),
+        Some(Kind::ListValue(list)) => {
+            if depth + 1 > MAX_OBJECT_DEPTH {
+                return Err(ApiError::invalid_field(
+                    field,
+                    format!("nests deeper than {MAX_OBJECT_DEPTH} levels"),
+                ));
+            }
+            serde_json::Value::Array(
+                list.values
+                    .into_iter()
+                    .map(|v| value_to_json(v, field, depth + 1))
+                    .collect::<Result<_, _>>()?,
+            )
+        }
+    })
+}
+
+/// JSON as a `Struct`. Stored objects passed the depth check on the way in.
+pub fn json_to_struct(object: JsonObject) -> wkt::Struct {
+    wkt::Struct {
+        fields: object.into_iter().map(|(k, v)| (k, json_to_value(v))).collect(),
+    }
+}
+
+fn json_to_value(value: serde_json::Value) -> wkt::Value {
+    use wkt::value::Kind;
+    let kind = match value {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        serde_json::Value::String(s) => Kind::StringValue(s),
+        serde_json::Value::Array(items) => Kind::ListValue(wkt::ListValue {
+            values: items.into_iter().map(json_to_value).collect(),
+        }),
+        serde_json::Value::Object(object) => Kind::StructValue(json_to_struct(object)),
+    };
+    wkt::Value::from(kind)
+}

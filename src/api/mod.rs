@@ -1,0 +1,9 @@
+//! The gRPC service implementation: the one entry point both protocols call
+//! (REST reaches it through `crate::transcode`). Each method unwraps the
+//! request, calls the domain, and maps the error; nothing more.
+
+pub mod conversions;
+pub mod errors;
+mod release_service;
+
+pub use release_service::ReleaseApi;

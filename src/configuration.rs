@@ -1,0 +1,429 @@
+//! Settings: embedded defaults, then the TOML file (`--config`), then
+//! `MESHRELEASE_*` environment variables, then flags. Validated once after
+//! loading, with errors that name the key.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::auth::TokenEntry;
+use crate::domain::{Action, Effect, Mesh, Principal, Statement};
+
+/// Command-line flags; each has a `MESHRELEASE_*` environment variable, and
+/// each but `--config` a key of the same name (with `_`) in the file.
+#[derive(Debug, Default, Parser)]
+#[command(name = "meshrelease", version, about = "Grayscale releases for service-mesh workloads, over gRPC and REST")]
+pub struct Cli {
+    /// The TOML configuration file.
+    #[arg(long, env = "MESHRELEASE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on for gRPC, gRPC-Web and REST.
+    #[arg(long, env = "MESHRELEASE_LISTEN")]
+    pub listen: Option<String>,
+    /// Directory of the SQLite database.
+    #[arg(long, env = "MESHRELEASE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// `sqlite` (durable, the default) or `memory` (for tests and benchmarks).
+    #[arg(long, env = "MESHRELEASE_STORE")]
+    pub store: Option<String>,
+    /// `text` or `json`.
+    #[arg(long, env = "MESHRELEASE_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// A tracing filter, such as `info` or `meshrelease=debug,info`.
+    #[arg(long, env = "MESHRELEASE_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// The largest request body (REST) or message (gRPC), in bytes.
+    #[arg(long, env = "MESHRELEASE_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Seconds an HTTP/1 client may take to send its request headers.
+    #[arg(long, env = "MESHRELEASE_HEADER_READ_TIMEOUT_SECS")]
+    pub header_read_timeout_secs: Option<u64>,
+    /// HTTP/2 streams open at once per connection.
+    #[arg(long, env = "MESHRELEASE_MAX_CONCURRENT_STREAMS")]
+    pub max_concurrent_streams: Option<u32>,
+    /// Connections open at once.
+    #[arg(long, env = "MESHRELEASE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Seconds a shutdown waits for requests in flight.
+    #[arg(long, env = "MESHRELEASE_DRAIN_TIMEOUT_SECS")]
+    pub drain_timeout_secs: Option<u64>,
+    /// The meshes, as a TOML array of tables (replaces the file's).
+    #[arg(long, env = "MESHRELEASE_MESHES")]
+    pub meshes: Option<String>,
+    /// The tokens, as a TOML array of tables (replaces the file's).
+    #[arg(long, env = "MESHRELEASE_TOKENS")]
+    pub tokens: Option<String>,
+    /// The AK/SK credentials, as a TOML array of tables (replaces the file's).
+    #[arg(long, env = "MESHRELEASE_CREDENTIALS")]
+    pub credentials: Option<String>,
+}
+
+/// The configuration file; every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    store: Option<String>,
+    log_format: Option<String>,
+    log_level: Option<String>,
+    max_body_bytes: Option<usize>,
+    header_read_timeout_secs: Option<u64>,
+    max_concurrent_streams: Option<u32>,
+    max_connections: Option<usize>,
+    drain_timeout_secs: Option<u64>,
+    meshes: Option<Vec<MeshConfig>>,
+    tokens: Option<Vec<TokenConfig>>,
+    credentials: Option<Vec<CredentialConfig>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeshConfig {
+    pub id: String,
+    pub clusters: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub subject: String,
+    /// Hex SHA-256 of the token.
+    pub sha256: String,
+    pub allow: Vec<StatementConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialConfig {
+    pub subject: String,
+    pub access_key: String,
+    pub secret_key_file: Option<PathBuf>,
+    pub secret_key_env: Option<String>,
+    pub allow: Vec<StatementConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatementConfig {
+    #[serde(default)]
+    pub effect: Option<String>,
+    pub actions: Vec<String>,
+    pub meshes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Sqlite,
+    Memory,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub store: StoreKind,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub max_body_bytes: usize,
+    pub header_read_timeout: Duration,
+    pub max_concurrent_streams: u32,
+    pub max_connections: usize,
+    pub drain_timeout: Duration,
+    pub meshes: Vec<Mesh>,
+    pub tokens: Vec<TokenEntry>,
+    pub credentials: Vec<CredentialConfig>,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(String);
+
+fn fail<T>(message: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(message.into()))
+}
+
+impl Settings {
+    /// Defaults, then the file named by `cli.config`, then environment and flags.
+    pub fn load(cli: &Cli) -> Result<Self, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => read_file(path)?,
+            None => FileSettings::default(),
+        };
+        let listen_text = cli.listen.clone().or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let Ok(listen) = listen_text.parse::<SocketAddr>() else {
+            return fail(format!("listen: {listen_text:?} is not an address such as 127.0.0.1:8080"));
+        };
+        let store = match cli.store.clone().or(file.store).as_deref().unwrap_or("sqlite") {
+            "sqlite" => StoreKind::Sqlite,
+            "memory" => StoreKind::Memory,
+            other => return fail(format!("store: must be \"sqlite\" or \"memory\", got {other:?}")),
+        };
+        let log_format = match cli.log_format.clone().or(file.log_format).as_deref().unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => return fail(format!("log_format: must be \"text\" or \"json\", got {other:?}")),
+        };
+        let log_level = cli.log_level.clone().or(file.log_level).unwrap_or_else(|| "info".to_owned());
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
+            return fail(format!("log_level: {e}"));
+        }
+        let max_body_bytes = cli.max_body_bytes.or(file.max_body_bytes).unwrap_or(DEFAULT_MAX_BODY_BYTES);
+        if !(1024..=64 * 1024 * 1024).contains(&max_body_bytes) {
+            return fail("max_body_bytes: must be between 1024 and 67108864");
+        }
+        let header_read_timeout_secs = cli.header_read_timeout_secs.or(file.header_read_timeout_secs).unwrap_or(10);
+        let max_concurrent_streams = cli.max_concurrent_streams.or(file.max_concurrent_streams).unwrap_or(200);
+        let max_connections = cli.max_connections.or(file.max_connections).unwrap_or(4096);
+        let drain_timeout_secs = cli.drain_timeout_secs.or(file.drain_timeout_secs).unwrap_or(30);
+        if header_read_timeout_secs == 0 {
+            return fail("header_read_timeout_secs: must be at least 1");
+        }
+        if max_concurrent_streams == 0 {
+            return fail("max_concurrent_streams: must be at least 1");
+        }
+        if max_connections == 0 {
+            return fail("max_connections: must be at least 1");
+        }
+
+        let meshes = match &cli.meshes {
+            Some(text) => inline_array("meshes", text)?,
+            None => file.meshes.unwrap_or_default(),
+        };
+        let tokens = match &cli.tokens {
+            Some(text) => inline_array("tokens", text)?,
+            None => file.tokens.unwrap_or_default(),
+        };
+        let credentials = match &cli.credentials {
+            Some(text) => inline_array("credentials", text)?,
+            None => file.credentials.unwrap_or_default(),
+        };
+
+        Ok(Settings {
+            listen,
+            data_dir: cli.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("./data")),
+            store,
+            log_format,
+            log_level,
+            max_body_bytes,
+            header_read_timeout: Duration::from_secs(header_read_timeout_secs),
+            max_concurrent_streams,
+            max_connections,
+            drain_timeout: Duration::from_secs(drain_timeout_secs),
+            meshes: validate_meshes(meshes)?,
+            tokens: validate_tokens(tokens)?,
+            credentials: validate_credentials(credentials)?,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => return fail(format!("reading {}: {e}", path.display())),
+    };
+    toml::from_str(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
+}
+
+fn inline_array<T: serde::de::DeserializeOwned>(key: &str, text: &str) -> Result<Vec<T>, ConfigError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Wrapper<T> {
+        value: Vec<T>,
+    }
+    toml::from_str::<Wrapper<T>>(&format!("value = {text}"))
+        .map(|w| w.value)
+        .map_err(|e| ConfigError(format!("{key} (from the environment or a flag): {e}")))
+}
+
+fn validate_meshes(meshes: Vec<MeshConfig>) -> Result<Vec<Mesh>, ConfigError> {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for (i, mesh) in meshes.into_iter().enumerate() {
+        if mesh.id.is_empty() || mesh.id.contains(['/', '?', '#', '%']) || mesh.id.chars().any(char::is_whitespace) {
+            return fail(format!("meshes[{i}].id: {:?} must be non-empty, without '/', '?', '#', '%' or spaces", mesh.id));
+        }
+        if !seen.insert(mesh.id.clone()) {
+            return fail(format!("meshes[{i}].id: {:?} is declared twice", mesh.id));
+        }
+        if mesh.clusters.is_empty() {
+            return fail(format!("meshes[{i}].clusters: mesh {:?} needs at least one cluster", mesh.id));
+        }
+        let mut clusters = BTreeSet::new();
+        for (j, cluster) in mesh.clusters.iter().enumerate() {
+            if cluster.is_empty() || !clusters.insert(cluster) {
+                return fail(format!("meshes[{i}].clusters[{j}]: {cluster:?} is empty or declared twice"));
+            }
+        }
+        out.push(Mesh {
+            id: mesh.id,
+            clusters: mesh.clusters,
+        });
+    }
+    Ok(out)
+}
+
+fn validate_statements(key: &str, statements: Vec<StatementConfig>) -> Result<Vec<Statement>, ConfigError> {
+    statements
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let effect = match s.effect.as_deref() {
+                None | Some("Allow") => Effect::Allow,
+                Some("Deny") => Effect::Deny,
+                Some(other) => return fail(format!("{key}[{i}].effect: must be \"Allow\" or \"Deny\", got {other:?}")),
+            };
+            if s.actions.is_empty() {
+                return fail(format!("{key}[{i}].actions: must name at least one action"));
+            }
+            let actions = if s.actions.iter().any(|a| a == Action::WILDCARD) {
+                None
+            } else {
+                let mut parsed = Vec::new();
+                for (j, a) in s.actions.iter().enumerate() {
+                    match Action::parse(a) {
+                        Some(action) => parsed.push(action),
+                        None => {
+                            let known: Vec<&str> = Action::ALL.iter().map(|a| a.as_str()).collect();
+                            return fail(format!(
+                                "{key}[{i}].actions[{j}]: unknown action {a:?}; known: {}, {}",
+                                Action::WILDCARD,
+                                known.join(", ")
+                            ));
+                        }
+                    }
+                }
+                Some(parsed)
+            };
+            if s.meshes.is_empty() {
+                return fail(format!("{key}[{i}].meshes: must name at least one mesh, or \"*\""));
+            }
+            let meshes = if s.meshes.iter().any(|m| m == "*") { None } else { Some(s.meshes) };
+            Ok(Statement { effect, actions, meshes })
+        })
+        .collect()
+}
+
+fn validate_tokens(tokens: Vec<TokenConfig>) -> Result<Vec<TokenEntry>, ConfigError> {
+    let mut out: Vec<TokenEntry> = Vec::new();
+    for (i, token) in tokens.into_iter().enumerate() {
+        if token.subject.is_empty() {
+            return fail(format!("tokens[{i}].subject: must not be empty"));
+        }
+        let mut sha256 = [0u8; 32];
+        if hex::decode_to_slice(&token.sha256, &mut sha256).is_err() {
+            return fail(format!(
+                "tokens[{i}].sha256: must be 64 hex digits (the SHA-256 of the token, e.g. from `printf %s TOKEN | sha256sum`)"
+            ));
+        }
+        if out.iter().any(|t| t.sha256 == sha256) {
+            return fail(format!("tokens[{i}].sha256: the same token is declared twice"));
+        }
+        let statements = validate_statements(&format!("tokens[{i}].allow"), token.allow)?;
+        out.push(TokenEntry {
+            sha256,
+            principal: Principal {
+                subject: token.subject,
+                statements,
+            },
+        });
+    }
+    Ok(out)
+}
+
+fn validate_credentials(credentials: Vec<CredentialConfig>) -> Result<Vec<CredentialConfig>, ConfigError> {
+    for (i, c) in credentials.iter().enumerate() {
+        if c.access_key.is_empty() {
+            return fail(format!("credentials[{i}].access_key: must not be empty"));
+        }
+        if c.secret_key_file.is_some() == c.secret_key_env.is_some() {
+            return fail(format!(
+                "credentials[{i}]: give exactly one of secret_key_file and secret_key_env (never the key itself)"
+            ));
+        }
+        validate_statements(&format!("credentials[{i}].allow"), c.allow.clone())?;
+    }
+    Ok(credentials)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: &str, cli: Cli) -> Result<Settings, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, toml).unwrap();
+        Settings::load(&Cli {
+            config: Some(path),
+            ..cli
+        })
+    }
+
+    const GOOD: &str = r#"
+        listen = "127.0.0.1:9000"
+        data_dir = "./d"
+        [[meshes]]
+        id = "demo-mesh"
+        clusters = ["cluster-a", "cluster-b"]
+        [[tokens]]
+        subject = "bot"
+        sha256 = "6a3ef6f1c5e5a6a8f2c1e1c4f3c3e0c2a1b4d7e8f9a0b1c2d3e4f5a6b7c8d9e0"
+        allow = [{ actions = ["asm:mesh:*"], meshes = ["*"] }]
+        [[credentials]]
+        subject = "sdk-client"
+        access_key = "QTWAOYTTINDUT2QVKYUC"
+        secret_key_file = "secrets/sdk-client.sk"
+        allow = [{ actions = ["asm:mesh:*"], meshes = ["*"] }]
+    "#;
+
+    #[test]
+    fn the_contract_shape_is_accepted() {
+        let s = load(GOOD, Cli::default()).unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(s.meshes[0].clusters.len(), 2);
+        assert_eq!(s.tokens[0].principal.statements[0].actions, None);
+        assert_eq!(s.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let s = load(
+            GOOD,
+            Cli {
+                listen: Some("127.0.0.1:0".into()),
+                meshes: Some(r#"[{ id = "m2", clusters = ["c"] }]"#.into()),
+                ..Cli::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(s.listen.port(), 0);
+        assert_eq!(s.meshes[0].id, "m2");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = |toml: &str| load(toml, Cli::default()).unwrap_err().to_string();
+        assert!(err("listen = \"nowhere\"").contains("listen:"));
+        assert!(err("bogus = 1").contains("bogus"));
+        assert!(err(&GOOD.replace("6a3e", "zz3e")).contains("tokens[0].sha256"));
+        assert!(err(&GOOD.replace("asm:mesh:*\"], meshes = [\"*\"] }]\n        [[cred", "asm:mesh:nope\"], meshes = [\"*\"] }]\n        [[cred"))
+            .contains("tokens[0].allow[0].actions[0]"));
+        assert!(err("[[meshes]]\nid = \"m\"\nclusters = []").contains("meshes[0].clusters"));
+        assert!(err("log_format = \"xml\"").contains("log_format"));
+    }
+}

@@ -1,0 +1,16 @@
+//! The HTTP side of the one listener: connection handling and limits
+//! (`server`), per-request middleware (`request_id`, `authenticate`), and the
+//! health endpoints.
+
+pub mod authenticate;
+pub mod health;
+pub mod request_id;
+pub mod server;
+
+/// Whether a request is gRPC or gRPC-Web (by content type), rather than REST.
+pub fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"))
+}

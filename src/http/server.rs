@@ -1,0 +1,100 @@
+//! Serving one listener for HTTP/1.1 and HTTP/2 (h2c), with the connection
+//! limits tonic and axum leave open set explicitly, and a graceful drain.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// Connection-level limits.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// How long an HTTP/1 client may take to send its request headers.
+    pub header_read_timeout: Duration,
+    /// HTTP/2 streams open at once on one connection.
+    pub max_concurrent_streams: u32,
+    /// HTTP/2 streams the server may reset for protocol errors before it
+    /// closes the connection (a rapid-reset defence).
+    pub max_local_error_reset_streams: usize,
+    /// HTTP/2 streams a client may reset before the server answers.
+    pub max_pending_accept_reset_streams: usize,
+    /// Bytes of request headers, HTTP/2 and HTTP/1 alike.
+    pub max_header_bytes: u32,
+    /// Connections open at once; more are closed as they arrive.
+    pub max_connections: usize,
+    /// How long a shutdown waits for requests in flight.
+    pub drain_timeout: Duration,
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting
+/// and waits (up to the drain timeout) for the requests in flight.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size((limits.max_header_bytes as usize).max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_local_error_reset_streams(limits.max_local_error_reset_streams)
+        .max_pending_accept_reset_streams(limits.max_pending_accept_reset_streams)
+        .max_header_list_size(limits.max_header_bytes);
+    let builder = Arc::new(builder);
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let service = TowerToHyperService::new(app.into_service::<hyper::body::Incoming>());
+    tokio::pin!(shutdown);
+
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of descriptors, say: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "connection limit reached; closing a new connection");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service.clone())
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+
+    drop(listener);
+    tracing::info!("draining requests in flight");
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(limits.drain_timeout) => tracing::warn!("drain timeout passed; closing the remaining connections"),
+    }
+}

@@ -1,0 +1,159 @@
+//! Putting the service together: the store, the domain, gRPC (with
+//! reflection, health and gRPC-Web) and transcoded REST on one listener.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::Request;
+use axum::middleware;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tower::ServiceExt as _;
+
+use crate::api::ReleaseApi;
+use crate::api::errors::WireError;
+use crate::auth::TokenRegistry;
+use crate::configuration::{Settings, StoreKind};
+use crate::domain::{Meshes, ReleaseManager};
+use crate::http::authenticate::{authenticate, grpc_error};
+use crate::http::health::{Readiness, healthz, readyz};
+use crate::http::request_id::request_id;
+use crate::http::server::{ConnectionLimits, serve};
+use crate::http::is_grpc;
+use crate::pb::asm::v2::release_service_server::ReleaseServiceServer;
+use crate::store::{MemoryStore, ReleaseStore, SqliteStore};
+use crate::transcode::{RouteTable, Transcoder, release_service_methods, transcode};
+
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    app: Router,
+    limits: ConnectionLimits,
+    store: Arc<dyn ReleaseStore>,
+    health: tonic_health::server::HealthReporter,
+    shutting_down: Arc<AtomicBool>,
+}
+
+impl Application {
+    /// Opens the store and binds the listener (so port 0 works in tests);
+    /// serving starts with [`Application::run_until_stopped`].
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let store: Arc<dyn ReleaseStore> = match settings.store {
+            StoreKind::Sqlite => Arc::new(SqliteStore::open(&settings.data_dir)?),
+            StoreKind::Memory => Arc::new(MemoryStore::new()),
+        };
+        let manager = Arc::new(ReleaseManager::new(Meshes::new(settings.meshes.clone()), store.clone()));
+        let api = Arc::new(ReleaseApi::new(manager));
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<ReleaseServiceServer<ReleaseApi>>().await;
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let grpc = tonic::service::Routes::new(
+            ReleaseServiceServer::from_arc(api.clone())
+                .max_decoding_message_size(settings.max_body_bytes)
+                .max_encoding_message_size(settings.max_body_bytes.saturating_mul(2)),
+        )
+        .add_service(health_service)
+        .add_service(reflection().build_v1().context("building gRPC reflection v1")?)
+        .add_service(reflection().build_v1alpha().context("building gRPC reflection v1alpha")?)
+        .into_axum_router()
+        .fallback(|request: Request| async move {
+            grpc_error(
+                &request,
+                WireError::from_status(&tonic::Status::unimplemented(format!(
+                    "no method {}",
+                    request.uri().path()
+                ))),
+            )
+        })
+        // gRPC-Web on the gRPC services alone: it refuses plain HTTP/1.1.
+        .layer(tonic_web::GrpcWebLayer::new());
+
+        let table = RouteTable::from_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET, release_service_methods(api))
+            .context("building the REST route table from the proto annotations")?;
+        let shutting_down = Arc::new(AtomicBool::new(false));
+        let rest = Router::new()
+            .route("/healthz", get(healthz))
+            .route(
+                "/readyz",
+                get(readyz).with_state(Readiness {
+                    store: store.clone(),
+                    shutting_down: shutting_down.clone(),
+                }),
+            )
+            .fallback(transcode)
+            .with_state(Transcoder {
+                table: Arc::new(table),
+                max_body_bytes: settings.max_body_bytes,
+            });
+
+        // The protocol is chosen per request by content type, as the contract says.
+        let app = Router::new()
+            .fallback(move |request: Request| {
+                let service = if is_grpc(request.headers()) { grpc.clone() } else { rest.clone() };
+                async move { service.oneshot(request).await.into_response() }
+            })
+            .layer(middleware::from_fn_with_state(
+                Arc::new(TokenRegistry::new(settings.tokens.clone())),
+                authenticate,
+            ))
+            .layer(middleware::from_fn(request_id));
+
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("binding {}", settings.listen))?;
+        let local_addr = listener.local_addr()?;
+        Ok(Self {
+            listener,
+            local_addr,
+            app,
+            limits: ConnectionLimits {
+                header_read_timeout: settings.header_read_timeout,
+                max_concurrent_streams: settings.max_concurrent_streams,
+                max_local_error_reset_streams: 256,
+                max_pending_accept_reset_streams: 64,
+                max_header_bytes: 64 * 1024,
+                max_connections: settings.max_connections,
+                drain_timeout: settings.drain_timeout,
+            },
+            store,
+            health,
+            shutting_down,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` resolves, drains requests in flight, then
+    /// closes the store.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) {
+        let Application {
+            listener,
+            app,
+            limits,
+            store,
+            health,
+            shutting_down,
+            ..
+        } = self;
+        let stop = async move {
+            shutdown.await;
+            shutting_down.store(true, Ordering::Relaxed);
+            health.set_not_serving::<ReleaseServiceServer<ReleaseApi>>().await;
+        };
+        serve(listener, app, limits, stop).await;
+        store.close().await;
+        tracing::info!("stopped");
+    }
+}
