@@ -16,7 +16,11 @@ use crate::domain::{Action, Effect, Mesh, Principal, Statement};
 /// Command-line flags; each has a `MESHRELEASE_*` environment variable, and
 /// each but `--config` a key of the same name (with `_`) in the file.
 #[derive(Debug, Default, Parser)]
-#[command(name = "meshrelease", version, about = "Grayscale releases for service-mesh workloads, over gRPC and REST")]
+#[command(
+    name = "meshrelease",
+    version,
+    about = "Grayscale releases for service-mesh workloads, over gRPC and REST"
+)]
 pub struct Cli {
     /// The TOML configuration file.
     #[arg(long, env = "MESHRELEASE_CONFIG")]
@@ -164,32 +168,74 @@ impl Settings {
             Some(path) => read_file(path)?,
             None => FileSettings::default(),
         };
-        let listen_text = cli.listen.clone().or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen_text = cli
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
         let Ok(listen) = listen_text.parse::<SocketAddr>() else {
-            return fail(format!("listen: {listen_text:?} is not an address such as 127.0.0.1:8080"));
+            return fail(format!(
+                "listen: {listen_text:?} is not an address such as 127.0.0.1:8080"
+            ));
         };
-        let store = match cli.store.clone().or(file.store).as_deref().unwrap_or("sqlite") {
+        let store = match cli
+            .store
+            .clone()
+            .or(file.store)
+            .as_deref()
+            .unwrap_or("sqlite")
+        {
             "sqlite" => StoreKind::Sqlite,
             "memory" => StoreKind::Memory,
-            other => return fail(format!("store: must be \"sqlite\" or \"memory\", got {other:?}")),
+            other => {
+                return fail(format!(
+                    "store: must be \"sqlite\" or \"memory\", got {other:?}"
+                ));
+            }
         };
-        let log_format = match cli.log_format.clone().or(file.log_format).as_deref().unwrap_or("text") {
+        let log_format = match cli
+            .log_format
+            .clone()
+            .or(file.log_format)
+            .as_deref()
+            .unwrap_or("text")
+        {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
-            other => return fail(format!("log_format: must be \"text\" or \"json\", got {other:?}")),
+            other => {
+                return fail(format!(
+                    "log_format: must be \"text\" or \"json\", got {other:?}"
+                ));
+            }
         };
-        let log_level = cli.log_level.clone().or(file.log_level).unwrap_or_else(|| "info".to_owned());
+        let log_level = cli
+            .log_level
+            .clone()
+            .or(file.log_level)
+            .unwrap_or_else(|| "info".to_owned());
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
             return fail(format!("log_level: {e}"));
         }
-        let max_body_bytes = cli.max_body_bytes.or(file.max_body_bytes).unwrap_or(DEFAULT_MAX_BODY_BYTES);
+        let max_body_bytes = cli
+            .max_body_bytes
+            .or(file.max_body_bytes)
+            .unwrap_or(DEFAULT_MAX_BODY_BYTES);
         if !(1024..=64 * 1024 * 1024).contains(&max_body_bytes) {
             return fail("max_body_bytes: must be between 1024 and 67108864");
         }
-        let header_read_timeout_secs = cli.header_read_timeout_secs.or(file.header_read_timeout_secs).unwrap_or(10);
-        let max_concurrent_streams = cli.max_concurrent_streams.or(file.max_concurrent_streams).unwrap_or(200);
+        let header_read_timeout_secs = cli
+            .header_read_timeout_secs
+            .or(file.header_read_timeout_secs)
+            .unwrap_or(10);
+        let max_concurrent_streams = cli
+            .max_concurrent_streams
+            .or(file.max_concurrent_streams)
+            .unwrap_or(200);
         let max_connections = cli.max_connections.or(file.max_connections).unwrap_or(4096);
-        let drain_timeout_secs = cli.drain_timeout_secs.or(file.drain_timeout_secs).unwrap_or(30);
+        let drain_timeout_secs = cli
+            .drain_timeout_secs
+            .or(file.drain_timeout_secs)
+            .unwrap_or(30);
         if header_read_timeout_secs == 0 {
             return fail("header_read_timeout_secs: must be at least 1");
         }
@@ -215,7 +261,11 @@ impl Settings {
 
         Ok(Settings {
             listen,
-            data_dir: cli.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("./data")),
+            data_dir: cli
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./data")),
             store,
             log_format,
             log_level,
@@ -239,7 +289,10 @@ fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
     toml::from_str(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
 }
 
-fn inline_array<T: serde::de::DeserializeOwned>(key: &str, text: &str) -> Result<Vec<T>, ConfigError> {
+fn inline_array<T: serde::de::DeserializeOwned>(
+    key: &str,
+    text: &str,
+) -> Result<Vec<T>, ConfigError> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Wrapper<T> {
@@ -254,19 +307,30 @@ fn validate_meshes(meshes: Vec<MeshConfig>) -> Result<Vec<Mesh>, ConfigError> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for (i, mesh) in meshes.into_iter().enumerate() {
-        if mesh.id.is_empty() || mesh.id.contains(['/', '?', '#', '%']) || mesh.id.chars().any(char::is_whitespace) {
-            return fail(format!("meshes[{i}].id: {:?} must be non-empty, without '/', '?', '#', '%' or spaces", mesh.id));
+        if mesh.id.is_empty()
+            || mesh.id.contains(['/', '?', '#', '%'])
+            || mesh.id.chars().any(char::is_whitespace)
+        {
+            return fail(format!(
+                "meshes[{i}].id: {:?} must be non-empty, without '/', '?', '#', '%' or spaces",
+                mesh.id
+            ));
         }
         if !seen.insert(mesh.id.clone()) {
             return fail(format!("meshes[{i}].id: {:?} is declared twice", mesh.id));
         }
         if mesh.clusters.is_empty() {
-            return fail(format!("meshes[{i}].clusters: mesh {:?} needs at least one cluster", mesh.id));
+            return fail(format!(
+                "meshes[{i}].clusters: mesh {:?} needs at least one cluster",
+                mesh.id
+            ));
         }
         let mut clusters = BTreeSet::new();
         for (j, cluster) in mesh.clusters.iter().enumerate() {
             if cluster.is_empty() || !clusters.insert(cluster) {
-                return fail(format!("meshes[{i}].clusters[{j}]: {cluster:?} is empty or declared twice"));
+                return fail(format!(
+                    "meshes[{i}].clusters[{j}]: {cluster:?} is empty or declared twice"
+                ));
             }
         }
         out.push(Mesh {
@@ -277,7 +341,10 @@ fn validate_meshes(meshes: Vec<MeshConfig>) -> Result<Vec<Mesh>, ConfigError> {
     Ok(out)
 }
 
-fn validate_statements(key: &str, statements: Vec<StatementConfig>) -> Result<Vec<Statement>, ConfigError> {
+fn validate_statements(
+    key: &str,
+    statements: Vec<StatementConfig>,
+) -> Result<Vec<Statement>, ConfigError> {
     statements
         .into_iter()
         .enumerate()
@@ -285,7 +352,11 @@ fn validate_statements(key: &str, statements: Vec<StatementConfig>) -> Result<Ve
             let effect = match s.effect.as_deref() {
                 None | Some("Allow") => Effect::Allow,
                 Some("Deny") => Effect::Deny,
-                Some(other) => return fail(format!("{key}[{i}].effect: must be \"Allow\" or \"Deny\", got {other:?}")),
+                Some(other) => {
+                    return fail(format!(
+                        "{key}[{i}].effect: must be \"Allow\" or \"Deny\", got {other:?}"
+                    ));
+                }
             };
             if s.actions.is_empty() {
                 return fail(format!("{key}[{i}].actions: must name at least one action"));
@@ -310,10 +381,20 @@ fn validate_statements(key: &str, statements: Vec<StatementConfig>) -> Result<Ve
                 Some(parsed)
             };
             if s.meshes.is_empty() {
-                return fail(format!("{key}[{i}].meshes: must name at least one mesh, or \"*\""));
+                return fail(format!(
+                    "{key}[{i}].meshes: must name at least one mesh, or \"*\""
+                ));
             }
-            let meshes = if s.meshes.iter().any(|m| m == "*") { None } else { Some(s.meshes) };
-            Ok(Statement { effect, actions, meshes })
+            let meshes = if s.meshes.iter().any(|m| m == "*") {
+                None
+            } else {
+                Some(s.meshes)
+            };
+            Ok(Statement {
+                effect,
+                actions,
+                meshes,
+            })
         })
         .collect()
 }
@@ -331,7 +412,9 @@ fn validate_tokens(tokens: Vec<TokenConfig>) -> Result<Vec<TokenEntry>, ConfigEr
             ));
         }
         if out.iter().any(|t| t.sha256 == sha256) {
-            return fail(format!("tokens[{i}].sha256: the same token is declared twice"));
+            return fail(format!(
+                "tokens[{i}].sha256: the same token is declared twice"
+            ));
         }
         let statements = validate_statements(&format!("tokens[{i}].allow"), token.allow)?;
         out.push(TokenEntry {
@@ -345,7 +428,9 @@ fn validate_tokens(tokens: Vec<TokenConfig>) -> Result<Vec<TokenEntry>, ConfigEr
     Ok(out)
 }
 
-fn validate_credentials(credentials: Vec<CredentialConfig>) -> Result<Vec<CredentialConfig>, ConfigError> {
+fn validate_credentials(
+    credentials: Vec<CredentialConfig>,
+) -> Result<Vec<CredentialConfig>, ConfigError> {
     for (i, c) in credentials.iter().enumerate() {
         if c.access_key.is_empty() {
             return fail(format!("credentials[{i}].access_key: must not be empty"));
@@ -421,8 +506,13 @@ mod tests {
         assert!(err("listen = \"nowhere\"").contains("listen:"));
         assert!(err("bogus = 1").contains("bogus"));
         assert!(err(&GOOD.replace("6a3e", "zz3e")).contains("tokens[0].sha256"));
-        assert!(err(&GOOD.replace("asm:mesh:*\"], meshes = [\"*\"] }]\n        [[cred", "asm:mesh:nope\"], meshes = [\"*\"] }]\n        [[cred"))
-            .contains("tokens[0].allow[0].actions[0]"));
+        assert!(
+            err(&GOOD.replace(
+                "asm:mesh:*\"], meshes = [\"*\"] }]\n        [[cred",
+                "asm:mesh:nope\"], meshes = [\"*\"] }]\n        [[cred"
+            ))
+            .contains("tokens[0].allow[0].actions[0]")
+        );
         assert!(err("[[meshes]]\nid = \"m\"\nclusters = []").contains("meshes[0].clusters"));
         assert!(err("log_format = \"xml\"").contains("log_format"));
     }

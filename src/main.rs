@@ -27,6 +27,8 @@ async fn main() -> ExitCode {
         }
     };
     tracing::info!(address = %application.local_addr(), "listening");
-    application.run_until_stopped(shutdown::signal_received()).await;
+    application
+        .run_until_stopped(shutdown::signal_received())
+        .await;
     ExitCode::SUCCESS
 }

@@ -6,7 +6,10 @@ use tokio::signal::unix::{SignalKind, signal};
 /// Resolves on the first SIGINT or SIGTERM; from then on, another one ends
 /// the process immediately.
 pub async fn signal_received() {
-    let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
         tracing::error!("cannot listen for shutdown signals; stop the process with SIGKILL");
         return std::future::pending().await;
     };

@@ -21,10 +21,11 @@ use crate::auth::TokenRegistry;
 use crate::configuration::{Settings, StoreKind};
 use crate::domain::{Meshes, ReleaseManager};
 use crate::http::authenticate::{authenticate, grpc_error};
+use crate::http::grpc_errors::normalize_grpc_errors;
 use crate::http::health::{Readiness, healthz, readyz};
+use crate::http::is_grpc;
 use crate::http::request_id::request_id;
 use crate::http::server::{ConnectionLimits, serve};
-use crate::http::is_grpc;
 use crate::pb::asm::v2::release_service_server::ReleaseServiceServer;
 use crate::store::{MemoryStore, ReleaseStore, SqliteStore};
 use crate::transcode::{RouteTable, Transcoder, release_service_methods, transcode};
@@ -47,11 +48,25 @@ impl Application {
             StoreKind::Sqlite => Arc::new(SqliteStore::open(&settings.data_dir)?),
             StoreKind::Memory => Arc::new(MemoryStore::new()),
         };
-        let manager = Arc::new(ReleaseManager::new(Meshes::new(settings.meshes.clone()), store.clone()));
+        Self::build_with_store(settings, store).await
+    }
+
+    /// As [`Application::build`], on a store the caller made (tests and
+    /// benchmarks bring their own).
+    pub async fn build_with_store(
+        settings: Settings,
+        store: Arc<dyn ReleaseStore>,
+    ) -> anyhow::Result<Self> {
+        let manager = Arc::new(ReleaseManager::new(
+            Meshes::new(settings.meshes.clone()),
+            store.clone(),
+        ));
         let api = Arc::new(ReleaseApi::new(manager));
 
         let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<ReleaseServiceServer<ReleaseApi>>().await;
+        health
+            .set_serving::<ReleaseServiceServer<ReleaseApi>>()
+            .await;
         let reflection = || {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
@@ -63,8 +78,16 @@ impl Application {
                 .max_encoding_message_size(settings.max_body_bytes.saturating_mul(2)),
         )
         .add_service(health_service)
-        .add_service(reflection().build_v1().context("building gRPC reflection v1")?)
-        .add_service(reflection().build_v1alpha().context("building gRPC reflection v1alpha")?)
+        .add_service(
+            reflection()
+                .build_v1()
+                .context("building gRPC reflection v1")?,
+        )
+        .add_service(
+            reflection()
+                .build_v1alpha()
+                .context("building gRPC reflection v1alpha")?,
+        )
         .into_axum_router()
         .fallback(|request: Request| async move {
             grpc_error(
@@ -75,11 +98,15 @@ impl Application {
                 ))),
             )
         })
+        .layer(middleware::from_fn(normalize_grpc_errors))
         // gRPC-Web on the gRPC services alone: it refuses plain HTTP/1.1.
         .layer(tonic_web::GrpcWebLayer::new());
 
-        let table = RouteTable::from_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET, release_service_methods(api))
-            .context("building the REST route table from the proto annotations")?;
+        let table = RouteTable::from_descriptor_set(
+            crate::pb::FILE_DESCRIPTOR_SET,
+            release_service_methods(api),
+        )
+        .context("building the REST route table from the proto annotations")?;
         let shutting_down = Arc::new(AtomicBool::new(false));
         let rest = Router::new()
             .route("/healthz", get(healthz))
@@ -99,7 +126,11 @@ impl Application {
         // The protocol is chosen per request by content type, as the contract says.
         let app = Router::new()
             .fallback(move |request: Request| {
-                let service = if is_grpc(request.headers()) { grpc.clone() } else { rest.clone() };
+                let service = if is_grpc(request.headers()) {
+                    grpc.clone()
+                } else {
+                    rest.clone()
+                };
                 async move { service.oneshot(request).await.into_response() }
             })
             .layer(middleware::from_fn_with_state(
@@ -150,7 +181,9 @@ impl Application {
         let stop = async move {
             shutdown.await;
             shutting_down.store(true, Ordering::Relaxed);
-            health.set_not_serving::<ReleaseServiceServer<ReleaseApi>>().await;
+            health
+                .set_not_serving::<ReleaseServiceServer<ReleaseApi>>()
+                .await;
         };
         serve(listener, app, limits, stop).await;
         store.close().await;

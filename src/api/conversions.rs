@@ -75,7 +75,12 @@ impl From<Release> for pb::Release {
                 start_time: Some(release.status.start_time.into()),
                 update_time: Some(release.status.update_time.into()),
                 deployment: release.status.deployment.map(json_to_struct),
-                gray_deployments: release.status.gray_deployments.into_iter().map(json_to_struct).collect(),
+                gray_deployments: release
+                    .status
+                    .gray_deployments
+                    .into_iter()
+                    .map(json_to_struct)
+                    .collect(),
             }),
         }
     }
@@ -101,7 +106,11 @@ fn struct_fields(object: wkt::Struct, field: &str, depth: usize) -> Result<JsonO
         .collect()
 }
 
-fn value_to_json(value: wkt::Value, field: &str, depth: usize) -> Result<serde_json::Value, ApiError> {
+fn value_to_json(
+    value: wkt::Value,
+    field: &str,
+    depth: usize,
+) -> Result<serde_json::Value, ApiError> {
     use wkt::value::Kind;
     Ok(match value.kind {
         None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
@@ -113,11 +122,13 @@ fn value_to_json(value: wkt::Value, field: &str, depth: usize) -> Result<serde_j
             } else {
                 serde_json::Number::from_f64(n)
             };
-            number
-                .map(serde_json::Value::Number)
-                .ok_or_else(|| ApiError::invalid_field(field, "holds a number that is not finite"))?
+            number.map(serde_json::Value::Number).ok_or_else(|| {
+                ApiError::invalid_field(field, "holds a number that is not finite")
+            })?
         }
-        Some(Kind::StructValue(s)) => serde_json::Value::Object(struct_fields(s, field, depth + 1)?),
+        Some(Kind::StructValue(s)) => {
+            serde_json::Value::Object(struct_fields(s, field, depth + 1)?)
+        }
         Some(Kind::ListValue(list)) => {
             if depth + 1 > MAX_OBJECT_DEPTH {
                 return Err(ApiError::invalid_field(
@@ -138,7 +149,10 @@ fn value_to_json(value: wkt::Value, field: &str, depth: usize) -> Result<serde_j
 /// JSON as a `Struct`. Stored objects passed the depth check on the way in.
 pub fn json_to_struct(object: JsonObject) -> wkt::Struct {
     wkt::Struct {
-        fields: object.into_iter().map(|(k, v)| (k, json_to_value(v))).collect(),
+        fields: object
+            .into_iter()
+            .map(|(k, v)| (k, json_to_value(v)))
+            .collect(),
     }
 }
 

@@ -101,7 +101,9 @@ impl ErrorCode {
     /// the usual gRPC to HTTP table.
     fn from_grpc(code: Code) -> Self {
         match code {
-            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => ErrorCode::InvalidRequest,
+            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+                ErrorCode::InvalidRequest
+            }
             Code::Unauthenticated => ErrorCode::Unauthenticated,
             Code::PermissionDenied => ErrorCode::Forbidden,
             Code::NotFound => ErrorCode::NotFound,
@@ -155,7 +157,11 @@ impl WireError {
     pub fn from_status(status: &tonic::Status) -> Self {
         let code = status
             .get_details_error_info()
-            .and_then(|info| info.metadata.get(ERROR_CODE_KEY).and_then(|c| ErrorCode::parse(c)))
+            .and_then(|info| {
+                info.metadata
+                    .get(ERROR_CODE_KEY)
+                    .and_then(|c| ErrorCode::parse(c))
+            })
             .unwrap_or_else(|| ErrorCode::from_grpc(status.code()));
         let violations = status
             .get_details_bad_request()
@@ -166,10 +172,11 @@ impl WireError {
                     .collect()
             })
             .unwrap_or_default();
-        let message = match code {
-            // A status without our details may carry anything; say nothing of it.
-            ErrorCode::Internal => "internal error".to_owned(),
-            _ => status.message().to_owned(),
+        // A status without our details may carry anything; say nothing of it.
+        let message = if code == ErrorCode::Internal {
+            "internal error".to_owned()
+        } else {
+            status.message().to_owned()
         };
         Self {
             code,
@@ -192,22 +199,37 @@ impl From<ApiError> for WireError {
                 violations,
                 ..WireError::new(ErrorCode::InvalidRequest, Code::InvalidArgument, message)
             },
-            ApiError::Unauthenticated(_) => WireError::new(ErrorCode::Unauthenticated, Code::Unauthenticated, message),
-            ApiError::PermissionDenied { .. } => WireError::new(ErrorCode::Forbidden, Code::PermissionDenied, message),
+            ApiError::Unauthenticated(_) => {
+                WireError::new(ErrorCode::Unauthenticated, Code::Unauthenticated, message)
+            }
+            ApiError::PermissionDenied { .. } => {
+                WireError::new(ErrorCode::Forbidden, Code::PermissionDenied, message)
+            }
             ApiError::NotFound(_) => WireError::new(ErrorCode::NotFound, Code::NotFound, message),
-            ApiError::AlreadyExists(_) => WireError::new(ErrorCode::Conflict, Code::AlreadyExists, message),
+            ApiError::AlreadyExists(_) => {
+                WireError::new(ErrorCode::Conflict, Code::AlreadyExists, message)
+            }
             ApiError::PayloadTooLarge { .. } => {
                 WireError::new(ErrorCode::PayloadTooLarge, Code::ResourceExhausted, message)
             }
-            ApiError::UnsupportedMediaType(_) => {
-                WireError::new(ErrorCode::UnsupportedMediaType, Code::InvalidArgument, message)
-            }
+            ApiError::UnsupportedMediaType(_) => WireError::new(
+                ErrorCode::UnsupportedMediaType,
+                Code::InvalidArgument,
+                message,
+            ),
             ApiError::Unavailable(reason) => {
                 tracing::warn!(%reason, "request failed: service unavailable");
-                WireError::new(ErrorCode::Unavailable, Code::Unavailable, "service unavailable, retry later")
+                WireError::new(
+                    ErrorCode::Unavailable,
+                    Code::Unavailable,
+                    "service unavailable, retry later",
+                )
             }
             ApiError::Internal(cause) => {
-                tracing::error!(error = format!("{cause:#}"), "request failed: internal error");
+                tracing::error!(
+                    error = format!("{cause:#}"),
+                    "request failed: internal error"
+                );
                 WireError::new(ErrorCode::Internal, Code::Internal, "internal error")
             }
         }
@@ -277,7 +299,9 @@ mod tests {
 
     #[test]
     fn internal_errors_say_nothing_of_their_cause() {
-        let wire = WireError::from(ApiError::Internal(anyhow::anyhow!("disk /secret/path is full")));
+        let wire = WireError::from(ApiError::Internal(anyhow::anyhow!(
+            "disk /secret/path is full"
+        )));
         assert_eq!(wire.message, "internal error");
         let foreign = tonic::Status::internal("h2 protocol error: details");
         assert_eq!(WireError::from_status(&foreign).message, "internal error");

@@ -29,7 +29,10 @@ fn principal<T>(request: &Request<T>) -> Result<Principal, Status> {
 
 #[tonic::async_trait]
 impl ReleaseService for ReleaseApi {
-    async fn create_release(&self, request: Request<pb::CreateReleaseRequest>) -> Result<Response<pb::Release>, Status> {
+    async fn create_release(
+        &self,
+        request: Request<pb::CreateReleaseRequest>,
+    ) -> Result<Response<pb::Release>, Status> {
         let principal = principal(&request)?;
         let request = request.into_inner();
         let draft = ReleaseDraft::try_from(request.release.unwrap_or_default())?;

@@ -73,8 +73,13 @@ pub struct Principal {
 
 impl Principal {
     pub fn allows(&self, action: Action, mesh_id: &str) -> bool {
-        let matching = || self.statements.iter().filter(|s| s.matches(action, mesh_id));
-        matching().any(|s| s.effect == Effect::Allow) && !matching().any(|s| s.effect == Effect::Deny)
+        let matching = || {
+            self.statements
+                .iter()
+                .filter(|s| s.matches(action, mesh_id))
+        };
+        matching().any(|s| s.effect == Effect::Allow)
+            && !matching().any(|s| s.effect == Effect::Deny)
     }
 }
 

@@ -75,7 +75,10 @@ pub fn check_and_complete(
         Some(Value::String(ns)) if ns == ctx.namespace => {}
         Some(_) => out.push(
             "metadata.namespace",
-            format!("must be {:?}, the namespace of the release, where given", ctx.namespace),
+            format!(
+                "must be {:?}, the namespace of the release, where given",
+                ctx.namespace
+            ),
         ),
         None => {}
     }
@@ -114,7 +117,10 @@ pub fn check_and_complete(
             out.labels(given, "spec.template.metadata.labels");
             labels = given.clone();
         }
-        Some(_) => out.push("spec.template.metadata.labels", "must be an object of strings"),
+        Some(_) => out.push(
+            "spec.template.metadata.labels",
+            "must be an object of strings",
+        ),
     }
     match labels.get(VERSION_LABEL) {
         None => {
@@ -166,10 +172,7 @@ fn object_entry<'m>(object: &'m mut JsonObject, key: &str) -> &'m mut JsonObject
     if !entry.is_object() {
         *entry = Value::Object(Map::new());
     }
-    match entry {
-        Value::Object(map) => map,
-        _ => unreachable!("replaced by an object above"),
-    }
+    entry.as_object_mut().expect("replaced by an object above")
 }
 
 struct Checker<'v, 'b> {
@@ -223,15 +226,20 @@ impl Checker<'_, '_> {
     fn labels(&mut self, labels: &JsonObject, path: &str) {
         for (key, value) in labels {
             if let Err(e) = names::check_label_key(key) {
-                self.push(&format!("{path}[{key:?}]"), format!("is not a valid label key: {e}"));
+                self.push(
+                    &format!("{path}[{key:?}]"),
+                    format!("is not a valid label key: {e}"),
+                );
             }
-            match value {
-                Value::String(v) => {
-                    if let Err(e) = names::check_label_value(v) {
-                        self.push(&format!("{path}.{key}"), format!("is not a valid label value: {e}"));
-                    }
-                }
-                _ => self.push(&format!("{path}.{key}"), "must be a string"),
+            let Some(value) = value.as_str() else {
+                self.push(&format!("{path}.{key}"), "must be a string");
+                continue;
+            };
+            if let Err(e) = names::check_label_value(value) {
+                self.push(
+                    &format!("{path}.{key}"),
+                    format!("is not a valid label value: {e}"),
+                );
             }
         }
     }
@@ -241,7 +249,10 @@ impl Checker<'_, '_> {
         let mut matches = true;
         for key in selector.keys() {
             if key != "matchLabels" && key != "matchExpressions" {
-                self.push(&format!("spec.selector.{key}"), "is not a field of a label selector");
+                self.push(
+                    &format!("spec.selector.{key}"),
+                    "is not a field of a label selector",
+                );
             }
         }
         match selector.get("matchLabels") {
@@ -299,9 +310,9 @@ impl Checker<'_, '_> {
             None => {}
             Some(Value::Array(list)) => {
                 for (j, v) in list.iter().enumerate() {
-                    match v {
-                        Value::String(s) => values.push(s.as_str()),
-                        _ => self.push(&format!("{path}.values[{j}]"), "must be a string"),
+                    match v.as_str() {
+                        Some(s) => values.push(s),
+                        None => self.push(&format!("{path}.values[{j}]"), "must be a string"),
                     }
                 }
             }
@@ -310,7 +321,10 @@ impl Checker<'_, '_> {
         let operator = match expr.get("operator").and_then(Value::as_str) {
             Some(op @ ("In" | "NotIn")) => {
                 if values.is_empty() {
-                    self.push(&format!("{path}.values"), format!("must not be empty for {op}"));
+                    self.push(
+                        &format!("{path}.values"),
+                        format!("must not be empty for {op}"),
+                    );
                 }
                 op
             }
@@ -356,9 +370,10 @@ impl Checker<'_, '_> {
             };
             match container.get("name") {
                 Some(Value::String(name)) => match names::check_dns_label(name) {
-                    Ok(()) if seen.contains(&name) => {
-                        self.push(&format!("{path}[{i}].name"), format!("{name:?} is used by another container"))
-                    }
+                    Ok(()) if seen.contains(&name) => self.push(
+                        &format!("{path}[{i}].name"),
+                        format!("{name:?} is used by another container"),
+                    ),
                     Ok(()) => seen.push(name),
                     Err(e) => self.push(&format!("{path}[{i}].name"), e),
                 },
@@ -366,7 +381,8 @@ impl Checker<'_, '_> {
                 None => self.push(&format!("{path}[{i}].name"), "is required"),
             }
             match container.get("image") {
-                Some(Value::String(image)) if !image.trim().is_empty() && image.trim() == image => {}
+                Some(Value::String(image)) if !image.trim().is_empty() && image.trim() == image => {
+                }
                 Some(Value::String(_)) => self.push(
                     &format!("{path}[{i}].image"),
                     "must be a non-empty image reference without surrounding spaces",
@@ -408,7 +424,9 @@ mod tests {
     };
 
     fn check(template: Value) -> (Option<JsonObject>, Vec<Violation>) {
-        let Value::Object(template) = template else { panic!("not an object") };
+        let Value::Object(template) = template else {
+            panic!("not an object")
+        };
         let mut violations = Vec::new();
         let completed = check_and_complete(&template, "t", &CTX, &mut violations);
         (completed, violations)
@@ -440,8 +458,14 @@ mod tests {
         assert_eq!(completed["kind"], "Deployment");
         assert_eq!(completed["metadata"]["name"], "reviews-v2");
         assert_eq!(completed["metadata"]["namespace"], "default");
-        assert_eq!(completed["spec"]["template"]["metadata"]["labels"]["version"], "v2");
-        assert_eq!(completed["spec"]["template"]["metadata"]["labels"]["app"], "reviews");
+        assert_eq!(
+            completed["spec"]["template"]["metadata"]["labels"]["version"],
+            "v2"
+        );
+        assert_eq!(
+            completed["spec"]["template"]["metadata"]["labels"]["app"],
+            "reviews"
+        );
     }
 
     #[test]
@@ -515,6 +539,9 @@ mod tests {
         t["spec"]["template"]["spec"]["containers"] =
             json!([{"name": "a", "image": "x"}, {"name": "a", "image": "y"}]);
         let (_, violations) = check(t);
-        assert_eq!(fields(&violations), vec!["t.spec.template.spec.containers[1].name"]);
+        assert_eq!(
+            fields(&violations),
+            vec!["t.spec.template.spec.containers[1].name"]
+        );
     }
 }

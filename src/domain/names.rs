@@ -12,7 +12,10 @@ pub fn check_release_name(name: &str) -> Result<(), String> {
     if !bytes[0].is_ascii_lowercase() {
         return Err("must start with a lowercase letter".into());
     }
-    if !bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-') {
+    if !bytes
+        .iter()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+    {
         return Err("may contain only lowercase letters, digits and '-'".into());
     }
     if bytes[bytes.len() - 1] == b'-' {
@@ -39,7 +42,10 @@ pub fn check_dns_subdomain(name: &str) -> Result<(), String> {
         return Err("must not be empty".into());
     }
     if name.len() > 253 {
-        return Err(format!("must be at most 253 characters, got {}", name.len()));
+        return Err(format!(
+            "must be at most 253 characters, got {}",
+            name.len()
+        ));
     }
     for part in name.split('.') {
         if part.is_empty() {
@@ -54,7 +60,9 @@ fn check_label_chars(label: &str) -> Result<(), String> {
     let bytes = label.as_bytes();
     let ok = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
     if !bytes.iter().all(|b| ok(b) || *b == b'-') {
-        return Err("may contain only lowercase letters, digits, '-' (and '.' between parts)".into());
+        return Err(
+            "may contain only lowercase letters, digits, '-' (and '.' between parts)".into(),
+        );
     }
     if !ok(&bytes[0]) || !ok(&bytes[bytes.len() - 1]) {
         return Err("must start and end with a lowercase letter or a digit".into());
@@ -69,7 +77,10 @@ pub fn check_label_value(value: &str) -> Result<(), String> {
         return Err("must not be empty".into());
     }
     if value.len() > 63 {
-        return Err(format!("must be at most 63 characters, got {}", value.len()));
+        return Err(format!(
+            "must be at most 63 characters, got {}",
+            value.len()
+        ));
     }
     let bytes = value.as_bytes();
     if !bytes
@@ -106,7 +117,8 @@ mod tests {
         let b = name.as_bytes();
         (4..=64).contains(&b.len())
             && b[0].is_ascii_lowercase()
-            && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+            && b.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
             && b[b.len() - 1] != b'-'
     }
 

@@ -119,9 +119,11 @@ impl Phase {
     /// An active release holds its service: no second release may start on it.
     pub fn is_active(self) -> bool {
         match self {
-            Phase::Pending | Phase::Deploying | Phase::Running | Phase::Ending | Phase::Canceling => {
-                true
-            }
+            Phase::Pending
+            | Phase::Deploying
+            | Phase::Running
+            | Phase::Ending
+            | Phase::Canceling => true,
             Phase::Ended | Phase::Canceled | Phase::Failed => false,
         }
     }

@@ -36,13 +36,18 @@ impl ReleaseManager {
     }
 
     /// Validates and stores a new release; it is durable when this returns Ok.
-    pub async fn create(&self, principal: &Principal, request: CreateRelease) -> Result<Release, ApiError> {
+    pub async fn create(
+        &self,
+        principal: &Principal,
+        request: CreateRelease,
+    ) -> Result<Release, ApiError> {
         authorize(principal, Action::CreateRelease, &request.mesh_id)?;
         let mesh = self
             .meshes
             .get(&request.mesh_id)
             .ok_or_else(|| ApiError::NotFound(format!("mesh {:?} not found", request.mesh_id)))?;
-        let valid = validation::validate(&request.draft, mesh, &request.namespace).map_err(ApiError::invalid)?;
+        let valid = validation::validate(&request.draft, mesh, &request.namespace)
+            .map_err(ApiError::invalid)?;
 
         // Milliseconds: the JSON form then has a fixed, short fraction.
         let now = Utc::now()

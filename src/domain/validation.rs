@@ -26,9 +26,14 @@ pub struct ValidRelease {
 }
 
 /// Checks `draft` for `mesh` and the namespace of the request path.
-pub fn validate(draft: &ReleaseDraft, mesh: &Mesh, namespace: &str) -> Result<ValidRelease, Vec<Violation>> {
+pub fn validate(
+    draft: &ReleaseDraft,
+    mesh: &Mesh,
+    namespace: &str,
+) -> Result<ValidRelease, Vec<Violation>> {
     let mut violations = Vec::new();
-    let mut fail = |field: &str, description: String| violations.push(Violation::new(field, description));
+    let mut fail =
+        |field: &str, description: String| violations.push(Violation::new(field, description));
 
     if !draft.kind.is_empty() && draft.kind != KIND {
         fail("kind", format!("must be {KIND:?} where given"));
@@ -39,7 +44,10 @@ pub fn validate(draft: &ReleaseDraft, mesh: &Mesh, namespace: &str) -> Result<Va
     if !draft.mesh_id.is_empty() && draft.mesh_id != mesh.id {
         fail(
             "metadata.meshID",
-            format!("must be {:?}, the mesh of the request path, where given", mesh.id),
+            format!(
+                "must be {:?}, the mesh of the request path, where given",
+                mesh.id
+            ),
         );
     }
     if draft.name.is_empty() {
@@ -48,7 +56,10 @@ pub fn validate(draft: &ReleaseDraft, mesh: &Mesh, namespace: &str) -> Result<Va
         fail("metadata.name", e);
     }
     if let Err(e) = names::check_dns_label(namespace) {
-        fail("namespace", format!("the namespace of the request path {e}"));
+        fail(
+            "namespace",
+            format!("the namespace of the request path {e}"),
+        );
     }
     if draft.namespace.is_empty() {
         fail("metadata.namespace", "is required".into());
@@ -58,31 +69,57 @@ pub fn validate(draft: &ReleaseDraft, mesh: &Mesh, namespace: &str) -> Result<Va
             format!("must be {namespace:?}, the namespace of the request path"),
         );
     }
-    required(&draft.service_name, "spec.serviceName", names::check_dns_label, &mut fail);
+    required(
+        &draft.service_name,
+        "spec.serviceName",
+        names::check_dns_label,
+        &mut fail,
+    );
     check_cluster(&draft.cluster_id, "spec.clusterID", mesh, &mut fail);
-    required(&draft.deployment_name, "spec.deploymentName", names::check_dns_subdomain, &mut fail);
-    required(&draft.version, "spec.version", names::check_label_value, &mut fail);
+    required(
+        &draft.deployment_name,
+        "spec.deploymentName",
+        names::check_dns_subdomain,
+        &mut fail,
+    );
+    required(
+        &draft.version,
+        "spec.version",
+        names::check_label_value,
+        &mut fail,
+    );
     let release_type = if draft.release_type.is_empty() {
-        fail("spec.type", "is required: \"canary\" or \"blue-green\"".into());
+        fail(
+            "spec.type",
+            "is required: \"canary\" or \"blue-green\"".into(),
+        );
         None
     } else {
         let parsed = ReleaseType::parse(&draft.release_type);
         if parsed.is_none() {
-            fail("spec.type", format!("must be \"canary\" or \"blue-green\", got {:?}", draft.release_type));
+            fail(
+                "spec.type",
+                format!(
+                    "must be \"canary\" or \"blue-green\", got {:?}",
+                    draft.release_type
+                ),
+            );
         }
         parsed
     };
 
     let count = draft.gray_deployments.len();
     if count == 0 {
-        fail("spec.grayDeployments", "must hold at least one gray Deployment".into());
+        fail(
+            "spec.grayDeployments",
+            "must hold at least one gray Deployment".into(),
+        );
     } else if count > MAX_GRAY_DEPLOYMENTS {
         fail(
             "spec.grayDeployments",
             format!("holds {count} gray Deployments; at most {MAX_GRAY_DEPLOYMENTS} are allowed"),
         );
     }
-    drop(fail);
 
     let ctx = TemplateContext {
         namespace,
@@ -91,28 +128,46 @@ pub fn validate(draft: &ReleaseDraft, mesh: &Mesh, namespace: &str) -> Result<Va
     };
     let mut completed = Vec::with_capacity(count);
     let mut placed: Vec<(&str, String)> = Vec::new();
-    for (i, gray) in draft.gray_deployments.iter().take(MAX_GRAY_DEPLOYMENTS).enumerate() {
+    for (i, gray) in draft
+        .gray_deployments
+        .iter()
+        .take(MAX_GRAY_DEPLOYMENTS)
+        .enumerate()
+    {
         let base = format!("spec.grayDeployments[{i}]");
-        let GrayDeploymentDraft { cluster_id, template } = gray;
-        check_cluster(cluster_id, &format!("{base}.clusterID"), mesh, &mut |f, d| {
-            violations.push(Violation::new(f, d))
-        });
+        let GrayDeploymentDraft {
+            cluster_id,
+            template,
+        } = gray;
+        check_cluster(
+            cluster_id,
+            &format!("{base}.clusterID"),
+            mesh,
+            &mut |f, d| violations.push(Violation::new(f, d)),
+        );
         let Some(template) = template else {
             violations.push(Violation::new(format!("{base}.template"), "is required"));
             continue;
         };
         let field = format!("{base}.template");
-        if let Some(object) = deployment::check_and_complete(template, &field, &ctx, &mut violations) {
+        if let Some(object) =
+            deployment::check_and_complete(template, &field, &ctx, &mut violations)
+        {
             let name = object
                 .get("metadata")
                 .and_then(|m| m.get("name"))
                 .and_then(|n| n.as_str())
                 .unwrap_or_default()
                 .to_owned();
-            if placed.iter().any(|(c, n)| *c == cluster_id.as_str() && *n == name) {
+            if placed
+                .iter()
+                .any(|(c, n)| *c == cluster_id.as_str() && *n == name)
+            {
                 violations.push(Violation::new(
                     format!("{field}.metadata.name"),
-                    format!("{name:?} is used by another gray Deployment in cluster {cluster_id:?}"),
+                    format!(
+                        "{name:?} is used by another gray Deployment in cluster {cluster_id:?}"
+                    ),
                 ));
             }
             placed.push((cluster_id, name));
@@ -179,7 +234,7 @@ mod tests {
     }
 
     fn template() -> JsonObject {
-        match json!({
+        let serde_json::Value::Object(map) = json!({
             "spec": {
                 "selector": {"matchLabels": {"app": "reviews"}},
                 "template": {
@@ -187,10 +242,10 @@ mod tests {
                     "spec": {"containers": [{"name": "reviews", "image": "reviews:2"}]}
                 }
             }
-        }) {
-            serde_json::Value::Object(map) => map,
-            _ => unreachable!(),
-        }
+        }) else {
+            unreachable!("an object literal")
+        };
+        map
     }
 
     fn draft() -> ReleaseDraft {
@@ -211,7 +266,12 @@ mod tests {
     }
 
     fn fields(result: Result<ValidRelease, Vec<Violation>>) -> Vec<String> {
-        result.err().unwrap_or_default().into_iter().map(|v| v.field).collect()
+        result
+            .err()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v.field)
+            .collect()
     }
 
     #[test]
@@ -245,7 +305,12 @@ mod tests {
         d.api_version = "asm/v1".into();
         assert_eq!(
             fields(validate(&d, &mesh(), "prod")),
-            vec!["kind", "apiVersion", "metadata.meshID", "metadata.namespace"]
+            vec![
+                "kind",
+                "apiVersion",
+                "metadata.meshID",
+                "metadata.namespace"
+            ]
         );
     }
 

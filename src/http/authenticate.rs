@@ -23,7 +23,11 @@ fn is_public(path: &str) -> bool {
         || path.starts_with("/grpc.reflection.v1alpha.ServerReflection/")
 }
 
-pub async fn authenticate(State(tokens): State<Arc<TokenRegistry>>, mut request: Request, next: Next) -> Response {
+pub async fn authenticate(
+    State(tokens): State<Arc<TokenRegistry>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     if is_public(request.uri().path()) {
         return next.run(request).await;
     }
@@ -54,10 +58,12 @@ pub async fn authenticate(State(tokens): State<Arc<TokenRegistry>>, mut request:
 /// A trailers-only gRPC answer, in the request's own flavour (gRPC or gRPC-Web).
 pub fn grpc_error(request: &Request, error: WireError) -> Response {
     let mut response = error.to_status().into_http::<axum::body::Body>();
-    if let Some(ct) = request.headers().get(http::header::CONTENT_TYPE) {
-        if ct.as_bytes().starts_with(b"application/grpc-web") {
-            response.headers_mut().insert(http::header::CONTENT_TYPE, ct.clone());
-        }
+    if let Some(ct) = request.headers().get(http::header::CONTENT_TYPE)
+        && ct.as_bytes().starts_with(b"application/grpc-web")
+    {
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_TYPE, ct.clone());
     }
     response
 }

@@ -3,6 +3,7 @@
 //! health endpoints.
 
 pub mod authenticate;
+pub mod grpc_errors;
 pub mod health;
 pub mod request_id;
 pub mod server;

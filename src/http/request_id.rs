@@ -40,7 +40,9 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
     );
     request.extensions_mut().insert(RequestId(id.clone()));
     let header = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
-    request.headers_mut().insert(REQUEST_ID_HEADER, header.clone());
+    request
+        .headers_mut()
+        .insert(REQUEST_ID_HEADER, header.clone());
     async move {
         let mut response = next.run(request).await;
         tracing::debug!(status = response.status().as_u16(), "request done");

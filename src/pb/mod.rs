@@ -1,7 +1,12 @@
 //! The wire types generated from `proto/` (prost, tonic and pbjson), and the
 //! encoded descriptor set they came from.
 
-#![allow(unreachable_pub, clippy::all, clippy::pedantic, clippy::wildcard_enum_match_arm)]
+#![allow(
+    unreachable_pub,
+    clippy::all,
+    clippy::pedantic,
+    clippy::wildcard_enum_match_arm
+)]
 
 pub mod wkt;
 

@@ -57,7 +57,6 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
-
 /// `google.protobuf.Struct`.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Struct {
@@ -130,7 +129,9 @@ impl Serialize for Value {
             None | Some(value::Kind::NullValue(_)) => serializer.serialize_unit(),
             // Whole numbers are written without a fraction (`1`, not `1.0`),
             // as Kubernetes manifests write replicas and ports.
-            Some(value::Kind::NumberValue(n)) if n.fract() == 0.0 && n.abs() < 9_007_199_254_740_992.0 => {
+            Some(value::Kind::NumberValue(n))
+                if n.fract() == 0.0 && n.abs() < 9_007_199_254_740_992.0 =>
+            {
                 serializer.serialize_i64(*n as i64)
             }
             Some(value::Kind::NumberValue(n)) if n.is_finite() => serializer.serialize_f64(*n),
@@ -195,7 +196,9 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Value, A::Error> {
-        Ok(Value::from(value::Kind::StructValue(StructVisitor.visit_map(map)?)))
+        Ok(Value::from(value::Kind::StructValue(
+            StructVisitor.visit_map(map)?,
+        )))
     }
 }
 
@@ -250,10 +253,22 @@ mod tests {
 
     #[test]
     fn json_form_ends_in_z() {
-        let t = Timestamp { seconds: 1_795_843_395, nanos: 0 };
-        assert_eq!(serde_json::to_string(&t).unwrap(), "\"2026-11-28T05:23:15Z\"");
-        let t = Timestamp { seconds: 1_795_843_395, nanos: 120_000_000 };
-        assert_eq!(serde_json::to_string(&t).unwrap(), "\"2026-11-28T05:23:15.120Z\"");
+        let t = Timestamp {
+            seconds: 1_795_843_395,
+            nanos: 0,
+        };
+        assert_eq!(
+            serde_json::to_string(&t).unwrap(),
+            "\"2026-11-28T05:23:15Z\""
+        );
+        let t = Timestamp {
+            seconds: 1_795_843_395,
+            nanos: 120_000_000,
+        };
+        assert_eq!(
+            serde_json::to_string(&t).unwrap(),
+            "\"2026-11-28T05:23:15.120Z\""
+        );
         let back: Timestamp = serde_json::from_str("\"2026-11-28T06:23:15.120+01:00\"").unwrap();
         assert_eq!(back, t);
     }

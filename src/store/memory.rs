@@ -30,7 +30,9 @@ impl MemoryStore {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave State half-changed:
         // every change below is made after all checks passed.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -38,7 +40,11 @@ impl MemoryStore {
 impl ReleaseStore for MemoryStore {
     async fn insert(&self, release: &Release) -> Result<(), StoreError> {
         let mut state = self.lock();
-        let key = (release.mesh_id.clone(), release.namespace.clone(), release.name.clone());
+        let key = (
+            release.mesh_id.clone(),
+            release.namespace.clone(),
+            release.name.clone(),
+        );
         if state.releases.contains_key(&key) {
             return Err(StoreError::NameTaken);
         }
@@ -49,7 +55,9 @@ impl ReleaseStore for MemoryStore {
         );
         if release.status.phase.is_active() {
             if let Some(holder) = state.active.get(&service) {
-                return Err(StoreError::ServiceBusy { holder: holder.clone() });
+                return Err(StoreError::ServiceBusy {
+                    holder: holder.clone(),
+                });
             }
             state.active.insert(service, release.name.clone());
         }
@@ -57,7 +65,12 @@ impl ReleaseStore for MemoryStore {
         Ok(())
     }
 
-    async fn get(&self, mesh_id: &str, namespace: &str, name: &str) -> Result<Option<Release>, StoreError> {
+    async fn get(
+        &self,
+        mesh_id: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Release>, StoreError> {
         let key = (mesh_id.to_owned(), namespace.to_owned(), name.to_owned());
         Ok(self.lock().releases.get(&key).cloned())
     }

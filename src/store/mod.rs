@@ -31,7 +31,12 @@ pub trait ReleaseStore: Send + Sync + 'static {
     async fn insert(&self, release: &Release) -> Result<(), StoreError>;
 
     /// The release of that name, if any.
-    async fn get(&self, mesh_id: &str, namespace: &str, name: &str) -> Result<Option<Release>, StoreError>;
+    async fn get(
+        &self,
+        mesh_id: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Release>, StoreError>;
 
     /// Whether the store is open and accepts writes (for `/readyz`).
     async fn check_writable(&self) -> Result<(), StoreError>;

@@ -75,7 +75,10 @@ impl SqliteStore {
         })
     }
 
-    async fn send<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command) -> Result<T, StoreError> {
+    async fn send<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command,
+    ) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
         {
             let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
@@ -98,7 +101,10 @@ fn open_connection(path: &PathBuf, flags: OpenFlags) -> anyhow::Result<Connectio
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     if !flags.contains(OpenFlags::SQLITE_OPEN_READ_ONLY) {
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-        anyhow::ensure!(mode.eq_ignore_ascii_case("wal"), "the database refused WAL mode ({mode})");
+        anyhow::ensure!(
+            mode.eq_ignore_ascii_case("wal"),
+            "the database refused WAL mode ({mode})"
+        );
         conn.pragma_update(None, "synchronous", "FULL")?;
     }
     Ok(conn)
@@ -161,13 +167,18 @@ fn commit_group(conn: &mut Connection, group: Vec<Command>) {
         Err(e) => {
             tracing::error!(error = %e, "store commit failed");
             for (reply, _) in outcomes {
-                let _ = reply.send(Err(StoreError::Unavailable("the store could not commit".into())));
+                let _ = reply.send(Err(StoreError::Unavailable(
+                    "the store could not commit".into(),
+                )));
             }
         }
     }
 }
 
-fn insert_in_savepoint(tx: &mut rusqlite::Transaction<'_>, release: &Release) -> Result<(), StoreError> {
+fn insert_in_savepoint(
+    tx: &mut rusqlite::Transaction<'_>,
+    release: &Release,
+) -> Result<(), StoreError> {
     let sp = tx.savepoint().map_err(internal)?;
     // On error the savepoint is dropped, which rolls back this insert alone.
     insert(&sp, release)?;
@@ -230,7 +241,12 @@ impl ReleaseStore for SqliteStore {
         self.send(|reply| Command::Insert(release, reply)).await
     }
 
-    async fn get(&self, mesh_id: &str, namespace: &str, name: &str) -> Result<Option<Release>, StoreError> {
+    async fn get(
+        &self,
+        mesh_id: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Release>, StoreError> {
         let reader = self.reader.clone();
         let key = (mesh_id.to_owned(), namespace.to_owned(), name.to_owned());
         tokio::task::spawn_blocking(move || {

@@ -35,8 +35,14 @@ pub(super) fn release(name: &str, service: &str) -> Release {
 pub(super) async fn stores_and_reads_back(store: Arc<dyn ReleaseStore>) {
     let r = release("one-release", "reviews");
     store.insert(&r).await.unwrap();
-    assert_eq!(store.get("mesh", "default", "one-release").await.unwrap(), Some(r));
-    assert_eq!(store.get("mesh", "other", "one-release").await.unwrap(), None);
+    assert_eq!(
+        store.get("mesh", "default", "one-release").await.unwrap(),
+        Some(r)
+    );
+    assert_eq!(
+        store.get("mesh", "other", "one-release").await.unwrap(),
+        None
+    );
 }
 
 pub(super) async fn names_are_unique_per_namespace(store: Arc<dyn ReleaseStore>) {
@@ -49,7 +55,10 @@ pub(super) async fn names_are_unique_per_namespace(store: Arc<dyn ReleaseStore>)
 }
 
 pub(super) async fn one_active_release_per_service(store: Arc<dyn ReleaseStore>) {
-    store.insert(&release("first-one", "reviews")).await.unwrap();
+    store
+        .insert(&release("first-one", "reviews"))
+        .await
+        .unwrap();
     match store.insert(&release("second-one", "reviews")).await {
         Err(StoreError::ServiceBusy { holder }) => assert_eq!(holder, "first-one"),
         other => panic!("expected ServiceBusy, got {other:?}"),
@@ -57,7 +66,13 @@ pub(super) async fn one_active_release_per_service(store: Arc<dyn ReleaseStore>)
     let mut ended = release("ended-one", "reviews");
     ended.status.phase = Phase::Ended;
     store.insert(&ended).await.unwrap();
-    assert!(store.get("mesh", "default", "second-one").await.unwrap().is_none());
+    assert!(
+        store
+            .get("mesh", "default", "second-one")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 pub(super) async fn racing_inserts_of_one_name_store_one(store: Arc<dyn ReleaseStore>) {
@@ -65,7 +80,9 @@ pub(super) async fn racing_inserts_of_one_name_store_one(store: Arc<dyn ReleaseS
     for i in 0..20 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            store.insert(&release("contested", &format!("svc-{i}"))).await
+            store
+                .insert(&release("contested", &format!("svc-{i}")))
+                .await
         }));
     }
     let mut ok = 0;
@@ -111,10 +128,13 @@ macro_rules! store_test_suite {
     };
 }
 
-store_test_suite!(memory, (
-    Arc::new(crate::store::MemoryStore::new()) as Arc<dyn ReleaseStore>,
-    ()
-));
+store_test_suite!(
+    memory,
+    (
+        Arc::new(crate::store::MemoryStore::new()) as Arc<dyn ReleaseStore>,
+        ()
+    )
+);
 
 store_test_suite!(sqlite, {
     let dir = tempfile::tempdir().unwrap();
@@ -132,5 +152,8 @@ async fn sqlite_keeps_releases_across_reopen() {
         store.close().await;
     }
     let store = crate::store::SqliteStore::open(dir.path()).unwrap();
-    assert_eq!(store.get("mesh", "default", "durable").await.unwrap(), Some(r));
+    assert_eq!(
+        store.get("mesh", "default", "durable").await.unwrap(),
+        Some(r)
+    );
 }

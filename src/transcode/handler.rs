@@ -8,10 +8,10 @@ use http::{HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tonic::metadata::MetadataMap;
 
+use super::CallError;
 use super::json_depth::check_depth;
 use super::request::assemble;
 use super::routes::{Found, Route, RouteTable};
-use super::CallError;
 use crate::api::errors::WireError;
 use crate::domain::ApiError;
 
@@ -37,7 +37,11 @@ async fn handle(transcoder: &Transcoder, request: Request) -> Result<Response, W
     let (route, bindings) = match transcoder.table.find(&parts.method, parts.uri.path()) {
         Found::Route(route, bindings) => (route, bindings),
         Found::WrongMethod(allowed) => {
-            let allow = allowed.iter().map(http::Method::as_str).collect::<Vec<_>>().join(", ");
+            let allow = allowed
+                .iter()
+                .map(http::Method::as_str)
+                .collect::<Vec<_>>()
+                .join(", ");
             let mut response = WireError::method_not_allowed(format!(
                 "{} is not allowed on {}; allowed: {allow}",
                 parts.method,
@@ -50,7 +54,12 @@ async fn handle(transcoder: &Transcoder, request: Request) -> Result<Response, W
             return Ok(response);
         }
         Found::Nothing => {
-            return Err(ApiError::NotFound(format!("no operation at {} {}", parts.method, parts.uri.path())).into());
+            return Err(ApiError::NotFound(format!(
+                "no operation at {} {}",
+                parts.method,
+                parts.uri.path()
+            ))
+            .into());
         }
     };
 
@@ -60,24 +69,39 @@ async fn handle(transcoder: &Transcoder, request: Request) -> Result<Response, W
         check_content_type(&parts.headers)?;
         Some(read_json(body, &parts.headers, transcoder.max_body_bytes).await?)
     };
-    let json = assemble(&route.input, &route.body, body_json, bindings, parts.uri.query())?;
+    let json = assemble(
+        &route.input,
+        &route.body,
+        body_json,
+        bindings,
+        parts.uri.query(),
+    )?;
 
     let metadata = MetadataMap::from_headers(parts.headers);
     match (route.call)(json, metadata, parts.extensions).await {
         Ok(bytes) => Ok((
             StatusCode::OK,
-            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
             bytes,
         )
             .into_response()),
-        Err(CallError::Decode { path, message }) => Err(decode_error(route, &path, &message).into()),
+        Err(CallError::Decode { path, message }) => {
+            Err(decode_error(route, &path, &message).into())
+        }
         Err(CallError::Status(status)) => Err(WireError::from_status(&status)),
-        Err(CallError::Encode(reason)) => Err(ApiError::Internal(anyhow::anyhow!("writing the response: {reason}")).into()),
+        Err(CallError::Encode(reason)) => {
+            Err(ApiError::Internal(anyhow::anyhow!("writing the response: {reason}")).into())
+        }
     }
 }
 
 fn check_content_type(headers: &http::HeaderMap) -> Result<(), ApiError> {
-    let content_type = headers.get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("(not text)"));
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("(not text)"));
     let essence = content_type.map(|ct| ct.split(';').next().unwrap_or_default().trim());
     match essence {
         Some(ct) if ct.eq_ignore_ascii_case("application/json") => Ok(()),
@@ -93,7 +117,11 @@ fn check_content_type(headers: &http::HeaderMap) -> Result<(), ApiError> {
 
 /// Reads the body, refusing it as soon as it passes `limit` (never buffering
 /// more), and parses it after a nesting check on the raw bytes.
-async fn read_json(body: axum::body::Body, headers: &http::HeaderMap, limit: usize) -> Result<serde_json::Value, ApiError> {
+async fn read_json(
+    body: axum::body::Body,
+    headers: &http::HeaderMap,
+    limit: usize,
+) -> Result<serde_json::Value, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -108,7 +136,10 @@ async fn read_json(body: axum::body::Body, headers: &http::HeaderMap, limit: usi
         }
         Err(e) => {
             tracing::debug!(error = %e, "reading the request body failed");
-            return Err(ApiError::invalid_field("body", "the request body could not be read"));
+            return Err(ApiError::invalid_field(
+                "body",
+                "the request body could not be read",
+            ));
         }
     };
     if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -120,7 +151,8 @@ async fn read_json(body: axum::body::Body, headers: &http::HeaderMap, limit: usi
             format!("JSON nests deeper than {MAX_JSON_DEPTH} levels (at byte {at})"),
         ));
     }
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid_field("body", format!("malformed JSON: {e}")))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::invalid_field("body", format!("malformed JSON: {e}")))
 }
 
 /// A message decoding failure, named in the client's terms: the path within

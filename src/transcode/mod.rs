@@ -39,7 +39,8 @@ pub enum CallError {
 type CallFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, CallError>> + Send>>;
 
 /// One RPC, callable with its request as JSON; answers its response as JSON.
-pub type UnaryMethod = Arc<dyn Fn(serde_json::Value, MetadataMap, http::Extensions) -> CallFuture + Send + Sync>;
+pub type UnaryMethod =
+    Arc<dyn Fn(serde_json::Value, MetadataMap, http::Extensions) -> CallFuture + Send + Sync>;
 
 /// Wraps a typed unary RPC of `service` as a [`UnaryMethod`] (used by the
 /// code `build.rs` generates).
@@ -56,13 +57,17 @@ where
     Arc::new(move |json, metadata, extensions| {
         let service = service.clone();
         Box::pin(async move {
-            let message: Req = serde_path_to_error::deserialize(json).map_err(|e| CallError::Decode {
-                path: e.path().to_string(),
-                message: e.inner().to_string(),
-            })?;
-            let response = call(service, tonic::Request::from_parts(metadata, extensions, message))
-                .await
-                .map_err(CallError::Status)?;
+            let message: Req =
+                serde_path_to_error::deserialize(json).map_err(|e| CallError::Decode {
+                    path: e.path().to_string(),
+                    message: e.inner().to_string(),
+                })?;
+            let response = call(
+                service,
+                tonic::Request::from_parts(metadata, extensions, message),
+            )
+            .await
+            .map_err(CallError::Status)?;
             serde_json::to_vec(response.get_ref()).map_err(|e| CallError::Encode(e.to_string()))
         })
     })

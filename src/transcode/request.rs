@@ -16,12 +16,17 @@ pub fn field_by_path(message: &MessageDescriptor, path: &str) -> Option<FieldDes
         if parts.peek().is_none() {
             return Some(field);
         }
-        match field.kind() {
-            Kind::Message(next) if !field.is_list() && !field.is_map() => current = next,
-            _ => return None,
-        }
+        current = singular_message(&field)?;
     }
     None
+}
+
+/// The message type of a field that is a single message (not a list or map).
+fn singular_message(field: &FieldDescriptor) -> Option<MessageDescriptor> {
+    match (field.kind(), field.is_list() || field.is_map()) {
+        (Kind::Message(message), false) => Some(message),
+        (_, _) => None,
+    }
 }
 
 /// The field named by its JSON name or its proto name, as proto3 JSON allows.
@@ -44,7 +49,12 @@ pub fn assemble(
     match (body_field, body) {
         (_, None) => {}
         ("*", Some(Value::Object(object))) => request = object,
-        ("", Some(_)) => return Err(ApiError::invalid_field("body", "this operation takes no request body")),
+        ("", Some(_)) => {
+            return Err(ApiError::invalid_field(
+                "body",
+                "this operation takes no request body",
+            ));
+        }
         (field, Some(Value::Object(object))) => {
             request.insert(field.to_owned(), Value::Object(object));
         }
@@ -56,7 +66,9 @@ pub fn assemble(
     let bound: Vec<String> = path_bindings.iter().map(|(f, _)| f.clone()).collect();
     for (path, value) in path_bindings {
         // Checked against the descriptor when the route table was built.
-        let Some(field) = field_by_path(input, &path) else { continue };
+        let Some(field) = field_by_path(input, &path) else {
+            continue;
+        };
         match scalar(&field, &value) {
             Ok(json) => set_path(&mut request, &path, json),
             Err(e) => violations.push(Violation::new(path, e)),
@@ -102,16 +114,14 @@ fn query_field(
         path.push(field.name().to_owned());
         if parts.peek().is_none() {
             let path = path.join(".");
-            let taken = bound.contains(&path) || (!body_field.is_empty() && path.split('.').next() == Some(body_field));
+            let taken = bound.contains(&path)
+                || (!body_field.is_empty() && path.split('.').next() == Some(body_field));
             if taken || matches!(field.kind(), Kind::Message(_)) || field.is_map() {
                 return Err(unknown());
             }
             return Ok((path, field));
         }
-        match field.kind() {
-            Kind::Message(next) if !field.is_list() && !field.is_map() => current = next,
-            _ => return Err(unknown()),
-        }
+        current = singular_message(&field).ok_or_else(unknown)?;
     }
     Err(unknown())
 }
@@ -125,7 +135,12 @@ fn scalar(field: &FieldDescriptor, text: &str) -> Result<Value, String> {
             "false" => Ok(Value::Bool(false)),
             _ => Err(format!("must be true or false, got {text:?}")),
         },
-        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 | Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => text
+        Kind::Int32
+        | Kind::Sint32
+        | Kind::Sfixed32
+        | Kind::Int64
+        | Kind::Sint64
+        | Kind::Sfixed64 => text
             .parse::<i64>()
             .map(Value::from)
             .map_err(|_| format!("must be a whole number, got {text:?}")),
@@ -140,15 +155,22 @@ fn scalar(field: &FieldDescriptor, text: &str) -> Result<Value, String> {
             .map(Value::Number)
             .ok_or_else(|| format!("must be a number, got {text:?}")),
         Kind::Enum(_) => Ok(Value::from(text)),
-        Kind::Message(m) => Err(format!("is a {} and cannot be set from the URL", m.full_name())),
+        Kind::Message(m) => Err(format!(
+            "is a {} and cannot be set from the URL",
+            m.full_name()
+        )),
     }
 }
 
 fn set_path(request: &mut Map<String, Value>, path: &str, value: Value) {
-    let (parents, leaf) = path.rsplit_once('.').map_or((None, path), |(p, l)| (Some(p), l));
+    let (parents, leaf) = path
+        .rsplit_once('.')
+        .map_or((None, path), |(p, l)| (Some(p), l));
     let mut current = request;
     for part in parents.into_iter().flat_map(|p| p.split('.')) {
-        let entry = current.entry(part).or_insert_with(|| Value::Object(Map::new()));
+        let entry = current
+            .entry(part)
+            .or_insert_with(|| Value::Object(Map::new()));
         if !entry.is_object() {
             *entry = Value::Object(Map::new());
         }
@@ -162,7 +184,11 @@ fn push_path(request: &mut Map<String, Value>, path: &str, value: Value) {
     let mut list = Vec::new();
     let mut probe: Option<&Value> = None;
     for (i, part) in path.split('.').enumerate() {
-        probe = if i == 0 { request.get(part) } else { probe.and_then(|v| v.get(part)) };
+        probe = if i == 0 {
+            request.get(part)
+        } else {
+            probe.and_then(|v| v.get(part))
+        };
     }
     if let Some(Value::Array(existing)) = probe {
         list = existing.clone();
@@ -179,7 +205,8 @@ fn drop_nulls(object: &mut Map<String, Value>, message: &MessageDescriptor) {
         let Some(field) = field_by_json_or_proto_name(message, key) else {
             return true;
         };
-        let is_json_value = matches!(field.kind(), Kind::Message(m) if m.full_name() == "google.protobuf.Value");
+        let is_json_value =
+            matches!(field.kind(), Kind::Message(m) if m.full_name() == "google.protobuf.Value");
         if value.is_null() {
             return is_json_value && !field.is_list();
         }
@@ -187,16 +214,12 @@ fn drop_nulls(object: &mut Map<String, Value>, message: &MessageDescriptor) {
             if inner.full_name().starts_with("google.protobuf.") || field.is_map() {
                 return true;
             }
-            match value {
-                Value::Object(child) if !field.is_list() => drop_nulls(child, &inner),
-                Value::Array(items) if field.is_list() => {
-                    for item in items {
-                        if let Value::Object(child) = item {
-                            drop_nulls(child, &inner);
-                        }
-                    }
+            if let (Value::Object(child), false) = (&mut *value, field.is_list()) {
+                drop_nulls(child, &inner);
+            } else if let (Value::Array(items), true) = (&mut *value, field.is_list()) {
+                for child in items.iter_mut().filter_map(Value::as_object_mut) {
+                    drop_nulls(child, &inner);
                 }
-                _ => {}
             }
         }
         true
@@ -217,7 +240,10 @@ mod tests {
     }
 
     fn bindings() -> Vec<(String, String)> {
-        vec![("mesh_id".into(), "m".into()), ("namespace".into(), "ns".into())]
+        vec![
+            ("mesh_id".into(), "m".into()),
+            ("namespace".into(), "ns".into()),
+        ]
     }
 
     #[test]
@@ -234,12 +260,21 @@ mod tests {
     fn nulls_inside_structs_are_kept() {
         let body = json!({"spec": {"grayDeployments": [{"template": {"a": null}}]}});
         let got = assemble(&input(), "release", Some(body), bindings(), None).unwrap();
-        assert_eq!(got["release"]["spec"]["grayDeployments"][0]["template"], json!({"a": null}));
+        assert_eq!(
+            got["release"]["spec"]["grayDeployments"][0]["template"],
+            json!({"a": null})
+        );
     }
 
     #[test]
     fn query_parameters_must_name_free_fields() {
-        let err = assemble(&input(), "release", None, bindings(), Some("mesh_id=x&bogus=1&release.kind=x"));
+        let err = assemble(
+            &input(),
+            "release",
+            None,
+            bindings(),
+            Some("mesh_id=x&bogus=1&release.kind=x"),
+        );
         match err {
             Err(ApiError::InvalidArgument { violations, .. }) => {
                 let fields: Vec<_> = violations.iter().map(|v| v.field.as_str()).collect();

@@ -56,7 +56,8 @@ impl RouteTable {
         descriptor_set: &[u8],
         methods: Vec<(&'static str, UnaryMethod)>,
     ) -> Result<Self, RouteTableError> {
-        let pool = DescriptorPool::decode(descriptor_set).map_err(|e| RouteTableError::Descriptor(e.to_string()))?;
+        let pool = DescriptorPool::decode(descriptor_set)
+            .map_err(|e| RouteTableError::Descriptor(e.to_string()))?;
         let mut methods: HashMap<&str, UnaryMethod> = methods.into_iter().collect();
         let mut routes = Vec::new();
         for service in pool.services() {
@@ -65,11 +66,14 @@ impl RouteTable {
                     continue;
                 };
                 let rpc = method.full_name().to_owned();
-                let call = methods.remove(rpc.as_str()).ok_or_else(|| RouteTableError::Rule {
-                    rpc: rpc.clone(),
-                    reason: "has google.api.http but no transcodable implementation".into(),
-                })?;
-                let bindings = std::iter::once(rule.clone()).chain(rule.additional_bindings.clone());
+                let call = methods
+                    .remove(rpc.as_str())
+                    .ok_or_else(|| RouteTableError::Rule {
+                        rpc: rpc.clone(),
+                        reason: "has google.api.http but no transcodable implementation".into(),
+                    })?;
+                let bindings =
+                    std::iter::once(rule.clone()).chain(rule.additional_bindings.clone());
                 for binding in bindings {
                     routes.push(route(&rpc, &method, binding, call.clone())?);
                 }
@@ -106,7 +110,10 @@ impl RouteTable {
     }
 }
 
-fn http_rule(pool: &DescriptorPool, method: &MethodDescriptor) -> Result<Option<HttpRule>, RouteTableError> {
+fn http_rule(
+    pool: &DescriptorPool,
+    method: &MethodDescriptor,
+) -> Result<Option<HttpRule>, RouteTableError> {
     let Some(extension) = pool.get_extension_by_name("google.api.http") else {
         return Ok(None);
     };
@@ -118,16 +125,21 @@ fn http_rule(pool: &DescriptorPool, method: &MethodDescriptor) -> Result<Option<
         rpc: method.full_name().to_owned(),
         reason,
     };
-    match options.get_extension(&extension).as_ref() {
-        prost_reflect::Value::Message(rule) => rule
-            .transcode_to::<HttpRule>()
-            .map(Some)
-            .map_err(|e| fail(format!("malformed google.api.http: {e}"))),
-        other => Err(fail(format!("google.api.http is not a message: {other:?}"))),
-    }
+    let value = options.get_extension(&extension);
+    let Some(rule) = value.as_message() else {
+        return Err(fail(format!("google.api.http is not a message: {value:?}")));
+    };
+    rule.transcode_to::<HttpRule>()
+        .map(Some)
+        .map_err(|e| fail(format!("malformed google.api.http: {e}")))
 }
 
-fn route(rpc: &str, method: &MethodDescriptor, rule: HttpRule, call: UnaryMethod) -> Result<Route, RouteTableError> {
+fn route(
+    rpc: &str,
+    method: &MethodDescriptor,
+    rule: HttpRule,
+    call: UnaryMethod,
+) -> Result<Route, RouteTableError> {
     let fail = |reason: String| RouteTableError::Rule {
         rpc: rpc.to_owned(),
         reason,
@@ -139,7 +151,8 @@ fn route(rpc: &str, method: &MethodDescriptor, rule: HttpRule, call: UnaryMethod
         Some(Pattern::Delete(p)) => (http::Method::DELETE, p),
         Some(Pattern::Patch(p)) => (http::Method::PATCH, p),
         Some(Pattern::Custom(c)) => (
-            http::Method::from_bytes(c.kind.as_bytes()).map_err(|e| fail(format!("custom method: {e}")))?,
+            http::Method::from_bytes(c.kind.as_bytes())
+                .map_err(|e| fail(format!("custom method: {e}")))?,
             c.path,
         ),
         None => return Err(fail("google.api.http has no pattern".into())),
@@ -147,11 +160,19 @@ fn route(rpc: &str, method: &MethodDescriptor, rule: HttpRule, call: UnaryMethod
     let template = PathTemplate::parse(&path).map_err(|e| fail(e.to_string()))?;
     let input = method.input();
     for variable in template.variables() {
-        super::request::field_by_path(&input, variable)
-            .ok_or_else(|| fail(format!("path variable {variable:?} is not a field of {}", input.full_name())))?;
+        super::request::field_by_path(&input, variable).ok_or_else(|| {
+            fail(format!(
+                "path variable {variable:?} is not a field of {}",
+                input.full_name()
+            ))
+        })?;
     }
     if !rule.body.is_empty() && rule.body != "*" && input.get_field_by_name(&rule.body).is_none() {
-        return Err(fail(format!("body {:?} is not a field of {}", rule.body, input.full_name())));
+        return Err(fail(format!(
+            "body {:?} is not a field of {}",
+            rule.body,
+            input.full_name()
+        )));
     }
     if !rule.response_body.is_empty() {
         return Err(fail("response_body is not supported".into()));

@@ -54,7 +54,9 @@ impl PathTemplate {
             template: text.to_owned(),
             reason: reason.to_owned(),
         };
-        let body = text.strip_prefix('/').ok_or_else(|| fail("must start with '/'"))?;
+        let body = text
+            .strip_prefix('/')
+            .ok_or_else(|| fail("must start with '/'"))?;
         let (body, verb) = split_verb(body);
         let mut template = PathTemplate {
             text: text.to_owned(),
@@ -69,16 +71,17 @@ impl PathTemplate {
                 let inner = &after[..end];
                 let (field, pattern) = inner.split_once('=').unwrap_or((inner, "*"));
                 if field.is_empty()
-                    || !field
-                        .split('.')
-                        .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+                    || !field.split('.').all(|p| {
+                        !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    })
                 {
                     return Err(fail("a variable needs a field path"));
                 }
                 let index = template.variables.len();
                 template.variables.push(field.to_owned());
                 for segment in pattern.split('/') {
-                    let part = parse_part(segment).ok_or_else(|| fail("bad segment inside a variable"))?;
+                    let part =
+                        parse_part(segment).ok_or_else(|| fail("bad segment inside a variable"))?;
                     template.slots.push(Slot {
                         part,
                         variable: Some(index),
@@ -88,7 +91,10 @@ impl PathTemplate {
             } else {
                 let end = rest.find('/').unwrap_or(rest.len());
                 let part = parse_part(&rest[..end]).ok_or_else(|| fail("bad segment"))?;
-                template.slots.push(Slot { part, variable: None });
+                template.slots.push(Slot {
+                    part,
+                    variable: None,
+                });
                 rest = &rest[end..];
             }
             match rest.strip_prefix('/') {
@@ -118,7 +124,11 @@ impl PathTemplate {
             Some(verb) => body.strip_suffix(verb.as_str())?.strip_suffix(':')?,
             None => body,
         };
-        let segments: Vec<&str> = if body.is_empty() { Vec::new() } else { body.split('/').collect() };
+        let segments: Vec<&str> = if body.is_empty() {
+            Vec::new()
+        } else {
+            body.split('/').collect()
+        };
         let mut captured: Vec<Vec<&str>> = vec![Vec::new(); self.variables.len()];
         let mut i = 0;
         for slot in &self.slots {
@@ -218,7 +228,11 @@ mod tests {
     }
 
     fn pairs(list: &[(&str, &str)]) -> Option<Vec<(String, String)>> {
-        Some(list.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect())
+        Some(
+            list.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+        )
     }
 
     #[test]
@@ -241,15 +255,27 @@ mod tests {
     #[test]
     fn nested_patterns_rest_and_verbs() {
         assert_eq!(
-            vars("/v1/{name=projects/*/items/*}:cancel", "/v1/projects/p/items/i:cancel"),
+            vars(
+                "/v1/{name=projects/*/items/*}:cancel",
+                "/v1/projects/p/items/i:cancel"
+            ),
             pairs(&[("name", "projects/p/items/i")])
         );
-        assert_eq!(vars("/v1/{name=projects/*/items/*}:cancel", "/v1/projects/p/items/i"), None);
+        assert_eq!(
+            vars(
+                "/v1/{name=projects/*/items/*}:cancel",
+                "/v1/projects/p/items/i"
+            ),
+            None
+        );
         assert_eq!(
             vars("/v1/files/{path=**}", "/v1/files/a/b%2Fc/d"),
             pairs(&[("path", "a/b%2Fc/d")])
         );
-        assert_eq!(vars("/v1/files/{path=**}", "/v1/files"), pairs(&[("path", "")]));
+        assert_eq!(
+            vars("/v1/files/{path=**}", "/v1/files"),
+            pairs(&[("path", "")])
+        );
     }
 
     #[test]

@@ -1,0 +1,186 @@
+//! The real binary: configuration errors, signals, and durability across a
+//! SIGKILL.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::helpers::*;
+
+struct Server {
+    child: Child,
+    base: String,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+/// Starts the binary on port 0 and waits for its `listening` line.
+fn start(data_dir: &std::path::Path, extra: &[&str]) -> Server {
+    let cli = test_cli(data_dir);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meshrelease"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--log-level",
+            "debug",
+            "--log-format",
+            "text",
+        ])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(extra)
+        .env("MESHRELEASE_MESHES", cli.meshes.unwrap())
+        .env("MESHRELEASE_TOKENS", cli.tokens.unwrap())
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let (false, Some(at)) = (sent, line.find("address=")) {
+                let address: String = line[at + 8..]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace())
+                    .collect();
+                let _ = tx.send(address);
+                sent = true;
+            }
+            sink.lock().unwrap().push_str(&line);
+            sink.lock().unwrap().push('\n');
+        }
+    });
+    let address = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the server never said where it listens");
+    Server {
+        child,
+        base: format!("http://{address}"),
+        log,
+    }
+}
+
+async fn create(base: &str, name: &str, service: &str, request_id: &str) -> u16 {
+    reqwest::Client::new()
+        .post(format!(
+            "{base}/v2/meshes/{MESH}/namespaces/default/releases"
+        ))
+        .header("X-Auth-Token", TOKEN)
+        .header("X-Request-Id", request_id)
+        .json(&release_body(name, service))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn what_was_acknowledged_survives_a_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(dir.path(), &[]);
+    for i in 0..10 {
+        assert_eq!(
+            create(&server.base, &format!("kept-{i}"), &format!("svc-{i}"), "r").await,
+            200
+        );
+    }
+    server.child.kill().unwrap(); // SIGKILL: no drain, no close
+    server.child.wait().unwrap();
+
+    let mut server = start(dir.path(), &[]);
+    for i in 0..10 {
+        // Each name is still taken: the create was on disk before its 200.
+        assert_eq!(
+            create(
+                &server.base,
+                &format!("kept-{i}"),
+                &format!("other-{i}"),
+                "r"
+            )
+            .await,
+            409,
+            "kept-{i}"
+        );
+    }
+    assert_eq!(
+        create(&server.base, "new-after-restart", "fresh", "r").await,
+        200
+    );
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(dir.path(), &[]);
+    assert_eq!(
+        create(&server.base, "before-stop", "reviews", "req-sigterm-1").await,
+        200
+    );
+    let pid = server.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::task::spawn_blocking(move || server.child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let log = server.log.lock().unwrap().clone();
+    assert!(log.contains("stopped"), "{log}");
+}
+
+#[tokio::test]
+async fn every_log_line_of_a_request_names_its_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(dir.path(), &[]);
+    assert_eq!(
+        create(&server.base, "logged", "reviews", "req-log-check-7").await,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let log = server.log.lock().unwrap().clone();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("req-log-check-7"))
+        .collect();
+    assert!(!lines.is_empty(), "{log}");
+    assert!(!log.contains(TOKEN), "a token was logged");
+}
+
+#[test]
+fn a_bad_configuration_names_the_key_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(
+        &config,
+        "listen = \"127.0.0.1:0\"\n[[meshes]]\nid = \"m\"\nclusters = []\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_meshrelease"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("meshes[0].clusters"), "{stderr}");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_meshrelease"))
+        .env("MESHRELEASE_LISTEN", "not-an-address")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("listen:"));
+}

@@ -1,0 +1,221 @@
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use meshrelease::configuration::{Cli, Settings};
+use meshrelease::pb::asm::v2 as pb;
+use meshrelease::pb::asm::v2::release_service_client::ReleaseServiceClient;
+use meshrelease::startup::Application;
+use meshrelease::store::{ReleaseStore, SqliteStore};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+pub const TOKEN: &str = "test-token";
+/// May create only in `other-mesh`.
+pub const OTHER_MESH_TOKEN: &str = "other-mesh-token";
+/// Allowed everything, but denied `demo-mesh`.
+pub const DENIED_TOKEN: &str = "denied-token";
+pub const MESH: &str = "demo-mesh";
+
+fn sha(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
+pub fn test_cli(data_dir: &std::path::Path) -> Cli {
+    Cli {
+        listen: Some("127.0.0.1:0".into()),
+        data_dir: Some(data_dir.to_path_buf()),
+        log_level: Some("warn".into()),
+        drain_timeout_secs: Some(5),
+        meshes: Some(format!(
+            r#"[{{ id = "{MESH}", clusters = ["cluster-a", "cluster-b"] }}, {{ id = "other-mesh", clusters = ["cluster-z"] }}]"#
+        )),
+        tokens: Some(format!(
+            r#"[
+              {{ subject = "tester", sha256 = "{}", allow = [{{ actions = ["asm:mesh:*"], meshes = ["*"] }}] }},
+              {{ subject = "other", sha256 = "{}", allow = [{{ actions = ["asm:mesh:createRelease"], meshes = ["other-mesh"] }}] }},
+              {{ subject = "denied", sha256 = "{}", allow = [{{ actions = ["asm:mesh:*"], meshes = ["*"] }}, {{ effect = "Deny", actions = ["asm:mesh:createRelease"], meshes = ["{MESH}"] }}] }}
+            ]"#,
+            sha(TOKEN),
+            sha(OTHER_MESH_TOKEN),
+            sha(DENIED_TOKEN)
+        )),
+        ..Cli::default()
+    }
+}
+
+pub struct TestApp {
+    pub address: SocketAddr,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub data_dir: Arc<TempDir>,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts a server whose settings `adjust` may change.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Cli)) -> TestApp {
+    spawn_app_in(Arc::new(tempfile::tempdir().unwrap()), adjust).await
+}
+
+/// Starts a server on an existing data directory (to restart one).
+pub async fn spawn_app_in(data_dir: Arc<TempDir>, adjust: impl FnOnce(&mut Cli)) -> TestApp {
+    let mut cli = test_cli(data_dir.path());
+    adjust(&mut cli);
+    let settings = Settings::load(&cli).unwrap();
+    let store = Arc::new(SqliteStore::open(&settings.data_dir).unwrap());
+    start(settings, store, data_dir).await
+}
+
+/// Starts a server on a store of the test's making.
+pub async fn spawn_app_on(store: Arc<dyn ReleaseStore>) -> TestApp {
+    let data_dir = Arc::new(tempfile::tempdir().unwrap());
+    let settings = Settings::load(&test_cli(data_dir.path())).unwrap();
+    start(settings, store, data_dir).await
+}
+
+async fn start(
+    settings: Settings,
+    store: Arc<dyn ReleaseStore>,
+    data_dir: Arc<TempDir>,
+) -> TestApp {
+    meshrelease::telemetry::init(settings.log_format, &settings.log_level);
+    let app = Application::build_with_store(settings, store)
+        .await
+        .unwrap();
+    let address = app.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let done = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        address,
+        base: format!("http://{address}"),
+        http: reqwest::Client::new(),
+        data_dir,
+        stop: Some(stop),
+        done: Some(done),
+    }
+}
+
+impl TestApp {
+    pub fn releases_url(&self, mesh: &str, namespace: &str) -> String {
+        format!(
+            "{}/v2/meshes/{mesh}/namespaces/{namespace}/releases",
+            self.base
+        )
+    }
+
+    /// POSTs `body` to the create route of demo-mesh/default with the test token.
+    pub async fn create(&self, body: &Value) -> reqwest::Response {
+        self.http
+            .post(self.releases_url(MESH, "default"))
+            .header("X-Auth-Token", TOKEN)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn grpc(&self) -> ReleaseServiceClient<Channel> {
+        ReleaseServiceClient::new(self.channel().await)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.base.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    /// Stops gracefully, as on SIGTERM.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(done) = self.done.take() {
+            done.await.unwrap();
+        }
+    }
+}
+
+/// A request with the test token in its metadata.
+pub fn authed<T>(message: T) -> tonic::Request<T> {
+    with_token(message, TOKEN)
+}
+
+pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("x-auth-token", token.parse().unwrap());
+    request
+}
+
+pub fn deployment_template(app: &str) -> Value {
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"labels": {"app": app}},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": app}},
+            "template": {
+                "metadata": {"labels": {"app": app}},
+                "spec": {"containers": [{"name": app, "image": format!("registry.example/{app}:2.0")}]}
+            }
+        }
+    })
+}
+
+/// A valid release body for demo-mesh/default.
+pub fn release_body(name: &str, service: &str) -> Value {
+    json!({
+        "kind": "Release",
+        "apiVersion": "asm/v2",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "serviceName": service,
+            "clusterID": "cluster-a",
+            "deploymentName": format!("{service}-v1"),
+            "version": "v2",
+            "type": "canary",
+            "grayDeployments": [{"clusterID": "cluster-b", "template": deployment_template(service)}]
+        }
+    })
+}
+
+/// The same release as a gRPC request.
+pub fn grpc_request(name: &str, service: &str) -> pb::CreateReleaseRequest {
+    let release: pb::Release = serde_json::from_value(release_body(name, service)).unwrap();
+    pb::CreateReleaseRequest {
+        mesh_id: MESH.into(),
+        namespace: "default".into(),
+        release: Some(release),
+    }
+}
+
+/// The `details[].field` of an error body.
+pub fn detail_fields(body: &Value) -> Vec<String> {
+    body["details"]
+        .as_array()
+        .map(|d| {
+            d.iter()
+                .map(|v| v["field"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub async fn json_of(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let body = response.json::<Value>().await.unwrap();
+    (status, body)
+}

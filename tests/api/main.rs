@@ -1,0 +1,16 @@
+//! Integration tests: the real server on 127.0.0.1:0 with a fresh data
+//! directory, driven by a real tonic client and a real HTTP client.
+
+#![allow(unreachable_pub)]
+
+mod auth;
+mod binary;
+mod create_grpc;
+mod create_rest;
+mod errors;
+mod helpers;
+mod limits;
+mod protocols;
+mod roundtrip;
+mod transcoding;
+mod validation;
