@@ -13,7 +13,7 @@ use prost::Message as _;
 use prost_reflect::{DescriptorPool, Value};
 
 const PROTO_ROOT: &str = "proto";
-const PROTO_FILES: &[&str] = &["asm/v2/release.proto"];
+const PROTO_FILES: &[&str] = &["asm/v2/release.proto", "google/rpc/error_details.proto"];
 const DESCRIPTOR_FILE: &str = "meshrelease_descriptor.bin";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

