@@ -43,6 +43,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .extern_path(".google.protobuf.ListValue", "crate::pb::wkt::ListValue")
         .extern_path(".google.protobuf.NullValue", "crate::pb::wkt::NullValue")
         .extern_path(".google.protobuf", "::pbjson_types")
+        // A list must show `"items": []` when empty; pbjson omits empty lists.
+        .extern_path(".asm.v2.ReleaseList", "crate::pb::list::ReleaseList")
         .compile_fds(file_descriptor_set)?;
 
     pbjson_build::Builder::new()
@@ -52,6 +54,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .extern_path(".google.protobuf.Value", "crate::pb::wkt::Value")
         .extern_path(".google.protobuf.ListValue", "crate::pb::wkt::ListValue")
         .extern_path(".google.protobuf.NullValue", "crate::pb::wkt::NullValue")
+        .extern_path(".asm.v2.ReleaseList", "crate::pb::list::ReleaseList")
+        .exclude([".asm.v2.ReleaseList"])
         .build(&[".asm"])?;
 
     let pool = DescriptorPool::decode(encoded.as_slice())?;
@@ -107,7 +111,13 @@ fn method_table(pool: &DescriptorPool) -> Result<String, Box<dyn std::error::Err
     Ok(services)
 }
 
+/// Messages whose Rust type is written by hand (see the extern paths above).
+const HAND_WRITTEN: &[(&str, &str)] = &[("asm.v2.ReleaseList", "crate::pb::list::ReleaseList")];
+
 fn rust_type(full_name: &str) -> String {
+    if let Some((_, path)) = HAND_WRITTEN.iter().find(|(name, _)| *name == full_name) {
+        return (*path).to_owned();
+    }
     let mut parts: Vec<&str> = full_name.split('.').collect();
     let name = parts.pop().unwrap_or_default();
     let mut path = String::from("crate::pb");

@@ -36,6 +36,7 @@ pub struct Application {
     app: Router,
     limits: ConnectionLimits,
     store: Arc<dyn ReleaseStore>,
+    manager: Arc<ReleaseManager>,
     health: tonic_health::server::HealthReporter,
     shutting_down: Arc<AtomicBool>,
 }
@@ -61,7 +62,7 @@ impl Application {
             Meshes::new(settings.meshes.clone()),
             store.clone(),
         ));
-        let api = Arc::new(ReleaseApi::new(manager));
+        let api = Arc::new(ReleaseApi::new(manager.clone()));
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health
@@ -157,6 +158,7 @@ impl Application {
                 drain_timeout: settings.drain_timeout,
             },
             store,
+            manager,
             health,
             shutting_down,
         })
@@ -174,6 +176,7 @@ impl Application {
             app,
             limits,
             store,
+            manager,
             health,
             shutting_down,
             ..
@@ -181,6 +184,7 @@ impl Application {
         let stop = async move {
             shutdown.await;
             shutting_down.store(true, Ordering::Relaxed);
+            manager.begin_shutdown();
             health
                 .set_not_serving::<ReleaseServiceServer<ReleaseApi>>()
                 .await;

@@ -34,6 +34,7 @@ impl TryFrom<pb::Release> for ReleaseDraft {
             mesh_id: metadata.mesh_id,
             name: metadata.name,
             namespace: metadata.namespace,
+            resource_version: metadata.resource_version,
             service_name: spec.service_name,
             cluster_id: spec.cluster_id,
             deployment_name: spec.deployment_name,
@@ -54,6 +55,11 @@ impl From<Release> for pb::Release {
                 name: release.name,
                 uid: release.uid.to_string(),
                 namespace: release.namespace,
+                // Absent until stored (a dry run).
+                resource_version: match release.resource_version {
+                    0 => String::new(),
+                    v => v.to_string(),
+                },
             }),
             spec: Some(pb::ReleaseSpec {
                 service_name: release.service_name,

@@ -26,6 +26,7 @@ pub enum ErrorCode {
     Forbidden,
     NotFound,
     Conflict,
+    Gone,
     PayloadTooLarge,
     UnsupportedMediaType,
     MethodNotAllowed,
@@ -34,12 +35,13 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 10] = [
+    const ALL: [ErrorCode; 11] = [
         ErrorCode::InvalidRequest,
         ErrorCode::Unauthenticated,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
         ErrorCode::Conflict,
+        ErrorCode::Gone,
         ErrorCode::PayloadTooLarge,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::MethodNotAllowed,
@@ -54,6 +56,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "ASM.01000002",
             ErrorCode::NotFound => "ASM.01010002",
             ErrorCode::Conflict => "ASM.01010003",
+            ErrorCode::Gone => "ASM.01010007",
             ErrorCode::PayloadTooLarge => "ASM.01010004",
             ErrorCode::UnsupportedMediaType => "ASM.01010005",
             ErrorCode::MethodNotAllowed => "ASM.01010006",
@@ -69,6 +72,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::Conflict => StatusCode::CONFLICT,
+            ErrorCode::Gone => StatusCode::GONE,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -85,6 +89,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "FORBIDDEN",
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::Conflict => "CONFLICT",
+            ErrorCode::Gone => "GONE",
             ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ErrorCode::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
@@ -209,6 +214,11 @@ impl From<ApiError> for WireError {
             ApiError::AlreadyExists(_) => {
                 WireError::new(ErrorCode::Conflict, Code::AlreadyExists, message)
             }
+            ApiError::Aborted(_) => WireError::new(ErrorCode::Conflict, Code::Aborted, message),
+            ApiError::FailedPrecondition(_) => {
+                WireError::new(ErrorCode::Conflict, Code::FailedPrecondition, message)
+            }
+            ApiError::Gone(_) => WireError::new(ErrorCode::Gone, Code::OutOfRange, message),
             ApiError::PayloadTooLarge { .. } => {
                 WireError::new(ErrorCode::PayloadTooLarge, Code::ResourceExhausted, message)
             }

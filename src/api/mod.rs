@@ -6,4 +6,4 @@ pub mod conversions;
 pub mod errors;
 mod release_service;
 
-pub use release_service::ReleaseApi;
+pub use release_service::{CLIENT_TOKEN, ReleaseApi};

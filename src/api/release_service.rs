@@ -1,10 +1,21 @@
+use std::pin::Pin;
 use std::sync::Arc;
 
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status};
 
-use crate::domain::{ApiError, CreateRelease, Principal, ReleaseDraft, ReleaseManager};
+use crate::domain::release::API_VERSION;
+use crate::domain::{
+    ApiError, CreateRelease, ListReleases, Principal, ReleaseDraft, ReleaseManager, ReleaseRef,
+    UpdateRelease, WatchReleases,
+};
 use crate::pb::asm::v2 as pb;
 use crate::pb::asm::v2::release_service_server::ReleaseService;
+use crate::pb::list::ReleaseList;
+
+/// The metadata key (REST: the header) of a client's request id for retries.
+pub const CLIENT_TOKEN: &str = "x-client-token";
 
 /// `asm.v2.ReleaseService` over the domain's [`ReleaseManager`].
 #[derive(Clone)]
@@ -27,6 +38,12 @@ fn principal<T>(request: &Request<T>) -> Result<Principal, Status> {
         .ok_or_else(|| ApiError::Unauthenticated("authentication required".into()).into())
 }
 
+fn optional(text: String) -> Option<String> {
+    (!text.is_empty()).then_some(text)
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEvent, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl ReleaseService for ReleaseApi {
     async fn create_release(
@@ -34,6 +51,17 @@ impl ReleaseService for ReleaseApi {
         request: Request<pb::CreateReleaseRequest>,
     ) -> Result<Response<pb::Release>, Status> {
         let principal = principal(&request)?;
+        let client_token = match request.metadata().get(CLIENT_TOKEN) {
+            None => None,
+            Some(value) => Some(
+                value
+                    .to_str()
+                    .map_err(|_| {
+                        ApiError::invalid_field("X-Client-Token", "must be printable ASCII")
+                    })?
+                    .to_owned(),
+            ),
+        };
         let request = request.into_inner();
         let draft = ReleaseDraft::try_from(request.release.unwrap_or_default())?;
         let created = self
@@ -44,9 +72,132 @@ impl ReleaseService for ReleaseApi {
                     mesh_id: request.mesh_id,
                     namespace: request.namespace,
                     draft,
+                    dry_run: request.dry_run,
+                    client_token,
                 },
             )
             .await?;
         Ok(Response::new(created.into()))
+    }
+
+    async fn get_release(
+        &self,
+        request: Request<pb::GetReleaseRequest>,
+    ) -> Result<Response<pb::Release>, Status> {
+        let principal = principal(&request)?;
+        let r = request.into_inner();
+        let target = ReleaseRef {
+            mesh_id: r.mesh_id,
+            namespace: r.namespace,
+            name: r.name,
+        };
+        Ok(Response::new(
+            self.manager.get(&principal, target).await?.into(),
+        ))
+    }
+
+    async fn list_releases(
+        &self,
+        request: Request<pb::ListReleasesRequest>,
+    ) -> Result<Response<ReleaseList>, Status> {
+        let principal = principal(&request)?;
+        let r = request.into_inner();
+        let page = self
+            .manager
+            .list(
+                &principal,
+                ListReleases {
+                    mesh_id: r.mesh_id,
+                    namespace: optional(r.namespace),
+                    limit: r.limit,
+                    continue_token: r.r#continue,
+                    service_name: optional(r.service_name),
+                    phase: optional(r.phase),
+                },
+            )
+            .await?;
+        Ok(Response::new(ReleaseList {
+            kind: "ReleaseList".into(),
+            api_version: API_VERSION.into(),
+            metadata: Some(pb::ListMeta {
+                r#continue: page.continue_token.unwrap_or_default(),
+            }),
+            items: page.releases.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn update_release(
+        &self,
+        request: Request<pb::UpdateReleaseRequest>,
+    ) -> Result<Response<pb::Release>, Status> {
+        let principal = principal(&request)?;
+        let r = request.into_inner();
+        let draft = ReleaseDraft::try_from(r.release.unwrap_or_default())?;
+        let updated = self
+            .manager
+            .update(
+                &principal,
+                UpdateRelease {
+                    target: ReleaseRef {
+                        mesh_id: r.mesh_id,
+                        namespace: r.namespace,
+                        name: r.name,
+                    },
+                    draft,
+                    dry_run: r.dry_run,
+                },
+            )
+            .await?;
+        Ok(Response::new(updated.into()))
+    }
+
+    async fn delete_release(
+        &self,
+        request: Request<pb::DeleteReleaseRequest>,
+    ) -> Result<Response<pb::Release>, Status> {
+        let principal = principal(&request)?;
+        let r = request.into_inner();
+        let target = ReleaseRef {
+            mesh_id: r.mesh_id,
+            namespace: r.namespace,
+            name: r.name,
+        };
+        Ok(Response::new(
+            self.manager
+                .delete(&principal, target, &r.action)
+                .await?
+                .into(),
+        ))
+    }
+
+    type WatchReleasesStream = WatchStream;
+
+    async fn watch_releases(
+        &self,
+        request: Request<pb::WatchReleasesRequest>,
+    ) -> Result<Response<Self::WatchReleasesStream>, Status> {
+        let principal = principal(&request)?;
+        let r = request.into_inner();
+        let events = self
+            .manager
+            .watch(
+                &principal,
+                WatchReleases {
+                    mesh_id: r.mesh_id,
+                    namespace: optional(r.namespace),
+                    resource_version: r.resource_version,
+                },
+            )
+            .await?;
+        let stream = ReceiverStream::new(events).map(|event| {
+            event
+                .map(|e| pb::WatchEvent {
+                    r#type: e.kind.as_str().to_owned(),
+                    resource_version: e.revision.to_string(),
+                    release: Some(e.release.into()),
+                })
+                .map_err(Status::from)
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 }

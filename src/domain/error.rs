@@ -41,6 +41,15 @@ pub enum ApiError {
     /// The name is taken, or the service already has an active release.
     #[error("{0}")]
     AlreadyExists(String),
+    /// A write lost to a concurrent one (stale resourceVersion).
+    #[error("{0}")]
+    Aborted(String),
+    /// The release is not in a state that allows the operation.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A watch resume point older than the kept history.
+    #[error("{0}")]
+    Gone(String),
     #[error("request body exceeds the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("{0}")]

@@ -3,6 +3,7 @@
 //! protobuf or SQL; the protocol edges and the store adapt to these types.
 
 pub mod authz;
+pub mod cursor;
 pub mod deployment;
 pub mod error;
 pub mod mesh;
@@ -15,4 +16,7 @@ pub use authz::{Action, Effect, Principal, Statement};
 pub use error::{ApiError, Violation};
 pub use mesh::{Mesh, Meshes};
 pub use release::{GrayDeployment, JsonObject, Phase, Release, ReleaseDraft, ReleaseType};
-pub use service::{CreateRelease, ReleaseManager};
+pub use service::{
+    CreateRelease, ListReleases, ReleaseManager, ReleasePage, ReleaseRef, UpdateRelease,
+    WatchReleases,
+};

@@ -12,13 +12,15 @@ pub const API_VERSION: &str = "asm/v2";
 
 /// A release as the client sent it: nothing checked yet. Empty strings stand
 /// for absent fields, as in proto3.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ReleaseDraft {
     pub kind: String,
     pub api_version: String,
     pub mesh_id: String,
     pub name: String,
     pub namespace: String,
+    /// On update: the resourceVersion the client last saw, if it sent one.
+    pub resource_version: String,
     pub service_name: String,
     pub cluster_id: String,
     pub deployment_name: String,
@@ -27,7 +29,7 @@ pub struct ReleaseDraft {
     pub gray_deployments: Vec<GrayDeploymentDraft>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct GrayDeploymentDraft {
     pub cluster_id: String,
     pub template: Option<JsonObject>,
@@ -40,6 +42,9 @@ pub struct Release {
     pub namespace: String,
     pub name: String,
     pub uid: Uuid,
+    /// The store revision of the last write to this release; 0 until stored.
+    #[serde(default)]
+    pub resource_version: u64,
     pub service_name: String,
     pub cluster_id: String,
     pub deployment_name: String,
@@ -103,6 +108,21 @@ pub enum Phase {
 }
 
 impl Phase {
+    pub const ALL: [Phase; 8] = [
+        Phase::Pending,
+        Phase::Deploying,
+        Phase::Running,
+        Phase::Ending,
+        Phase::Ended,
+        Phase::Canceling,
+        Phase::Canceled,
+        Phase::Failed,
+    ];
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == text)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Pending => "Pending",

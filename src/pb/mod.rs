@@ -8,6 +8,7 @@
     clippy::wildcard_enum_match_arm
 )]
 
+pub mod list;
 pub mod wkt;
 
 pub mod asm {

@@ -1,25 +1,51 @@
 //! An in-memory store, for tests and benchmarks: the same rules, no durability.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use tokio::sync::watch;
 
-use super::{ReleaseStore, StoreError};
+use super::{
+    Created, EVENT_RETENTION, Event, EventType, IDEMPOTENCY_WINDOW_SECS, IdempotencyKey, ListQuery,
+    Page, ReleaseStore, StoreError,
+};
 use crate::domain::Release;
 
 type Key = (String, String, String);
 
-#[derive(Default)]
 pub struct MemoryStore {
     state: Mutex<State>,
+    revisions: watch::Sender<u64>,
+    secret: [u8; 32],
 }
 
 #[derive(Default)]
 struct State {
-    releases: HashMap<Key, Release>,
-    /// (mesh, namespace, service) -> name of the active release holding it.
+    revision: u64,
+    next_position: i64,
+    /// name -> (creation position, release)
+    releases: HashMap<Key, (i64, Release)>,
+    /// creation position -> name, for listing in creation order
+    order: BTreeMap<i64, Key>,
+    /// (mesh, namespace, service) -> name of the active release holding it
     active: HashMap<Key, String>,
+    events: VecDeque<Event>,
+    /// (subject, token) -> (request hash, answer, unix seconds)
+    idempotency: HashMap<(String, String), (String, Release, i64)>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        let mut secret = [0u8; 32];
+        secret[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        secret[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        Self {
+            state: Mutex::new(State::default()),
+            revisions: watch::channel(0).0,
+            secret,
+        }
+    }
 }
 
 impl MemoryStore {
@@ -28,41 +54,101 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave State half-changed:
-        // every change below is made after all checks passed.
+        // Every change below is made after all its checks passed, so a panic
+        // cannot leave the state half-changed.
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn publish(&self, revision: u64) {
+        self.revisions.send_replace(revision);
+    }
+}
+
+fn key(mesh: &str, namespace: &str, name: &str) -> Key {
+    (mesh.to_owned(), namespace.to_owned(), name.to_owned())
+}
+
+fn service_key(release: &Release) -> Key {
+    key(&release.mesh_id, &release.namespace, &release.service_name)
+}
+
+impl State {
+    fn check_create(&self, release: &Release) -> Result<(), StoreError> {
+        if self
+            .releases
+            .contains_key(&key(&release.mesh_id, &release.namespace, &release.name))
+        {
+            return Err(StoreError::NameTaken);
+        }
+        if release.status.phase.is_active()
+            && let Some(holder) = self.active.get(&service_key(release))
+        {
+            return Err(StoreError::ServiceBusy {
+                holder: holder.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, kind: EventType, release: &Release) {
+        self.events.push_back(Event {
+            revision: self.revision,
+            kind,
+            release: release.clone(),
+        });
+        while self.events.len() as u64 > EVENT_RETENTION {
+            self.events.pop_front();
+        }
     }
 }
 
 #[async_trait]
 impl ReleaseStore for MemoryStore {
-    async fn insert(&self, release: &Release) -> Result<(), StoreError> {
+    async fn create(
+        &self,
+        release: &Release,
+        idempotency: Option<&IdempotencyKey>,
+    ) -> Result<Created, StoreError> {
+        let now = chrono::Utc::now().timestamp();
         let mut state = self.lock();
-        let key = (
-            release.mesh_id.clone(),
-            release.namespace.clone(),
-            release.name.clone(),
-        );
-        if state.releases.contains_key(&key) {
-            return Err(StoreError::NameTaken);
+        if let Some(k) = idempotency
+            && let Some((hash, answer, at)) =
+                state.idempotency.get(&(k.subject.clone(), k.token.clone()))
+            && now - at < IDEMPOTENCY_WINDOW_SECS
+        {
+            return if *hash == k.request_hash {
+                Ok(Created::Replayed(answer.clone()))
+            } else {
+                Err(StoreError::IdempotencyMismatch)
+            };
         }
-        let service = (
-            release.mesh_id.clone(),
-            release.namespace.clone(),
-            release.service_name.clone(),
-        );
-        if release.status.phase.is_active() {
-            if let Some(holder) = state.active.get(&service) {
-                return Err(StoreError::ServiceBusy {
-                    holder: holder.clone(),
-                });
-            }
-            state.active.insert(service, release.name.clone());
+        state.check_create(release)?;
+        state.revision += 1;
+        state.next_position += 1;
+        let mut stored = release.clone();
+        stored.resource_version = state.revision;
+        let name = key(&stored.mesh_id, &stored.namespace, &stored.name);
+        if stored.status.phase.is_active() {
+            state
+                .active
+                .insert(service_key(&stored), stored.name.clone());
         }
-        state.releases.insert(key, release.clone());
-        Ok(())
+        let position = state.next_position;
+        state.order.insert(position, name.clone());
+        state.releases.insert(name, (position, stored.clone()));
+        state.record(EventType::Added, &stored);
+        if let Some(k) = idempotency {
+            state.idempotency.insert(
+                (k.subject.clone(), k.token.clone()),
+                (k.request_hash.clone(), stored.clone(), now),
+            );
+        }
+        let revision = state.revision;
+        drop(state);
+        self.publish(revision);
+        Ok(Created::New(stored))
     }
 
     async fn get(
@@ -71,8 +157,164 @@ impl ReleaseStore for MemoryStore {
         namespace: &str,
         name: &str,
     ) -> Result<Option<Release>, StoreError> {
-        let key = (mesh_id.to_owned(), namespace.to_owned(), name.to_owned());
-        Ok(self.lock().releases.get(&key).cloned())
+        Ok(self
+            .lock()
+            .releases
+            .get(&key(mesh_id, namespace, name))
+            .map(|(_, r)| r.clone()))
+    }
+
+    async fn check_create(&self, release: &Release) -> Result<(), StoreError> {
+        self.lock().check_create(release)
+    }
+
+    async fn update(&self, release: &Release, expected: u64) -> Result<Release, StoreError> {
+        let mut state = self.lock();
+        let name = key(&release.mesh_id, &release.namespace, &release.name);
+        let current = state
+            .releases
+            .get(&name)
+            .ok_or(StoreError::NotFound)?
+            .1
+            .resource_version;
+        if current != expected {
+            return Err(StoreError::Stale { current });
+        }
+        state.revision += 1;
+        let mut stored = release.clone();
+        stored.resource_version = state.revision;
+        let service = service_key(&stored);
+        if stored.status.phase.is_active() {
+            state.active.insert(service, stored.name.clone());
+        } else if state.active.get(&service) == Some(&stored.name) {
+            state.active.remove(&service);
+        }
+        if let Some(entry) = state.releases.get_mut(&name) {
+            entry.1 = stored.clone();
+        }
+        state.record(EventType::Modified, &stored);
+        let revision = state.revision;
+        drop(state);
+        self.publish(revision);
+        Ok(stored)
+    }
+
+    async fn remove(
+        &self,
+        mesh_id: &str,
+        namespace: &str,
+        name: &str,
+        expected: u64,
+    ) -> Result<Release, StoreError> {
+        let mut state = self.lock();
+        let name = key(mesh_id, namespace, name);
+        let (position, current) = state
+            .releases
+            .get(&name)
+            .cloned()
+            .ok_or(StoreError::NotFound)?;
+        if current.resource_version != expected || current.status.phase.is_active() {
+            return Err(StoreError::Stale {
+                current: current.resource_version,
+            });
+        }
+        state.releases.remove(&name);
+        state.order.remove(&position);
+        state.revision += 1;
+        state.record(EventType::Deleted, &current);
+        let revision = state.revision;
+        drop(state);
+        self.publish(revision);
+        Ok(current)
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
+        let state = self.lock();
+        let start = query.after.map_or(i64::MIN, |a| a.saturating_add(1));
+        let mut releases = Vec::new();
+        let mut last = None;
+        let mut more = false;
+        for (position, name) in state.order.range(start..) {
+            let Some((_, release)) = state.releases.get(name) else {
+                continue;
+            };
+            let wanted = release.mesh_id == query.mesh_id
+                && query
+                    .namespace
+                    .as_ref()
+                    .is_none_or(|ns| *ns == release.namespace)
+                && query
+                    .service_name
+                    .as_ref()
+                    .is_none_or(|s| *s == release.service_name)
+                && query.phase.is_none_or(|p| p == release.status.phase);
+            if !wanted {
+                continue;
+            }
+            if releases.len() == query.limit {
+                more = true;
+                break;
+            }
+            releases.push(release.clone());
+            last = Some(*position);
+        }
+        Ok(Page {
+            releases,
+            next: if more { last } else { None },
+        })
+    }
+
+    async fn snapshot(
+        &self,
+        mesh_id: &str,
+        namespace: Option<&str>,
+    ) -> Result<(Vec<Release>, u64), StoreError> {
+        let state = self.lock();
+        let releases = state
+            .order
+            .values()
+            .filter_map(|name| state.releases.get(name))
+            .map(|(_, r)| r)
+            .filter(|r| r.mesh_id == mesh_id && namespace.is_none_or(|ns| ns == r.namespace))
+            .cloned()
+            .collect();
+        Ok((releases, state.revision))
+    }
+
+    async fn events_after(
+        &self,
+        mesh_id: &str,
+        namespace: Option<&str>,
+        revision: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let state = self.lock();
+        if let Some(oldest) = state.events.front()
+            && revision + 1 < oldest.revision
+        {
+            return Err(StoreError::TooOld {
+                requested: revision,
+                oldest: oldest.revision,
+            });
+        }
+        Ok(state
+            .events
+            .iter()
+            .filter(|e| e.revision > revision)
+            .filter(|e| {
+                e.release.mesh_id == mesh_id && namespace.is_none_or(|ns| ns == e.release.namespace)
+            })
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    fn revisions(&self) -> watch::Receiver<u64> {
+        self.revisions.subscribe()
+    }
+
+    fn cursor_secret(&self) -> [u8; 32] {
+        self.secret
     }
 
     async fn check_writable(&self) -> Result<(), StoreError> {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use uuid::Uuid;
 
-use super::{ReleaseStore, StoreError};
+use super::{Created, EventType, IdempotencyKey, ListQuery, ReleaseStore, StoreError};
 use crate::domain::release::ReleaseStatus;
 use crate::domain::{Phase, Release, ReleaseType};
 
@@ -16,6 +16,7 @@ pub(super) fn release(name: &str, service: &str) -> Release {
         namespace: "default".into(),
         name: name.into(),
         uid: Uuid::new_v4(),
+        resource_version: 0,
         service_name: service.into(),
         cluster_id: "c".into(),
         deployment_name: "d".into(),
@@ -32,12 +33,32 @@ pub(super) fn release(name: &str, service: &str) -> Release {
     }
 }
 
+async fn create(store: &Arc<dyn ReleaseStore>, release: &Release) -> Result<Release, StoreError> {
+    match store.create(release, None).await? {
+        Created::New(r) => Ok(r),
+        Created::Replayed(r) => panic!("unexpected replay of {}", r.name),
+    }
+}
+
+fn query(limit: usize) -> ListQuery {
+    ListQuery {
+        mesh_id: "mesh".into(),
+        namespace: None,
+        service_name: None,
+        phase: None,
+        after: None,
+        limit,
+    }
+}
+
 pub(super) async fn stores_and_reads_back(store: Arc<dyn ReleaseStore>) {
-    let r = release("one-release", "reviews");
-    store.insert(&r).await.unwrap();
+    let stored = create(&store, &release("one-release", "reviews"))
+        .await
+        .unwrap();
+    assert!(stored.resource_version > 0);
     assert_eq!(
         store.get("mesh", "default", "one-release").await.unwrap(),
-        Some(r)
+        Some(stored)
     );
     assert_eq!(
         store.get("mesh", "other", "one-release").await.unwrap(),
@@ -46,33 +67,186 @@ pub(super) async fn stores_and_reads_back(store: Arc<dyn ReleaseStore>) {
 }
 
 pub(super) async fn names_are_unique_per_namespace(store: Arc<dyn ReleaseStore>) {
-    store.insert(&release("same-name", "a")).await.unwrap();
-    let again = store.insert(&release("same-name", "b")).await;
+    create(&store, &release("same-name", "a")).await.unwrap();
+    let again = store.create(&release("same-name", "b"), None).await;
     assert!(matches!(again, Err(StoreError::NameTaken)), "{again:?}");
+    assert!(matches!(
+        store.check_create(&release("same-name", "z")).await,
+        Err(StoreError::NameTaken)
+    ));
     let mut elsewhere = release("same-name", "a");
     elsewhere.namespace = "other".into();
-    store.insert(&elsewhere).await.unwrap();
+    create(&store, &elsewhere).await.unwrap();
 }
 
 pub(super) async fn one_active_release_per_service(store: Arc<dyn ReleaseStore>) {
-    store
-        .insert(&release("first-one", "reviews"))
+    let first = create(&store, &release("first-one", "reviews"))
         .await
         .unwrap();
-    match store.insert(&release("second-one", "reviews")).await {
+    match store.create(&release("second-one", "reviews"), None).await {
         Err(StoreError::ServiceBusy { holder }) => assert_eq!(holder, "first-one"),
         other => panic!("expected ServiceBusy, got {other:?}"),
     }
-    let mut ended = release("ended-one", "reviews");
+    // Ending the first frees the service.
+    let mut ended = first.clone();
     ended.status.phase = Phase::Ended;
-    store.insert(&ended).await.unwrap();
-    assert!(
+    store.update(&ended, first.resource_version).await.unwrap();
+    create(&store, &release("second-one", "reviews"))
+        .await
+        .unwrap();
+}
+
+pub(super) async fn updates_are_compare_and_swap(store: Arc<dyn ReleaseStore>) {
+    let stored = create(&store, &release("cas-release", "reviews"))
+        .await
+        .unwrap();
+    let mut changed = stored.clone();
+    changed.version = "v3".into();
+    let updated = store
+        .update(&changed, stored.resource_version)
+        .await
+        .unwrap();
+    assert!(updated.resource_version > stored.resource_version);
+    match store.update(&changed, stored.resource_version).await {
+        Err(StoreError::Stale { current }) => assert_eq!(current, updated.resource_version),
+        other => panic!("expected Stale, got {other:?}"),
+    }
+    assert!(matches!(
+        store.update(&release("missing", "x"), 1).await,
+        Err(StoreError::NotFound)
+    ));
+    // Only a release that is no longer active can be removed.
+    assert!(matches!(
         store
-            .get("mesh", "default", "second-one")
-            .await
-            .unwrap()
-            .is_none()
+            .remove("mesh", "default", "cas-release", updated.resource_version)
+            .await,
+        Err(StoreError::Stale { .. })
+    ));
+    let mut ended = updated.clone();
+    ended.status.phase = Phase::Canceled;
+    let ended = store
+        .update(&ended, updated.resource_version)
+        .await
+        .unwrap();
+    let removed = store
+        .remove("mesh", "default", "cas-release", ended.resource_version)
+        .await
+        .unwrap();
+    assert_eq!(removed.status.phase, Phase::Canceled);
+    assert_eq!(
+        store.get("mesh", "default", "cas-release").await.unwrap(),
+        None
     );
+}
+
+pub(super) async fn lists_in_creation_order_by_keyset(store: Arc<dyn ReleaseStore>) {
+    for i in 0..7 {
+        let mut r = release(&format!("listed-{i}"), &format!("svc-{i}"));
+        if i % 2 == 1 {
+            r.namespace = "odd".into();
+        }
+        create(&store, &r).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut q = query(3);
+    loop {
+        let page = store.list(&q).await.unwrap();
+        seen.extend(page.releases.iter().map(|r| r.name.clone()));
+        match page.next {
+            Some(next) => q.after = Some(next),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..7).map(|i| format!("listed-{i}")).collect();
+    assert_eq!(seen, expected);
+
+    let mut q = query(10);
+    q.namespace = Some("odd".into());
+    let page = store.list(&q).await.unwrap();
+    assert_eq!(page.releases.len(), 3);
+    assert_eq!(page.next, None);
+    let mut q = query(10);
+    q.service_name = Some("svc-4".into());
+    q.phase = Some(Phase::Pending);
+    assert_eq!(store.list(&q).await.unwrap().releases[0].name, "listed-4");
+}
+
+pub(super) async fn events_follow_every_write_in_order(store: Arc<dyn ReleaseStore>) {
+    let (_, start) = store.snapshot("mesh", None).await.unwrap();
+    let mut revisions = store.revisions();
+    let a = create(&store, &release("event-a", "a")).await.unwrap();
+    assert!(*revisions.borrow_and_update() >= a.resource_version);
+    let mut ended = a.clone();
+    ended.status.phase = Phase::Ended;
+    let ended = store.update(&ended, a.resource_version).await.unwrap();
+    store
+        .remove("mesh", "default", "event-a", ended.resource_version)
+        .await
+        .unwrap();
+    let mut elsewhere = release("event-b", "b");
+    elsewhere.mesh_id = "other-mesh".into();
+    create(&store, &elsewhere).await.unwrap();
+
+    let events = store.events_after("mesh", None, start, 100).await.unwrap();
+    let kinds: Vec<EventType> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![EventType::Added, EventType::Modified, EventType::Deleted]
+    );
+    assert!(events.windows(2).all(|w| w[0].revision < w[1].revision));
+    assert_eq!(events[1].release.resource_version, events[1].revision);
+    let later = store
+        .events_after("mesh", None, events[0].revision, 100)
+        .await
+        .unwrap();
+    assert_eq!(later.len(), 2);
+    let (releases, at) = store.snapshot("other-mesh", None).await.unwrap();
+    assert_eq!(releases.len(), 1);
+    assert!(at >= releases[0].resource_version);
+}
+
+pub(super) async fn idempotency_keys_replay_or_refuse(store: Arc<dyn ReleaseStore>) {
+    let key = IdempotencyKey {
+        subject: "bot".into(),
+        token: "retry-1".into(),
+        request_hash: "h1".into(),
+    };
+    let first = match store
+        .create(&release("idem-one", "a"), Some(&key))
+        .await
+        .unwrap()
+    {
+        Created::New(r) => r,
+        Created::Replayed(_) => panic!("first create replayed"),
+    };
+    // The same key and request: the first answer, nothing new stored.
+    match store
+        .create(&release("idem-one", "a"), Some(&key))
+        .await
+        .unwrap()
+    {
+        Created::Replayed(r) => assert_eq!(r, first),
+        Created::New(_) => panic!("a retry stored again"),
+    }
+    let different = IdempotencyKey {
+        request_hash: "h2".into(),
+        ..key.clone()
+    };
+    assert!(matches!(
+        store
+            .create(&release("idem-two", "b"), Some(&different))
+            .await,
+        Err(StoreError::IdempotencyMismatch)
+    ));
+    // Another caller's key of the same text is another key.
+    let other = IdempotencyKey {
+        subject: "someone-else".into(),
+        ..different
+    };
+    assert!(matches!(
+        store.create(&release("idem-two", "b"), Some(&other)).await,
+        Ok(Created::New(_))
+    ));
 }
 
 pub(super) async fn racing_inserts_of_one_name_store_one(store: Arc<dyn ReleaseStore>) {
@@ -81,14 +255,14 @@ pub(super) async fn racing_inserts_of_one_name_store_one(store: Arc<dyn ReleaseS
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             store
-                .insert(&release("contested", &format!("svc-{i}")))
+                .create(&release("contested", &format!("svc-{i}")), None)
                 .await
         }));
     }
     let mut ok = 0;
     for task in tasks {
         match task.await.unwrap() {
-            Ok(()) => ok += 1,
+            Ok(_) => ok += 1,
             Err(StoreError::NameTaken) => {}
             Err(e) => panic!("unexpected {e:?}"),
         }
@@ -101,29 +275,24 @@ macro_rules! store_test_suite {
         mod $backend {
             use super::*;
 
-            #[tokio::test]
-            async fn stores_and_reads_back() {
-                let (store, _guard) = $make;
-                super::stores_and_reads_back(store).await;
+            macro_rules! case {
+                ($name:ident) => {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn $name() {
+                        let (store, _guard) = $make;
+                        super::$name(store).await;
+                    }
+                };
             }
 
-            #[tokio::test]
-            async fn names_are_unique_per_namespace() {
-                let (store, _guard) = $make;
-                super::names_are_unique_per_namespace(store).await;
-            }
-
-            #[tokio::test]
-            async fn one_active_release_per_service() {
-                let (store, _guard) = $make;
-                super::one_active_release_per_service(store).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn racing_inserts_of_one_name_store_one() {
-                let (store, _guard) = $make;
-                super::racing_inserts_of_one_name_store_one(store).await;
-            }
+            case!(stores_and_reads_back);
+            case!(names_are_unique_per_namespace);
+            case!(one_active_release_per_service);
+            case!(updates_are_compare_and_swap);
+            case!(lists_in_creation_order_by_keyset);
+            case!(events_follow_every_write_in_order);
+            case!(idempotency_keys_replay_or_refuse);
+            case!(racing_inserts_of_one_name_store_one);
         }
     };
 }
@@ -143,17 +312,28 @@ store_test_suite!(sqlite, {
 });
 
 #[tokio::test]
-async fn sqlite_keeps_releases_across_reopen() {
+async fn sqlite_keeps_releases_and_revisions_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let r = release("durable", "reviews");
-    {
-        let store = crate::store::SqliteStore::open(dir.path()).unwrap();
-        store.insert(&r).await.unwrap();
+    let stored = {
+        let store: Arc<dyn ReleaseStore> =
+            Arc::new(crate::store::SqliteStore::open(dir.path()).unwrap());
+        let stored = create(&store, &release("durable", "reviews"))
+            .await
+            .unwrap();
         store.close().await;
-    }
-    let store = crate::store::SqliteStore::open(dir.path()).unwrap();
+        stored
+    };
+    let store: Arc<dyn ReleaseStore> =
+        Arc::new(crate::store::SqliteStore::open(dir.path()).unwrap());
     assert_eq!(
         store.get("mesh", "default", "durable").await.unwrap(),
-        Some(r)
+        Some(stored.clone())
+    );
+    let next = create(&store, &release("after-reopen", "ratings"))
+        .await
+        .unwrap();
+    assert!(
+        next.resource_version > stored.resource_version,
+        "revisions must not restart"
     );
 }

@@ -156,6 +156,7 @@ async fn grpc_empty_request_names_what_is_missing() {
     let mut client = app.grpc().await;
     let err = client
         .create_release(authed(pb::CreateReleaseRequest {
+            dry_run: false,
             mesh_id: MESH.into(),
             namespace: "default".into(),
             release: None,

@@ -196,6 +196,7 @@ pub fn release_body(name: &str, service: &str) -> Value {
 pub fn grpc_request(name: &str, service: &str) -> pb::CreateReleaseRequest {
     let release: pb::Release = serde_json::from_value(release_body(name, service)).unwrap();
     pb::CreateReleaseRequest {
+        dry_run: false,
         mesh_id: MESH.into(),
         namespace: "default".into(),
         release: Some(release),
