@@ -16,6 +16,7 @@ type Key = (String, String, String);
 
 pub struct MemoryStore {
     state: Mutex<State>,
+    event_retention: u64,
     revisions: watch::Sender<u64>,
     secret: [u8; 32],
 }
@@ -42,6 +43,7 @@ impl Default for MemoryStore {
         secret[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
         Self {
             state: Mutex::new(State::default()),
+            event_retention: EVENT_RETENTION,
             revisions: watch::channel(0).0,
             secret,
         }
@@ -51,6 +53,15 @@ impl Default for MemoryStore {
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A store that keeps only the last `events` events, so that tests can
+    /// reach a watch resume point that is too old.
+    pub fn with_event_retention(events: u64) -> Self {
+        Self {
+            event_retention: events.max(1),
+            ..Self::default()
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -92,13 +103,13 @@ impl State {
         Ok(())
     }
 
-    fn record(&mut self, kind: EventType, release: &Release) {
+    fn record(&mut self, kind: EventType, release: &Release, retention: u64) {
         self.events.push_back(Event {
             revision: self.revision,
             kind,
             release: release.clone(),
         });
-        while self.events.len() as u64 > EVENT_RETENTION {
+        while self.events.len() as u64 > retention {
             self.events.pop_front();
         }
     }
@@ -138,7 +149,7 @@ impl ReleaseStore for MemoryStore {
         let position = state.next_position;
         state.order.insert(position, name.clone());
         state.releases.insert(name, (position, stored.clone()));
-        state.record(EventType::Added, &stored);
+        state.record(EventType::Added, &stored, self.event_retention);
         if let Some(k) = idempotency {
             state.idempotency.insert(
                 (k.subject.clone(), k.token.clone()),
@@ -192,7 +203,7 @@ impl ReleaseStore for MemoryStore {
         if let Some(entry) = state.releases.get_mut(&name) {
             entry.1 = stored.clone();
         }
-        state.record(EventType::Modified, &stored);
+        state.record(EventType::Modified, &stored, self.event_retention);
         let revision = state.revision;
         drop(state);
         self.publish(revision);
@@ -221,7 +232,10 @@ impl ReleaseStore for MemoryStore {
         state.releases.remove(&name);
         state.order.remove(&position);
         state.revision += 1;
-        state.record(EventType::Deleted, &current);
+        // Like Kubernetes, the deleted object carries the revision of its deletion.
+        let mut current = current;
+        current.resource_version = state.revision;
+        state.record(EventType::Deleted, &current, self.event_retention);
         let revision = state.revision;
         drop(state);
         self.publish(revision);

@@ -490,8 +490,16 @@ fn remove(
         params![key[0], key[1], key[2]],
     )
     .map_err(internal)?;
-    let removed = decode(&body)?;
-    record(conn, revision, EventType::Deleted, &removed, &body)?;
+    // Like Kubernetes, the deleted object carries the revision of its deletion.
+    let mut removed = decode(&body)?;
+    removed.resource_version = revision;
+    record(
+        conn,
+        revision,
+        EventType::Deleted,
+        &removed,
+        &encode(&removed)?,
+    )?;
     Ok(removed)
 }
 

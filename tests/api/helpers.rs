@@ -14,8 +14,10 @@ use tonic::transport::Channel;
 pub const TOKEN: &str = "test-token";
 /// May create only in `other-mesh`.
 pub const OTHER_MESH_TOKEN: &str = "other-mesh-token";
-/// Allowed everything, but denied `demo-mesh`.
+/// Allowed everything, but denied creating in `demo-mesh`.
 pub const DENIED_TOKEN: &str = "denied-token";
+/// May only get and list, in `other-mesh`.
+pub const OTHER_READER_TOKEN: &str = "other-reader-token";
 pub const MESH: &str = "demo-mesh";
 
 fn sha(token: &str) -> String {
@@ -36,11 +38,13 @@ pub fn test_cli(data_dir: &std::path::Path) -> Cli {
             r#"[
               {{ subject = "tester", sha256 = "{}", allow = [{{ actions = ["asm:mesh:*"], meshes = ["*"] }}] }},
               {{ subject = "other", sha256 = "{}", allow = [{{ actions = ["asm:mesh:createRelease"], meshes = ["other-mesh"] }}] }},
-              {{ subject = "denied", sha256 = "{}", allow = [{{ actions = ["asm:mesh:*"], meshes = ["*"] }}, {{ effect = "Deny", actions = ["asm:mesh:createRelease"], meshes = ["{MESH}"] }}] }}
+              {{ subject = "denied", sha256 = "{}", allow = [{{ actions = ["asm:mesh:*"], meshes = ["*"] }}, {{ effect = "Deny", actions = ["asm:mesh:createRelease"], meshes = ["{MESH}"] }}] }},
+              {{ subject = "other-reader", sha256 = "{}", allow = [{{ actions = ["asm:mesh:getRelease", "asm:mesh:listReleases"], meshes = ["other-mesh"] }}] }}
             ]"#,
             sha(TOKEN),
             sha(OTHER_MESH_TOKEN),
-            sha(DENIED_TOKEN)
+            sha(DENIED_TOKEN),
+            sha(OTHER_READER_TOKEN)
         )),
         ..Cli::default()
     }
@@ -121,6 +125,55 @@ impl TestApp {
             .send()
             .await
             .unwrap()
+    }
+
+    pub fn release_url(&self, name: &str) -> String {
+        format!("{}/{name}", self.releases_url(MESH, "default"))
+    }
+
+    pub async fn get(&self, name: &str) -> reqwest::Response {
+        self.http
+            .get(self.release_url(name))
+            .header("X-Auth-Token", TOKEN)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn put(&self, name: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .put(self.release_url(name))
+            .header("X-Auth-Token", TOKEN)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn delete(&self, name: &str, action: Option<&str>) -> reqwest::Response {
+        let url = match action {
+            Some(action) => format!("{}?action={action}", self.release_url(name)),
+            None => self.release_url(name),
+        };
+        self.http
+            .delete(url)
+            .header("X-Auth-Token", TOKEN)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// GETs a list URL (relative to the server) with the test token.
+    pub async fn list(&self, path_and_query: &str) -> (u16, Value) {
+        json_of(
+            self.http
+                .get(format!("{}{path_and_query}", self.base))
+                .header("X-Auth-Token", TOKEN)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
     }
 
     pub async fn grpc(&self) -> ReleaseServiceClient<Channel> {

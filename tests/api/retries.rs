@@ -1,0 +1,184 @@
+//! Dry runs and idempotent retries of creates.
+
+use meshrelease::pb::asm::v2 as pb;
+use serde_json::json;
+use tonic::Code;
+
+use crate::helpers::*;
+
+async fn create_with_token(
+    app: &TestApp,
+    body: &serde_json::Value,
+    token: &str,
+) -> reqwest::Response {
+    app.http
+        .post(app.releases_url(MESH, "default"))
+        .header("X-Auth-Token", TOKEN)
+        .header("X-Client-Token", token)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_retry_with_the_same_client_token_returns_the_original() {
+    let app = spawn_app().await;
+    let body = release_body("retried", "reviews");
+    let (status, first) = json_of(create_with_token(&app, &body, "req-0001").await).await;
+    assert_eq!(status, 200);
+    let (status, again) = json_of(create_with_token(&app, &body, "req-0001").await).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["metadata"]["uid"], first["metadata"]["uid"]);
+    assert_eq!(again, first);
+    let (_, list) = app.list(&format!("/v2/meshes/{MESH}/releases")).await;
+    assert_eq!(
+        list["items"].as_array().unwrap().len(),
+        1,
+        "nothing new was stored"
+    );
+
+    // The same token with another body is refused, naming the conflict.
+    let (status, error) = json_of(
+        create_with_token(&app, &release_body("retried-other", "ratings"), "req-0001").await,
+    )
+    .await;
+    assert_eq!(status, 409);
+    assert!(
+        error["errorMsg"]
+            .as_str()
+            .unwrap()
+            .contains("X-Client-Token"),
+        "{error}"
+    );
+
+    // Over gRPC, the metadata key is the same.
+    let mut request = authed(grpc_request("grpc-retried", "details"));
+    request
+        .metadata_mut()
+        .insert("x-client-token", "req-0002".parse().unwrap());
+    let mut client = app.grpc().await;
+    let first = client.create_release(request).await.unwrap().into_inner();
+    let mut request = authed(grpc_request("grpc-retried", "details"));
+    request
+        .metadata_mut()
+        .insert("x-client-token", "req-0002".parse().unwrap());
+    let again = client.create_release(request).await.unwrap().into_inner();
+    assert_eq!(again.metadata.unwrap().uid, first.metadata.unwrap().uid);
+}
+
+#[tokio::test]
+async fn a_client_token_must_be_short_ascii() {
+    let app = spawn_app().await;
+    let (status, error) = json_of(
+        create_with_token(
+            &app,
+            &release_body("long-token", "reviews"),
+            &"x".repeat(65),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(detail_fields(&error), vec!["X-Client-Token"]);
+}
+
+#[tokio::test]
+async fn a_dry_run_checks_everything_and_stores_nothing() {
+    let app = spawn_app().await;
+    let url = format!("{}?dryRun=true", app.releases_url(MESH, "default"));
+    let post = |body: serde_json::Value| {
+        app.http
+            .post(url.clone())
+            .header("X-Auth-Token", TOKEN)
+            .json(&body)
+            .send()
+    };
+    let (status, answer) = json_of(post(release_body("dry-one", "reviews")).await.unwrap()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["status"]["phase"], "Pending");
+    assert_eq!(
+        answer["status"]["grayDeployments"][0]["metadata"]["name"],
+        "reviews-v1-v2"
+    );
+    assert!(answer["metadata"].get("resourceVersion").is_none());
+    assert_eq!(
+        app.get("dry-one").await.status(),
+        404,
+        "a dry run stored a release"
+    );
+
+    // Every check a real call makes, conflicts included.
+    let mut invalid = release_body("dry-two", "reviews");
+    invalid["spec"]["type"] = json!("linear");
+    assert_eq!(post(invalid).await.unwrap().status(), 400);
+    app.create(&release_body("real-one", "reviews")).await;
+    let (status, _) = json_of(post(release_body("real-one", "ratings")).await.unwrap()).await;
+    assert_eq!(status, 409);
+    let (status, _) = json_of(post(release_body("dry-three", "reviews")).await.unwrap()).await;
+    assert_eq!(status, 409, "the service is held by real-one");
+
+    // No event: a watch started now sees only real-one.
+    let mut events = app
+        .grpc()
+        .await
+        .watch_releases(authed(pb::WatchReleasesRequest {
+            mesh_id: MESH.into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = events.message().await.unwrap().unwrap();
+    assert_eq!(first.release.unwrap().metadata.unwrap().name, "real-one");
+
+    let mut request = grpc_request("grpc-dry", "details");
+    request.dry_run = true;
+    app.grpc()
+        .await
+        .create_release(authed(request))
+        .await
+        .unwrap();
+    assert_eq!(app.get("grpc-dry").await.status(), 404);
+}
+
+#[tokio::test]
+async fn a_dry_run_update_changes_nothing() {
+    let app = spawn_app().await;
+    let (_, created) = json_of(app.create(&release_body("dry-update", "reviews")).await).await;
+    let mut body = release_body("dry-update", "reviews");
+    body["spec"]["grayDeployments"][0]["template"]["spec"]["template"]["spec"]["containers"][0]["image"] =
+        json!("registry.example/reviews:3.0");
+    let response = app
+        .http
+        .put(format!("{}?dryRun=true", app.release_url("dry-update")))
+        .header("X-Auth-Token", TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let (status, answer) = json_of(response).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        answer["status"]["grayDeployments"][0]["spec"]["template"]["spec"]["containers"][0]["image"],
+        "registry.example/reviews:3.0"
+    );
+    let (_, read) = json_of(app.get("dry-update").await).await;
+    assert_eq!(read, created);
+
+    let err = app
+        .grpc()
+        .await
+        .update_release(authed(pb::UpdateReleaseRequest {
+            mesh_id: MESH.into(),
+            namespace: "default".into(),
+            name: "dry-update".into(),
+            release: Some(
+                serde_json::from_value(json!({"metadata": {"name": "dry-update"}})).unwrap(),
+            ),
+            dry_run: true,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+}

@@ -1,0 +1,196 @@
+//! WatchReleases over gRPC: the current releases, then every change from
+//! either protocol in commit order; resuming without gaps or duplicates.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use meshrelease::pb::asm::v2 as pb;
+use meshrelease::store::MemoryStore;
+use tokio_stream::StreamExt as _;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+use crate::helpers::*;
+
+type Events = tonic::Streaming<pb::WatchEvent>;
+
+async fn watch(
+    app: &TestApp,
+    namespace: &str,
+    resource_version: &str,
+) -> Result<Events, tonic::Status> {
+    app.grpc()
+        .await
+        .watch_releases(authed(pb::WatchReleasesRequest {
+            mesh_id: MESH.into(),
+            namespace: namespace.into(),
+            resource_version: resource_version.into(),
+        }))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// The next event as (type, name, phase, resourceVersion).
+async fn next(events: &mut Events) -> (String, String, String, String) {
+    let event = tokio::time::timeout(Duration::from_secs(30), events.next())
+        .await
+        .expect("no event came")
+        .expect("the stream ended")
+        .expect("the stream failed");
+    let release = event.release.unwrap();
+    assert_eq!(
+        release.metadata.as_ref().unwrap().resource_version,
+        event.resource_version
+    );
+    (
+        event.r#type,
+        release.metadata.unwrap().name,
+        release.status.unwrap().phase,
+        event.resource_version,
+    )
+}
+
+#[tokio::test]
+async fn a_watch_sees_the_current_releases_then_changes_from_both_protocols_in_order() {
+    let app = spawn_app().await;
+    app.create(&release_body("before-watch", "reviews")).await;
+    let mut events = watch(&app, "", "").await.unwrap();
+    let first = next(&mut events).await;
+    assert_eq!(
+        (first.0.as_str(), first.1.as_str()),
+        ("ADDED", "before-watch")
+    );
+
+    app.grpc()
+        .await
+        .create_release(authed(grpc_request("by-grpc", "ratings")))
+        .await
+        .unwrap();
+    app.delete("before-watch", Some("end")).await;
+    app.create(&release_body("by-rest", "details")).await;
+    app.delete("before-watch", None).await;
+
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(next(&mut events).await);
+    }
+    let summary: Vec<(&str, &str, &str)> = seen
+        .iter()
+        .map(|e| (e.0.as_str(), e.1.as_str(), e.2.as_str()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("ADDED", "by-grpc", "Pending"),
+            ("MODIFIED", "before-watch", "Ended"),
+            ("ADDED", "by-rest", "Pending"),
+            ("DELETED", "before-watch", "Ended"),
+        ]
+    );
+    let versions: Vec<u64> = seen.iter().map(|e| e.3.parse().unwrap()).collect();
+    assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
+}
+
+#[tokio::test]
+async fn a_resumed_watch_misses_nothing_and_repeats_nothing() {
+    let app = spawn_app().await;
+    let mut events = watch(&app, "default", "").await.unwrap();
+    app.create(&release_body("resume-one", "a-svc")).await;
+    app.create(&release_body("resume-two", "b-svc")).await;
+    next(&mut events).await;
+    let (_, _, _, last) = next(&mut events).await;
+    drop(events); // the client goes away
+
+    app.create(&release_body("resume-three", "c-svc")).await;
+    app.delete("resume-one", Some("cancel")).await;
+
+    let mut events = watch(&app, "default", &last).await.unwrap();
+    let a = next(&mut events).await;
+    let b = next(&mut events).await;
+    assert_eq!((a.0.as_str(), a.1.as_str()), ("ADDED", "resume-three"));
+    assert_eq!(
+        (b.0.as_str(), b.1.as_str(), b.2.as_str()),
+        ("MODIFIED", "resume-one", "Canceled")
+    );
+    // Nothing else is pending: the next change is the next event.
+    app.create(&release_body("resume-four", "d-svc")).await;
+    assert_eq!(next(&mut events).await.1, "resume-four");
+}
+
+#[tokio::test]
+async fn a_watch_of_one_namespace_sees_only_it() {
+    let app = spawn_app().await;
+    let mut events = watch(&app, "staging", "").await.unwrap();
+    app.create(&release_body("not-staging", "reviews")).await;
+    let mut body = release_body("in-staging", "reviews");
+    body["metadata"]["namespace"] = serde_json::json!("staging");
+    app.http
+        .post(app.releases_url(MESH, "staging"))
+        .header("X-Auth-Token", TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(next(&mut events).await.1, "in-staging");
+}
+
+#[tokio::test]
+async fn a_resume_point_too_old_is_refused_clearly() {
+    let app = spawn_app_on(Arc::new(MemoryStore::with_event_retention(3))).await;
+    for i in 0..6 {
+        app.create(&release_body(&format!("old-{i}"), &format!("svc-{i}")))
+            .await;
+    }
+    let err = watch(&app, "", "1").await.unwrap_err();
+    assert_eq!(err.code(), Code::OutOfRange);
+    assert_eq!(
+        err.get_details_error_info().unwrap().metadata["errorCode"],
+        "ASM.01010007"
+    );
+    assert!(err.message().contains("too old"), "{}", err.message());
+
+    let err = watch(&app, "", "not-a-number").await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn a_watch_needs_a_token_and_permission() {
+    let app = spawn_app().await;
+    let mut client = app.grpc().await;
+    let request = || pb::WatchReleasesRequest {
+        mesh_id: MESH.into(),
+        ..Default::default()
+    };
+    let err = client
+        .watch_releases(tonic::Request::new(request()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let err = client
+        .watch_releases(with_token(request(), OTHER_READER_TOKEN))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+}
+
+#[tokio::test]
+async fn a_watcher_that_never_reads_does_not_slow_writers() {
+    let app = spawn_app().await;
+    // Opened and never read.
+    let _idle = watch(&app, "", "").await.unwrap();
+    for i in 0..300 {
+        let status = app
+            .create(&release_body(
+                &format!("flood-{i:03}"),
+                &format!("flood-{i}"),
+            ))
+            .await
+            .status();
+        assert_eq!(status, 200);
+    }
+    // A second watcher still gets everything.
+    let mut events = watch(&app, "", "").await.unwrap();
+    for _ in 0..300 {
+        next(&mut events).await;
+    }
+}
