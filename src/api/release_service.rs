@@ -38,6 +38,14 @@ fn principal<T>(request: &Request<T>) -> Result<Principal, Status> {
         .ok_or_else(|| ApiError::Unauthenticated("authentication required".into()).into())
 }
 
+fn release_ref(mesh_id: String, namespace: String, name: String) -> ReleaseRef {
+    ReleaseRef {
+        mesh_id,
+        namespace,
+        name,
+    }
+}
+
 fn optional(text: String) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
@@ -86,11 +94,7 @@ impl ReleaseService for ReleaseApi {
     ) -> Result<Response<pb::Release>, Status> {
         let principal = principal(&request)?;
         let r = request.into_inner();
-        let target = ReleaseRef {
-            mesh_id: r.mesh_id,
-            namespace: r.namespace,
-            name: r.name,
-        };
+        let target = release_ref(r.mesh_id, r.namespace, r.name);
         Ok(Response::new(
             self.manager.get(&principal, target).await?.into(),
         ))
@@ -138,11 +142,7 @@ impl ReleaseService for ReleaseApi {
             .update(
                 &principal,
                 UpdateRelease {
-                    target: ReleaseRef {
-                        mesh_id: r.mesh_id,
-                        namespace: r.namespace,
-                        name: r.name,
-                    },
+                    target: release_ref(r.mesh_id, r.namespace, r.name),
                     draft,
                     dry_run: r.dry_run,
                 },
@@ -157,11 +157,7 @@ impl ReleaseService for ReleaseApi {
     ) -> Result<Response<pb::Release>, Status> {
         let principal = principal(&request)?;
         let r = request.into_inner();
-        let target = ReleaseRef {
-            mesh_id: r.mesh_id,
-            namespace: r.namespace,
-            name: r.name,
-        };
+        let target = release_ref(r.mesh_id, r.namespace, r.name);
         Ok(Response::new(
             self.manager
                 .delete(&principal, target, &r.action)

@@ -1,7 +1,6 @@
 //! Authentication (401) before anything else, authorization (403) per action
 //! and mesh, on both protocols.
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -69,17 +68,10 @@ async fn the_token_is_checked_before_the_body_is_parsed() {
 async fn the_token_is_checked_before_the_body_is_read() {
     let app = spawn_app().await;
     // Announce a large body and send none of it: a 401 must come back anyway.
-    let mut stream = tokio::net::TcpStream::connect(app.address).await.unwrap();
     let head = format!(
         "POST /v2/meshes/{MESH}/namespaces/default/releases HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 3000000\r\n\r\n"
     );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let mut buf = vec![0u8; 1024];
-    let n = tokio::time::timeout(std::time::Duration::from_secs(30), stream.read(&mut buf))
-        .await
-        .expect("no answer without the body")
-        .unwrap();
-    let answer = String::from_utf8_lossy(&buf[..n]);
+    let answer = app.raw_http(&head).await;
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
 }
 

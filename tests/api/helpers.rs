@@ -127,6 +127,30 @@ impl TestApp {
             .unwrap()
     }
 
+    /// POSTs a release body to the create route of another namespace of demo-mesh.
+    pub async fn create_in(&self, namespace: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(self.releases_url(MESH, namespace))
+            .header("X-Auth-Token", TOKEN)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Sends raw HTTP/1.1 request bytes and returns the first bytes answered.
+    pub async fn raw_http(&self, head: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.address).await.unwrap();
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 1024];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(30), stream.read(&mut buf))
+            .await
+            .expect("no answer")
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
     pub fn release_url(&self, name: &str) -> String {
         format!("{}/{name}", self.releases_url(MESH, "default"))
     }

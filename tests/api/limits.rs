@@ -59,17 +59,10 @@ async fn an_oversized_chunked_body_is_413() {
 #[tokio::test]
 async fn a_declared_oversized_body_is_refused_before_it_is_sent() {
     let app = spawn_app().await;
-    let mut stream = tokio::net::TcpStream::connect(app.address).await.unwrap();
     let head = format!(
         "POST /v2/meshes/{MESH}/namespaces/default/releases HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\n\r\n"
     );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let mut buf = vec![0u8; 1024];
-    let n = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    let answer = String::from_utf8_lossy(&buf[..n]);
+    let answer = app.raw_http(&head).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
 }
 

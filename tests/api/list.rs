@@ -191,13 +191,7 @@ async fn namespace_and_mesh_lists_differ() {
     app.create(&release_body("in-default", "reviews")).await;
     let mut body = release_body("in-staging", "reviews");
     body["metadata"]["namespace"] = json!("staging");
-    app.http
-        .post(app.releases_url(MESH, "staging"))
-        .header("X-Auth-Token", TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    app.create_in("staging", &body).await;
     let (_, all) = app.list(&format!("/v2/meshes/{MESH}/releases")).await;
     assert_eq!(names(&all), vec!["in-default", "in-staging"]);
     let (_, staging) = app

@@ -124,13 +124,7 @@ async fn a_watch_of_one_namespace_sees_only_it() {
     app.create(&release_body("not-staging", "reviews")).await;
     let mut body = release_body("in-staging", "reviews");
     body["metadata"]["namespace"] = serde_json::json!("staging");
-    app.http
-        .post(app.releases_url(MESH, "staging"))
-        .header("X-Auth-Token", TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    app.create_in("staging", &body).await;
     assert_eq!(next(&mut events).await.1, "in-staging");
 }
 
