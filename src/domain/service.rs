@@ -436,6 +436,7 @@ impl ReleaseManager {
         let mut revisions = store.revisions();
         let mut stopping = self.stopping.subscribe();
         let (sender, receiver) = mpsc::channel(WATCH_BUFFER);
+        let mut initial: Vec<Event> = Vec::new();
         let mut last = match resume {
             Some(revision) => {
                 // Refuse a point too old now, rather than in the stream.
@@ -450,25 +451,26 @@ impl ReleaseManager {
                     .snapshot(&request.mesh_id, namespace.as_deref())
                     .await
                     .map_err(store_error)?;
-                let initial = releases.into_iter().map(|release| Event {
-                    revision: release.resource_version,
-                    kind: crate::store::EventType::Added,
-                    release,
-                });
-                let sender = sender.clone();
-                let initial: Vec<Event> = initial.collect();
-                tokio::spawn(async move {
-                    for event in initial {
-                        if sender.send(Ok(event)).await.is_err() {
-                            return;
-                        }
-                    }
-                });
+                initial = releases
+                    .into_iter()
+                    .map(|release| Event {
+                        revision: release.resource_version,
+                        kind: crate::store::EventType::Added,
+                        release,
+                    })
+                    .collect();
                 at
             }
         };
         let mesh_id = request.mesh_id;
         tokio::spawn(async move {
+            // The current releases first, then the changes after them, from
+            // this one task so that nothing can overtake them.
+            for event in initial {
+                if sender.send(Ok(event)).await.is_err() {
+                    return;
+                }
+            }
             loop {
                 revisions.borrow_and_update();
                 let events = match store

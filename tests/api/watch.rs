@@ -188,3 +188,22 @@ async fn a_watcher_that_never_reads_does_not_slow_writers() {
         next(&mut events).await;
     }
 }
+
+#[tokio::test]
+async fn changes_never_overtake_the_initial_releases() {
+    let app = spawn_app().await;
+    for i in 0..150 {
+        app.create(&release_body(
+            &format!("initial-{i:03}"),
+            &format!("svc-{i}"),
+        ))
+        .await;
+    }
+    let mut events = watch(&app, "", "").await.unwrap();
+    app.create(&release_body("right-after", "late-svc")).await;
+    for i in 0..150 {
+        let (kind, name, _, _) = next(&mut events).await;
+        assert_eq!((kind.as_str(), name), ("ADDED", format!("initial-{i:03}")));
+    }
+    assert_eq!(next(&mut events).await.1, "right-after");
+}
