@@ -34,6 +34,13 @@ pub struct Cli {
     /// `sqlite` (durable, the default) or `memory` (for tests and benchmarks).
     #[arg(long, env = "MESHRELEASE_STORE")]
     pub store: Option<String>,
+    /// A PostgreSQL URL (`postgres://user@host/db`): replicas share this
+    /// database instead of each keeping SQLite. Overrides `store`.
+    #[arg(long, env = "MESHRELEASE_DATABASE")]
+    pub database: Option<String>,
+    /// Connections to PostgreSQL held at most.
+    #[arg(long, env = "MESHRELEASE_DATABASE_POOL_SIZE")]
+    pub database_pool_size: Option<usize>,
     /// `text` or `json`.
     #[arg(long, env = "MESHRELEASE_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -73,6 +80,8 @@ struct FileSettings {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
     store: Option<String>,
+    database: Option<String>,
+    database_pool_size: Option<usize>,
     log_format: Option<String>,
     log_level: Option<String>,
     max_body_bytes: Option<usize>,
@@ -130,6 +139,8 @@ pub enum LogFormat {
 pub enum StoreKind {
     Sqlite,
     Memory,
+    /// PostgreSQL at `Settings::database`.
+    Postgres,
 }
 
 /// Validated settings.
@@ -138,6 +149,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub store: StoreKind,
+    pub database: Option<String>,
+    pub database_pool_size: usize,
     pub log_format: LogFormat,
     pub log_level: String,
     pub max_body_bytes: usize,
@@ -178,21 +191,38 @@ impl Settings {
                 "listen: {listen_text:?} is not an address such as 127.0.0.1:8080"
             ));
         };
-        let store = match cli
-            .store
+        let database = cli
+            .database
             .clone()
-            .or(file.store)
-            .as_deref()
-            .unwrap_or("sqlite")
-        {
-            "sqlite" => StoreKind::Sqlite,
-            "memory" => StoreKind::Memory,
-            other => {
+            .or(file.database)
+            .filter(|d| !d.is_empty());
+        let store = match cli.store.clone().or(file.store).as_deref() {
+            _ if database.is_some() => StoreKind::Postgres,
+            None | Some("sqlite") => StoreKind::Sqlite,
+            Some("memory") => StoreKind::Memory,
+            Some("postgres") => {
+                return fail("store: \"postgres\" needs `database`, a postgres:// URL");
+            }
+            Some(other) => {
                 return fail(format!(
-                    "store: must be \"sqlite\" or \"memory\", got {other:?}"
+                    "store: must be \"sqlite\" or \"memory\" (or set `database` for PostgreSQL), got {other:?}"
                 ));
             }
         };
+        if let Some(url) = &database
+            && url.parse::<tokio_postgres::Config>().is_err()
+        {
+            return fail(
+                "database: not a PostgreSQL URL such as postgres://user@127.0.0.1:5432/db",
+            );
+        }
+        let database_pool_size = cli
+            .database_pool_size
+            .or(file.database_pool_size)
+            .unwrap_or(16);
+        if database_pool_size < 2 {
+            return fail("database_pool_size: must be at least 2");
+        }
         let log_format = match cli
             .log_format
             .clone()
@@ -267,6 +297,8 @@ impl Settings {
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from("./data")),
             store,
+            database,
+            database_pool_size,
             log_format,
             log_level,
             max_body_bytes,

@@ -27,7 +27,7 @@ use crate::http::is_grpc;
 use crate::http::request_id::request_id;
 use crate::http::server::{ConnectionLimits, serve};
 use crate::pb::asm::v2::release_service_server::ReleaseServiceServer;
-use crate::store::{MemoryStore, ReleaseStore, SqliteStore};
+use crate::store::{MemoryStore, PostgresStore, ReleaseStore, SqliteStore};
 use crate::transcode::{RouteTable, Transcoder, release_service_methods, transcode};
 
 pub struct Application {
@@ -48,6 +48,15 @@ impl Application {
         let store: Arc<dyn ReleaseStore> = match settings.store {
             StoreKind::Sqlite => Arc::new(SqliteStore::open(&settings.data_dir)?),
             StoreKind::Memory => Arc::new(MemoryStore::new()),
+            StoreKind::Postgres => Arc::new(
+                PostgresStore::connect(
+                    settings.database.as_deref().unwrap_or_default(),
+                    None,
+                    settings.database_pool_size,
+                )
+                .await
+                .context("connecting to PostgreSQL (`database`)")?,
+            ),
         };
         Self::build_with_store(settings, store).await
     }

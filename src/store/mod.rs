@@ -5,6 +5,7 @@
 //! so that watchers can follow the changes in commit order and resume.
 
 mod memory;
+mod postgres;
 mod sqlite;
 #[cfg(test)]
 mod suite;
@@ -13,6 +14,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 pub use memory::MemoryStore;
+pub use postgres::PostgresStore;
 pub use sqlite::{DATABASE_FILE, SqliteStore};
 
 use crate::domain::{Phase, Release};

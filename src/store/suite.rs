@@ -279,7 +279,10 @@ macro_rules! store_test_suite {
                 ($name:ident) => {
                     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                     async fn $name() {
-                        let (store, _guard) = $make;
+                        let Some((store, _guard)) = ($make) else {
+                            eprintln!("skipped: set MESHRELEASE_TEST_DATABASE_URL to run the PostgreSQL suite");
+                            return;
+                        };
                         super::$name(store).await;
                     }
                 };
@@ -299,17 +302,70 @@ macro_rules! store_test_suite {
 
 store_test_suite!(
     memory,
-    (
+    Some((
         Arc::new(crate::store::MemoryStore::new()) as Arc<dyn ReleaseStore>,
         ()
-    )
+    ))
 );
 
 store_test_suite!(sqlite, {
     let dir = tempfile::tempdir().unwrap();
     let store = crate::store::SqliteStore::open(dir.path()).unwrap();
-    (Arc::new(store) as Arc<dyn ReleaseStore>, dir)
+    Some((Arc::new(store) as Arc<dyn ReleaseStore>, dir))
 });
+
+store_test_suite!(postgres, postgres_store().await);
+
+/// A schema of its own in the test database, dropped when the test ends.
+pub(super) struct Schema {
+    url: String,
+    name: String,
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let (url, name) = (self.url.clone(), self.name.clone());
+        // Drop runs inside the test's runtime: use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .ok()?;
+                tokio::spawn(connection);
+                client
+                    .batch_execute(&format!("DROP SCHEMA {name} CASCADE"))
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// A PostgreSQL store in a fresh schema, when MESHRELEASE_TEST_DATABASE_URL is set.
+pub(super) async fn postgres_store() -> Option<(Arc<dyn ReleaseStore>, Schema)> {
+    let url = std::env::var("MESHRELEASE_TEST_DATABASE_URL").ok()?;
+    let name = format!("mr_test_{}", uuid::Uuid::new_v4().simple());
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("CREATE SCHEMA {name}"))
+        .await
+        .unwrap();
+    let store = crate::store::PostgresStore::connect(&url, Some(&name), 8)
+        .await
+        .unwrap();
+    Some((
+        Arc::new(store) as Arc<dyn ReleaseStore>,
+        Schema { url, name },
+    ))
+}
 
 #[tokio::test]
 async fn sqlite_keeps_releases_and_revisions_across_reopen() {

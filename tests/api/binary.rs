@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use crate::helpers::*;
 
-struct Server {
-    child: Child,
-    base: String,
+pub struct Server {
+    pub child: Child,
+    pub base: String,
     log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 /// Starts the binary on port 0 and waits for its `listening` line.
-fn start(data_dir: &std::path::Path, extra: &[&str]) -> Server {
+pub fn start(data_dir: &std::path::Path, extra: &[&str]) -> Server {
     let cli = test_cli(data_dir);
     let mut child = Command::new(env!("CARGO_BIN_EXE_meshrelease"))
         .args([

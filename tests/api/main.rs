@@ -13,6 +13,7 @@ mod lifecycle;
 mod limits;
 mod list;
 mod protocols;
+mod replicas;
 mod retries;
 mod roundtrip;
 mod transcoding;
