@@ -141,3 +141,139 @@ async fn two_replicas_share_one_database() {
     stop(b);
     drop_schema(&schema).await;
 }
+
+/// A loopback TCP proxy to PostgreSQL that the test can cut and restore,
+/// to take the database away from the service without touching the server.
+struct Proxy {
+    port: u16,
+    upstream: String,
+    running: Option<(
+        tokio::task::JoinHandle<()>,
+        tokio::sync::watch::Sender<bool>,
+    )>,
+}
+
+impl Proxy {
+    async fn new(upstream: String) -> Self {
+        let mut proxy = Proxy {
+            port: 0,
+            upstream,
+            running: None,
+        };
+        proxy.start().await;
+        proxy
+    }
+
+    async fn start(&mut self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        self.port = listener.local_addr().unwrap().port();
+        let (cut, cut_watch) = tokio::sync::watch::channel(false);
+        let upstream = self.upstream.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                let upstream = upstream.clone();
+                let mut cut_watch = cut_watch.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut_watch.wait_for(|c| *c) => {}
+                    }
+                });
+            }
+        });
+        self.running = Some((task, cut));
+    }
+
+    /// Closes the listener and every proxied connection.
+    fn cut(&mut self) {
+        if let Some((task, cut)) = self.running.take() {
+            task.abort();
+            cut.send_replace(true);
+        }
+    }
+}
+
+#[tokio::test]
+async fn losing_the_database_is_503_and_the_service_recovers_by_itself() {
+    let Some((_, schema)) = fresh_schema().await else {
+        return;
+    };
+    let base_url = std::env::var("MESHRELEASE_TEST_DATABASE_URL").unwrap();
+    let config: tokio_postgres::Config = base_url.parse().unwrap();
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        _ => "127.0.0.1".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let mut proxy = Proxy::new(format!("{host}:{port}")).await;
+    let user = config.get_user().unwrap_or("postgres");
+    let dbname = config.get_dbname().unwrap_or("test");
+    let url = format!("postgres://{user}@127.0.0.1:{}/{dbname}", proxy.port);
+    let store = meshrelease::store::PostgresStore::connect(&url, Some(&schema), 4)
+        .await
+        .unwrap();
+    let app = spawn_app_on(std::sync::Arc::new(store)).await;
+    assert_eq!(
+        app.create(&release_body("before-outage", "reviews"))
+            .await
+            .status(),
+        200
+    );
+
+    proxy.cut();
+    let (status, error) =
+        json_of(app.create(&release_body("during-outage", "ratings")).await).await;
+    assert_eq!(status, 503, "{error}");
+    assert_eq!(error["errorCode"], "ASM.01040002");
+    let ready = app
+        .http
+        .get(format!("{}/readyz", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let err = app
+        .grpc()
+        .await
+        .create_release(authed(grpc_request("during-outage", "ratings")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+
+    proxy.start().await;
+    // No restart: the pool reconnects on its own (bounded wait, not a timing check).
+    let mut recovered = false;
+    for _ in 0..100 {
+        if app
+            .create(&release_body("after-outage", "ratings"))
+            .await
+            .status()
+            == 200
+        {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        recovered,
+        "the service did not recover when the database came back"
+    );
+    let ready = app
+        .http
+        .get(format!("{}/readyz", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    proxy.cut();
+    drop_schema(&schema).await;
+}
