@@ -303,14 +303,7 @@ impl ReleaseStore for MemoryStore {
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
         let state = self.lock();
-        if let Some(oldest) = state.events.front()
-            && revision + 1 < oldest.revision
-        {
-            return Err(StoreError::TooOld {
-                requested: revision,
-                oldest: oldest.revision,
-            });
-        }
+        super::check_resume_point(revision, state.events.front().map(|e| e.revision))?;
         Ok(state
             .events
             .iter()

@@ -112,6 +112,15 @@ pub struct Event {
     pub release: Release,
 }
 
+/// Whether a watch can resume after `requested` when the oldest event kept
+/// is `oldest`: every event after `requested` must still be there.
+pub(crate) fn check_resume_point(requested: u64, oldest: Option<u64>) -> Result<(), StoreError> {
+    match oldest {
+        Some(oldest) if requested + 1 < oldest => Err(StoreError::TooOld { requested, oldest }),
+        Some(_) | None => Ok(()),
+    }
+}
+
 #[async_trait]
 pub trait ReleaseStore: Send + Sync + 'static {
     /// Stores a new release, giving it the next resourceVersion. Durable (for a

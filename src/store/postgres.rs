@@ -567,14 +567,7 @@ impl ReleaseStore for PostgresStore {
             .await
             .map_err(db)?
             .get(0);
-        if let Some(oldest) = oldest
-            && revision + 1 < oldest as u64
-        {
-            return Err(StoreError::TooOld {
-                requested: revision,
-                oldest: oldest as u64,
-            });
-        }
+        super::check_resume_point(revision, oldest.map(|o| o as u64))?;
         let rows = client
             .query(
                 "SELECT revision, type, body FROM events

@@ -689,14 +689,7 @@ impl ReleaseStore for SqliteStore {
             let oldest: Option<i64> = tx
                 .query_row("SELECT MIN(revision) FROM events", [], |r| r.get(0))
                 .map_err(internal)?;
-            if let Some(oldest) = oldest
-                && revision + 1 < oldest as u64
-            {
-                return Err(StoreError::TooOld {
-                    requested: revision,
-                    oldest: oldest as u64,
-                });
-            }
+            super::check_resume_point(revision, oldest.map(|o| o as u64))?;
             let mut statement = tx
                 .prepare_cached(
                     "SELECT revision, type, body FROM events

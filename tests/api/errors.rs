@@ -285,13 +285,7 @@ async fn an_unavailable_store_is_503_and_not_ready() {
     assert_eq!(err.code(), Code::Unavailable);
     assert_eq!(error_code(&err), "ASM.01040002");
 
-    let ready = app
-        .http
-        .get(format!("{}/readyz", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 503);
+    assert_eq!(app.readyz().await, 503);
     let live = app
         .http
         .get(format!("{}/healthz", app.base))

@@ -151,6 +151,17 @@ impl TestApp {
         String::from_utf8_lossy(&buf[..n]).into_owned()
     }
 
+    /// The HTTP status of `GET /readyz`.
+    pub async fn readyz(&self) -> u16 {
+        self.http
+            .get(format!("{}/readyz", self.base))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     pub fn release_url(&self, name: &str) -> String {
         format!("{}/{name}", self.releases_url(MESH, "default"))
     }

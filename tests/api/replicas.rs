@@ -233,13 +233,7 @@ async fn losing_the_database_is_503_and_the_service_recovers_by_itself() {
         json_of(app.create(&release_body("during-outage", "ratings")).await).await;
     assert_eq!(status, 503, "{error}");
     assert_eq!(error["errorCode"], "ASM.01040002");
-    let ready = app
-        .http
-        .get(format!("{}/readyz", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 503);
+    assert_eq!(app.readyz().await, 503);
     let err = app
         .grpc()
         .await
@@ -267,13 +261,7 @@ async fn losing_the_database_is_503_and_the_service_recovers_by_itself() {
         recovered,
         "the service did not recover when the database came back"
     );
-    let ready = app
-        .http
-        .get(format!("{}/readyz", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 200);
+    assert_eq!(app.readyz().await, 200);
     proxy.cut();
     drop_schema(&schema).await;
 }
