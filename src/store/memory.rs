@@ -245,37 +245,24 @@ impl ReleaseStore for MemoryStore {
     async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
         let state = self.lock();
         let start = query.after.map_or(i64::MIN, |a| a.saturating_add(1));
-        let mut releases = Vec::new();
-        let mut last = None;
-        let mut more = false;
-        for (position, name) in state.order.range(start..) {
-            let Some((_, release)) = state.releases.get(name) else {
-                continue;
-            };
-            let wanted = release.mesh_id == query.mesh_id
-                && query
-                    .namespace
-                    .as_ref()
-                    .is_none_or(|ns| *ns == release.namespace)
-                && query
-                    .service_name
-                    .as_ref()
-                    .is_none_or(|s| *s == release.service_name)
-                && query.phase.is_none_or(|p| p == release.status.phase);
-            if !wanted {
-                continue;
-            }
-            if releases.len() == query.limit {
-                more = true;
-                break;
-            }
-            releases.push(release.clone());
-            last = Some(*position);
-        }
-        Ok(Page {
-            releases,
-            next: if more { last } else { None },
-        })
+        let rows = state
+            .order
+            .range(start..)
+            .filter_map(|(position, name)| Some((*position, &state.releases.get(name)?.1)))
+            .filter(|(_, release)| {
+                release.mesh_id == query.mesh_id
+                    && query
+                        .namespace
+                        .as_ref()
+                        .is_none_or(|ns| *ns == release.namespace)
+                    && query
+                        .service_name
+                        .as_ref()
+                        .is_none_or(|s| *s == release.service_name)
+                    && query.phase.is_none_or(|p| p == release.status.phase)
+            })
+            .map(Ok);
+        Page::from_rows(rows, query.limit, |release: &Release| Ok(release.clone()))
     }
 
     async fn snapshot(

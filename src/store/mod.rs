@@ -82,6 +82,35 @@ pub struct Page {
     pub next: Option<i64>,
 }
 
+impl Page {
+    /// A page from rows in creation order, each its position and what decodes
+    /// to a release. Backends fetch `limit + 1` rows: the extra one only says
+    /// that more follow, and is not decoded.
+    pub(crate) fn from_rows<T>(
+        rows: impl IntoIterator<Item = Result<(i64, T), StoreError>>,
+        limit: usize,
+        decode: impl Fn(T) -> Result<Release, StoreError>,
+    ) -> Result<Page, StoreError> {
+        let mut releases = Vec::with_capacity(limit.min(1024));
+        let mut last = None;
+        for row in rows {
+            let (position, item) = row?;
+            if releases.len() == limit {
+                return Ok(Page {
+                    releases,
+                    next: last,
+                });
+            }
+            releases.push(decode(item)?);
+            last = Some(position);
+        }
+        Ok(Page {
+            releases,
+            next: None,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventType {
     Added,

@@ -507,17 +507,12 @@ impl ReleaseStore for PostgresStore {
             )
             .await
             .map_err(db)?;
-        let more = rows.len() > query.limit;
-        let mut releases = Vec::with_capacity(query.limit);
-        let mut last = None;
-        for row in rows.iter().take(query.limit) {
-            releases.push(decode(row.get(1))?);
-            last = Some(row.get::<_, i64>(0));
-        }
-        Ok(Page {
-            releases,
-            next: if more { last } else { None },
-        })
+        Page::from_rows(
+            rows.iter()
+                .map(|row| Ok((row.get::<_, i64>(0), row.get::<_, &str>(1)))),
+            query.limit,
+            decode,
+        )
     }
 
     async fn snapshot(

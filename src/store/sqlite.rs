@@ -623,22 +623,11 @@ impl ReleaseStore for SqliteStore {
                     Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
                 })
                 .map_err(internal)?;
-            let mut releases = Vec::new();
-            let mut last = None;
-            let mut more = false;
-            for row in rows {
-                let (seq, body) = row.map_err(internal)?;
-                if releases.len() == query.limit {
-                    more = true;
-                    break;
-                }
-                releases.push(decode(&body)?);
-                last = Some(seq);
-            }
-            Ok(Page {
-                releases,
-                next: if more { last } else { None },
-            })
+            Page::from_rows(
+                rows.map(|row| row.map_err(internal)),
+                query.limit,
+                |body: String| decode(&body),
+            )
         })
         .await
     }

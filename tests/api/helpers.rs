@@ -308,3 +308,17 @@ pub async fn json_of(response: reqwest::Response) -> (u16, Value) {
     let body = response.json::<Value>().await.unwrap();
     (status, body)
 }
+
+/// Racing requests for one name: exactly one won, every other got 409.
+pub fn assert_one_winner(statuses: &[u16]) {
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 409).count(),
+        statuses.len() - 1,
+        "{statuses:?}"
+    );
+}
