@@ -7,6 +7,7 @@
 //! - `api`: the gRPC service both protocols call, and the error mapping.
 //! - `transcode`: REST routes read from `google.api.http`, turned into RPCs.
 //! - `http`: the listener, limits, authentication, request ids, health.
+//! - `metrics`: what `/metrics` reports.
 //! - `configuration`, `telemetry`, `shutdown`, `startup`: running it.
 
 pub mod api;
@@ -14,6 +15,7 @@ pub mod auth;
 pub mod configuration;
 pub mod domain;
 pub mod http;
+pub mod metrics;
 pub mod pb;
 pub mod shutdown;
 pub mod startup;

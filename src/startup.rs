@@ -24,8 +24,10 @@ use crate::http::authenticate::{authenticate, grpc_error};
 use crate::http::grpc_errors::normalize_grpc_errors;
 use crate::http::health::{Readiness, healthz, readyz};
 use crate::http::is_grpc;
+use crate::http::observe::{MetricsEndpoint, Observer, metrics_endpoint, observe};
 use crate::http::request_id::request_id;
 use crate::http::server::{ConnectionLimits, serve};
+use crate::metrics::Metrics;
 use crate::pb::asm::v2::release_service_server::ReleaseServiceServer;
 use crate::store::{MemoryStore, PostgresStore, ReleaseStore, SqliteStore};
 use crate::transcode::{RouteTable, Transcoder, release_service_methods, transcode};
@@ -112,14 +114,29 @@ impl Application {
         // gRPC-Web on the gRPC services alone: it refuses plain HTTP/1.1.
         .layer(tonic_web::GrpcWebLayer::new());
 
+        let metrics = Arc::new(Metrics::new(
+            grpc_method_names(&[
+                crate::pb::FILE_DESCRIPTOR_SET,
+                tonic_health::pb::FILE_DESCRIPTOR_SET,
+            ])?,
+            store.commit_metrics(),
+        ));
         let table = RouteTable::from_descriptor_set(
             crate::pb::FILE_DESCRIPTOR_SET,
             release_service_methods(api),
         )
         .context("building the REST route table from the proto annotations")?;
+        let table = Arc::new(table);
         let shutting_down = Arc::new(AtomicBool::new(false));
         let rest = Router::new()
             .route("/healthz", get(healthz))
+            .route(
+                "/metrics",
+                get(metrics_endpoint).with_state(MetricsEndpoint {
+                    metrics: metrics.clone(),
+                    manager: manager.clone(),
+                }),
+            )
             .route(
                 "/readyz",
                 get(readyz).with_state(Readiness {
@@ -129,7 +146,7 @@ impl Application {
             )
             .fallback(transcode)
             .with_state(Transcoder {
-                table: Arc::new(table),
+                table: table.clone(),
                 max_body_bytes: settings.max_body_bytes,
             });
 
@@ -146,6 +163,13 @@ impl Application {
             .layer(middleware::from_fn_with_state(
                 Arc::new(TokenRegistry::new(settings.tokens.clone())),
                 authenticate,
+            ))
+            .layer(middleware::from_fn_with_state(
+                Observer {
+                    metrics,
+                    routes: table,
+                },
+                observe,
             ))
             .layer(middleware::from_fn(request_id));
 
@@ -202,4 +226,23 @@ impl Application {
         store.close().await;
         tracing::info!("stopped");
     }
+}
+
+/// `package.Service/Method` of every method in `descriptor_sets`, plus gRPC
+/// reflection's: the gRPC calls `/metrics` names.
+fn grpc_method_names(descriptor_sets: &[&[u8]]) -> anyhow::Result<Vec<String>> {
+    let mut names = vec![
+        "grpc.reflection.v1.ServerReflection/ServerReflectionInfo".to_owned(),
+        "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo".to_owned(),
+    ];
+    for set in descriptor_sets {
+        let pool = prost_reflect::DescriptorPool::decode(*set)
+            .context("reading a descriptor set for the metrics labels")?;
+        for service in pool.services() {
+            for method in service.methods() {
+                names.push(format!("{}/{}", service.full_name(), method.name()));
+            }
+        }
+    }
+    Ok(names)
 }

@@ -2,6 +2,7 @@
 //! lookup, validation, naming, phases, and the store's conflict rules.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use sha2::{Digest, Sha256};
@@ -81,6 +82,8 @@ pub struct ReleaseManager {
     meshes: Meshes,
     store: Arc<dyn ReleaseStore>,
     stopping: watch::Sender<bool>,
+    /// Watch streams open now.
+    watchers: Arc<AtomicUsize>,
 }
 
 impl ReleaseManager {
@@ -89,11 +92,17 @@ impl ReleaseManager {
             meshes,
             store,
             stopping: watch::channel(false).0,
+            watchers: Arc::default(),
         }
     }
 
     pub fn store(&self) -> &Arc<dyn ReleaseStore> {
         &self.store
+    }
+
+    /// Watch streams open now.
+    pub fn watchers(&self) -> usize {
+        self.watchers.load(Ordering::Relaxed)
     }
 
     /// Ends every watch stream (the server is shutting down).
@@ -463,7 +472,9 @@ impl ReleaseManager {
             }
         };
         let mesh_id = request.mesh_id;
+        let watching = WatcherCount::enter(&self.watchers);
         tokio::spawn(async move {
+            let _watching = watching;
             // The current releases first, then the changes after them, from
             // this one task so that nothing can overtake them.
             for event in initial {
@@ -501,6 +512,22 @@ impl ReleaseManager {
             }
         });
         Ok(receiver)
+    }
+}
+
+/// One open watch stream, counted while it lives.
+struct WatcherCount(Arc<AtomicUsize>);
+
+impl WatcherCount {
+    fn enter(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count.clone())
+    }
+}
+
+impl Drop for WatcherCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -14,10 +14,10 @@ use crate::api::errors::WireError;
 use crate::auth::{TOKEN_HEADER, TokenRegistry};
 use crate::domain::ApiError;
 
-/// Paths anyone may call: liveness, readiness, gRPC health and reflection
-/// (so that `grpcurl list` works without a token).
+/// Paths anyone may call: liveness, readiness, metrics, gRPC health and
+/// reflection (so that `grpcurl list` works without a token).
 fn is_public(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz")
+    matches!(path, "/healthz" | "/readyz" | "/metrics")
         || path.starts_with("/grpc.health.v1.Health/")
         || path.starts_with("/grpc.reflection.v1.ServerReflection/")
         || path.starts_with("/grpc.reflection.v1alpha.ServerReflection/")

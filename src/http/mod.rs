@@ -5,6 +5,7 @@
 pub mod authenticate;
 pub mod grpc_errors;
 pub mod health;
+pub mod observe;
 pub mod request_id;
 pub mod server;
 

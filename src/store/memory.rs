@@ -11,6 +11,7 @@ use super::{
     Page, ReleaseStore, StoreError,
 };
 use crate::domain::Release;
+use crate::metrics::CommitMetrics;
 
 type Key = (String, String, String);
 
@@ -19,6 +20,7 @@ pub struct MemoryStore {
     event_retention: u64,
     revisions: watch::Sender<u64>,
     secret: [u8; 32],
+    commits: CommitMetrics,
 }
 
 #[derive(Default)]
@@ -46,6 +48,7 @@ impl Default for MemoryStore {
             event_retention: EVENT_RETENTION,
             revisions: watch::channel(0).0,
             secret,
+            commits: CommitMetrics::default(),
         }
     }
 }
@@ -73,6 +76,8 @@ impl MemoryStore {
     }
 
     fn publish(&self, revision: u64) {
+        // Nothing to flush: a write is committed once it is in the map.
+        self.commits.observe(std::time::Duration::ZERO, 1);
         self.revisions.send_replace(revision);
     }
 }
@@ -309,6 +314,10 @@ impl ReleaseStore for MemoryStore {
 
     fn cursor_secret(&self) -> [u8; 32] {
         self.secret
+    }
+
+    fn commit_metrics(&self) -> CommitMetrics {
+        self.commits.clone()
     }
 
     async fn check_writable(&self) -> Result<(), StoreError> {

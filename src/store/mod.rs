@@ -18,6 +18,7 @@ pub use postgres::PostgresStore;
 pub use sqlite::{DATABASE_FILE, SqliteStore};
 
 use crate::domain::{Phase, Release};
+use crate::metrics::CommitMetrics;
 
 /// How many events are kept for watchers to resume from.
 pub const EVENT_RETENTION: u64 = 100_000;
@@ -212,6 +213,9 @@ pub trait ReleaseStore: Send + Sync + 'static {
 
     /// A secret kept with the data, for signing continue tokens.
     fn cursor_secret(&self) -> [u8; 32];
+
+    /// Commit latency and writes per commit, for `/metrics`.
+    fn commit_metrics(&self) -> CommitMetrics;
 
     /// Whether the store is open and accepts writes (for `/readyz`).
     async fn check_writable(&self) -> Result<(), StoreError>;

@@ -17,6 +17,7 @@ use super::{
     Page, ReleaseStore, StoreError,
 };
 use crate::domain::Release;
+use crate::metrics::CommitMetrics;
 
 /// Serializes writers (any constant shared by every replica).
 const WRITE_LOCK: i64 = 0x6d65_7368_7265_6c65; // "meshrele"
@@ -70,6 +71,7 @@ pub struct PostgresStore {
     revisions: watch::Sender<u64>,
     secret: [u8; 32],
     poller: tokio::task::JoinHandle<()>,
+    commits: CommitMetrics,
 }
 
 impl PostgresStore {
@@ -152,6 +154,7 @@ impl PostgresStore {
             revisions,
             secret,
             poller,
+            commits: CommitMetrics::default(),
         })
     }
 
@@ -173,6 +176,7 @@ impl PostgresStore {
             -> futures_util::future::BoxFuture<'t, Result<(T, bool), StoreError>>,
     {
         let mut client = self.client().await?;
+        let started = std::time::Instant::now();
         let tx = client.transaction().await.map_err(db)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
             .await
@@ -199,6 +203,7 @@ impl PostgresStore {
             .map_err(db)?;
         }
         tx.commit().await.map_err(db)?;
+        self.commits.observe(started.elapsed(), 1);
         if wrote {
             self.revisions.send_if_modified(|r| {
                 let newer = next > *r;
@@ -592,6 +597,10 @@ impl ReleaseStore for PostgresStore {
 
     fn cursor_secret(&self) -> [u8; 32] {
         self.secret
+    }
+
+    fn commit_metrics(&self) -> CommitMetrics {
+        self.commits.clone()
     }
 
     async fn check_writable(&self) -> Result<(), StoreError> {

@@ -21,6 +21,7 @@ use super::{
     Page, ReleaseStore, StoreError,
 };
 use crate::domain::Release;
+use crate::metrics::CommitMetrics;
 
 pub const DATABASE_FILE: &str = "meshrelease.db";
 
@@ -90,6 +91,7 @@ pub struct SqliteStore {
     reader: Arc<Mutex<Connection>>,
     revisions: watch::Receiver<u64>,
     secret: [u8; 32],
+    commits: CommitMetrics,
 }
 
 impl SqliteStore {
@@ -111,11 +113,13 @@ impl SqliteStore {
         )?;
         let (publish, revisions) = watch::channel(revision as u64);
         let (sender, receiver) = mpsc::channel();
+        let commits = CommitMetrics::default();
         let writer = Writer {
             conn,
             revision: revision as u64,
             writes: 0,
             publish,
+            commits: commits.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -127,6 +131,7 @@ impl SqliteStore {
             reader: Arc::new(Mutex::new(reader)),
             revisions,
             secret,
+            commits,
         })
     }
 
@@ -223,6 +228,7 @@ struct Writer {
     revision: u64,
     writes: u64,
     publish: watch::Sender<u64>,
+    commits: CommitMetrics,
 }
 
 /// A write's answer, sent once its group has committed.
@@ -247,6 +253,7 @@ impl Writer {
     }
 
     fn commit_group(&mut self, group: Vec<Command>) {
+        let started = std::time::Instant::now();
         let mut pending = Vec::with_capacity(group.len());
         let mut revision = self.revision;
         let writes = group.len() as u64;
@@ -292,6 +299,7 @@ impl Writer {
         })();
         match committed {
             Ok(()) => {
+                self.commits.observe(started.elapsed(), writes as usize);
                 self.revision = revision;
                 self.writes += writes;
                 self.publish.send_replace(revision);
@@ -721,6 +729,10 @@ impl ReleaseStore for SqliteStore {
 
     fn cursor_secret(&self) -> [u8; 32] {
         self.secret
+    }
+
+    fn commit_metrics(&self) -> CommitMetrics {
+        self.commits.clone()
     }
 
     async fn check_writable(&self) -> Result<(), StoreError> {

@@ -26,16 +26,11 @@ pub struct Transcoder {
 }
 
 pub async fn transcode(State(transcoder): State<Transcoder>, request: Request) -> Response {
-    match handle(&transcoder, request).await {
-        Ok(response) => response,
-        Err(error) => error.into_response(),
-    }
-}
-
-async fn handle(transcoder: &Transcoder, request: Request) -> Result<Response, WireError> {
     let (parts, body) = request.into_parts();
-    let (route, bindings) = match transcoder.table.find(&parts.method, parts.uri.path()) {
-        Found::Route(route, bindings) => (route, bindings),
+    match transcoder.table.find(&parts.method, parts.uri.path()) {
+        Found::Route(route, bindings) => call(&transcoder, route, bindings, parts, body)
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
         Found::WrongMethod(allowed) => {
             let allow = allowed
                 .iter()
@@ -51,18 +46,26 @@ async fn handle(transcoder: &Transcoder, request: Request) -> Result<Response, W
             if let Ok(value) = HeaderValue::from_str(&allow) {
                 response.headers_mut().insert(header::ALLOW, value);
             }
-            return Ok(response);
+            response
         }
-        Found::Nothing => {
-            return Err(ApiError::NotFound(format!(
-                "no operation at {} {}",
-                parts.method,
-                parts.uri.path()
-            ))
-            .into());
-        }
-    };
+        Found::Nothing => WireError::from(ApiError::NotFound(format!(
+            "no operation at {} {}",
+            parts.method,
+            parts.uri.path()
+        )))
+        .into_response(),
+    }
+}
 
+/// Builds the RPC's request from path, query and body, calls it, and writes
+/// its response as JSON.
+async fn call(
+    transcoder: &Transcoder,
+    route: &Route,
+    bindings: Vec<(String, String)>,
+    parts: http::request::Parts,
+    body: axum::body::Body,
+) -> Result<Response, WireError> {
     let body_json = if route.body.is_empty() {
         None
     } else {

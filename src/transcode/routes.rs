@@ -2,6 +2,7 @@
 //! descriptor set: nothing else declares a route.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use prost_reflect::{DescriptorPool, MessageDescriptor, MethodDescriptor};
 
@@ -16,6 +17,9 @@ pub struct Route {
     pub template: PathTemplate,
     /// `asm.v2.ReleaseService.CreateRelease`
     pub rpc: String,
+    /// `asm.v2.ReleaseService/CreateRelease`: the RPC as gRPC names it in
+    /// its path (and as `/metrics` labels it).
+    pub method_path: Arc<String>,
     /// The request field the body fills, `*` for the whole request, empty for none.
     pub body: String,
     pub input: MessageDescriptor,
@@ -181,6 +185,10 @@ fn route(
         http_method,
         template,
         rpc: rpc.to_owned(),
+        method_path: Arc::new(match rpc.rsplit_once('.') {
+            Some((service, method)) => format!("{service}/{method}"),
+            None => rpc.to_owned(),
+        }),
         body: rule.body,
         input,
         call,

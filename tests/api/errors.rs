@@ -229,6 +229,9 @@ impl ReleaseStore for BrokenStore {
     fn cursor_secret(&self) -> [u8; 32] {
         [0; 32]
     }
+    fn commit_metrics(&self) -> meshrelease::metrics::CommitMetrics {
+        meshrelease::metrics::CommitMetrics::default()
+    }
     async fn check_writable(&self) -> Result<(), StoreError> {
         Err(self.error())
     }

@@ -12,6 +12,7 @@ mod helpers;
 mod lifecycle;
 mod limits;
 mod list;
+mod metrics;
 mod protocols;
 mod replicas;
 mod retries;
