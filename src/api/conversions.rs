@@ -2,6 +2,8 @@
 //! this edge. Input conversion is structural only; the rules are checked by
 //! `domain::validation`, the same for both protocols.
 
+use std::sync::Arc;
+
 use crate::domain::release::{API_VERSION, GrayDeploymentDraft, KIND};
 use crate::domain::{ApiError, JsonObject, Release, ReleaseDraft};
 use crate::pb::asm::v2 as pb;
@@ -25,7 +27,7 @@ impl TryFrom<pb::Release> for ReleaseDraft {
                 .transpose()?;
             gray_deployments.push(GrayDeploymentDraft {
                 cluster_id: gray.cluster_id,
-                template,
+                template: template.map(Arc::new),
             });
         }
         Ok(ReleaseDraft {
@@ -72,7 +74,7 @@ impl From<Release> for pb::Release {
                     .into_iter()
                     .map(|g| pb::GrayDeployment {
                         cluster_id: g.cluster_id,
-                        template: Some(json_to_struct(g.template)),
+                        template: Some(json_to_struct(&g.template)),
                     })
                     .collect(),
             }),
@@ -80,12 +82,12 @@ impl From<Release> for pb::Release {
                 phase: release.status.phase.as_str().to_owned(),
                 start_time: Some(release.status.start_time.into()),
                 update_time: Some(release.status.update_time.into()),
-                deployment: release.status.deployment.map(json_to_struct),
+                deployment: release.status.deployment.as_deref().map(json_to_struct),
                 gray_deployments: release
                     .status
                     .gray_deployments
-                    .into_iter()
-                    .map(json_to_struct)
+                    .iter()
+                    .map(|object| json_to_struct(object))
                     .collect(),
             }),
         }
@@ -153,24 +155,26 @@ fn value_to_json(
 }
 
 /// JSON as a `Struct`. Stored objects passed the depth check on the way in.
-pub fn json_to_struct(object: JsonObject) -> wkt::Struct {
+/// Built from a reference: stored objects are shared between copies of a
+/// release, so there is nothing to move out of.
+pub fn json_to_struct(object: &JsonObject) -> wkt::Struct {
     wkt::Struct {
         fields: object
-            .into_iter()
-            .map(|(k, v)| (k, json_to_value(v)))
+            .iter()
+            .map(|(k, v)| (k.clone(), json_to_value(v)))
             .collect(),
     }
 }
 
-fn json_to_value(value: serde_json::Value) -> wkt::Value {
+fn json_to_value(value: &serde_json::Value) -> wkt::Value {
     use wkt::value::Kind;
     let kind = match value {
         serde_json::Value::Null => Kind::NullValue(0),
-        serde_json::Value::Bool(b) => Kind::BoolValue(b),
+        serde_json::Value::Bool(b) => Kind::BoolValue(*b),
         serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
-        serde_json::Value::String(s) => Kind::StringValue(s),
+        serde_json::Value::String(s) => Kind::StringValue(s.clone()),
         serde_json::Value::Array(items) => Kind::ListValue(wkt::ListValue {
-            values: items.into_iter().map(json_to_value).collect(),
+            values: items.iter().map(json_to_value).collect(),
         }),
         serde_json::Value::Object(object) => Kind::StructValue(json_to_struct(object)),
     };

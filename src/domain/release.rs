@@ -1,5 +1,7 @@
 //! The release resource as the domain sees it.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -32,7 +34,7 @@ pub struct ReleaseDraft {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct GrayDeploymentDraft {
     pub cluster_id: String,
-    pub template: Option<JsonObject>,
+    pub template: Option<Arc<JsonObject>>,
 }
 
 /// A stored release: valid by construction.
@@ -57,8 +59,9 @@ pub struct Release {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GrayDeployment {
     pub cluster_id: String,
-    /// The template as the client sent it.
-    pub template: JsonObject,
+    /// The template as the client sent it (shared: copies of a release
+    /// share their templates instead of copying them).
+    pub template: Arc<JsonObject>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,9 +70,9 @@ pub struct ReleaseStatus {
     pub start_time: DateTime<Utc>,
     pub update_time: DateTime<Utc>,
     /// The original workload, once the service knows it.
-    pub deployment: Option<JsonObject>,
+    pub deployment: Option<Arc<JsonObject>>,
     /// Each gray Deployment as this release creates it.
-    pub gray_deployments: Vec<JsonObject>,
+    pub gray_deployments: Vec<Arc<JsonObject>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,6 +1,8 @@
 //! The rules of the contract for a release on input, in one place that both
 //! protocols use. Every violation is collected; none stops the others.
 
+use std::sync::Arc;
+
 use super::deployment::{self, TemplateContext};
 use super::error::Violation;
 use super::mesh::Mesh;
@@ -22,7 +24,7 @@ pub struct ValidRelease {
     pub version: String,
     pub release_type: ReleaseType,
     pub gray_deployments: Vec<GrayDeployment>,
-    pub completed: Vec<JsonObject>,
+    pub completed: Vec<Arc<JsonObject>>,
 }
 
 /// Checks `draft` for `mesh` and the namespace of the request path.
@@ -171,7 +173,7 @@ pub fn validate(
                 ));
             }
             placed.push((cluster_id, name));
-            completed.push(object);
+            completed.push(Arc::new(object));
         }
     }
 
@@ -259,7 +261,7 @@ mod tests {
             release_type: "canary".into(),
             gray_deployments: vec![GrayDeploymentDraft {
                 cluster_id: "cluster-b".into(),
-                template: Some(template()),
+                template: Some(Arc::new(template())),
             }],
             ..ReleaseDraft::default()
         }
