@@ -2,7 +2,7 @@
 //! `MESHRELEASE_*` environment variables, then flags. Validated once after
 //! loading, with errors that name the key.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,7 +11,9 @@ use clap::Parser;
 use serde::Deserialize;
 
 use crate::auth::TokenEntry;
-use crate::domain::{Action, Effect, Mesh, Principal, Statement};
+use crate::auth::credentials::CredentialEntry;
+use crate::domain::mesh::DEFAULT_ENTERPRISE_PROJECT;
+use crate::domain::{Action, Condition, ConditionKey, Effect, Mesh, Principal, Statement};
 
 /// Command-line flags; each has a `MESHRELEASE_*` environment variable, and
 /// each but `--config` a key of the same name (with `_`) in the file.
@@ -99,6 +101,10 @@ struct FileSettings {
 pub struct MeshConfig {
     pub id: String,
     pub clusters: Vec<String>,
+    #[serde(default)]
+    pub enterprise_project_id: Option<String>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -127,6 +133,17 @@ pub struct StatementConfig {
     pub effect: Option<String>,
     pub actions: Vec<String>,
     pub meshes: Vec<String>,
+    /// `{ StringEquals = { "g:EnterpriseProjectId" = ["ep"], "g:ResourceTag/env" = "prod" } }`
+    #[serde(default)]
+    pub conditions: BTreeMap<String, BTreeMap<String, OneOrMany>>,
+}
+
+/// A condition's value: one string ("equals") or a list ("in a list").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,7 +177,7 @@ pub struct Settings {
     pub drain_timeout: Duration,
     pub meshes: Vec<Mesh>,
     pub tokens: Vec<TokenEntry>,
-    pub credentials: Vec<CredentialConfig>,
+    pub credentials: Vec<CredentialEntry>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -365,9 +382,22 @@ fn validate_meshes(meshes: Vec<MeshConfig>) -> Result<Vec<Mesh>, ConfigError> {
                 ));
             }
         }
+        let enterprise_project_id = mesh
+            .enterprise_project_id
+            .unwrap_or_else(|| DEFAULT_ENTERPRISE_PROJECT.to_owned());
+        if enterprise_project_id.is_empty() {
+            return fail(format!(
+                "meshes[{i}].enterprise_project_id: must not be empty (leave it out for the default project \"0\")"
+            ));
+        }
+        if let Some(key) = mesh.tags.keys().find(|k| k.is_empty()) {
+            return fail(format!("meshes[{i}].tags: a tag key is empty ({key:?})"));
+        }
         out.push(Mesh {
             id: mesh.id,
             clusters: mesh.clusters,
+            enterprise_project_id,
+            tags: mesh.tags,
         });
     }
     Ok(out)
@@ -422,10 +452,39 @@ fn validate_statements(
             } else {
                 Some(s.meshes)
             };
+            let mut conditions = Vec::new();
+            for (operator, keys) in s.conditions {
+                if operator != "StringEquals" {
+                    return fail(format!(
+                        "{key}[{i}].conditions.{operator}: unknown operator; known: StringEquals"
+                    ));
+                }
+                for (name, values) in keys {
+                    let Some(condition_key) = ConditionKey::parse(&name) else {
+                        return fail(format!(
+                            "{key}[{i}].conditions.StringEquals.{name:?}: unknown key; known: \"g:EnterpriseProjectId\", \"g:ResourceTag/<key>\""
+                        ));
+                    };
+                    let values = match values {
+                        OneOrMany::One(v) => vec![v],
+                        OneOrMany::Many(vs) => vs,
+                    };
+                    if values.is_empty() {
+                        return fail(format!(
+                            "{key}[{i}].conditions.StringEquals.{name:?}: needs at least one value"
+                        ));
+                    }
+                    conditions.push(Condition {
+                        key: condition_key,
+                        values,
+                    });
+                }
+            }
             Ok(Statement {
                 effect,
                 actions,
                 meshes,
+                conditions,
             })
         })
         .collect()
@@ -460,21 +519,78 @@ fn validate_tokens(tokens: Vec<TokenConfig>) -> Result<Vec<TokenEntry>, ConfigEr
     Ok(out)
 }
 
+/// Each access key with its secret key, read from the file or environment
+/// variable the configuration names (never from the configuration itself).
 fn validate_credentials(
     credentials: Vec<CredentialConfig>,
-) -> Result<Vec<CredentialConfig>, ConfigError> {
-    for (i, c) in credentials.iter().enumerate() {
-        if c.access_key.is_empty() {
-            return fail(format!("credentials[{i}].access_key: must not be empty"));
+) -> Result<Vec<CredentialEntry>, ConfigError> {
+    let mut out: Vec<CredentialEntry> = Vec::new();
+    for (i, c) in credentials.into_iter().enumerate() {
+        if c.subject.is_empty() {
+            return fail(format!("credentials[{i}].subject: must not be empty"));
         }
-        if c.secret_key_file.is_some() == c.secret_key_env.is_some() {
+        if c.access_key.is_empty() || !c.access_key.chars().all(|ch| ch.is_ascii_alphanumeric()) {
             return fail(format!(
-                "credentials[{i}]: give exactly one of secret_key_file and secret_key_env (never the key itself)"
+                "credentials[{i}].access_key: must be letters and digits, as the cloud's AKs are"
             ));
         }
-        validate_statements(&format!("credentials[{i}].allow"), c.allow.clone())?;
+        if out.iter().any(|e| e.access_key == c.access_key) {
+            return fail(format!(
+                "credentials[{i}].access_key: {:?} is declared twice",
+                c.access_key
+            ));
+        }
+        let secret = match (&c.secret_key_file, &c.secret_key_env) {
+            (Some(path), None) => read_secret_file(path)
+                .map_err(|e| ConfigError(format!("credentials[{i}].secret_key_file: {e}")))?,
+            (None, Some(variable)) => std::env::var(variable).map_err(|_| {
+                ConfigError(format!(
+                    "credentials[{i}].secret_key_env: the environment variable {variable:?} is not set (or not UTF-8)"
+                ))
+            })?,
+            _ => {
+                return fail(format!(
+                    "credentials[{i}]: give exactly one of secret_key_file and secret_key_env (never the key itself)"
+                ));
+            }
+        };
+        let secret = secret.trim();
+        if secret.len() < 16 {
+            return fail(format!(
+                "credentials[{i}]: the secret key is shorter than 16 characters"
+            ));
+        }
+        let statements = validate_statements(&format!("credentials[{i}].allow"), c.allow)?;
+        out.push(CredentialEntry {
+            access_key: c.access_key,
+            secret_key: secret.as_bytes().to_vec(),
+            principal: Principal {
+                subject: c.subject,
+                statements,
+            },
+        });
     }
-    Ok(credentials)
+    Ok(out)
+}
+
+/// A secret key file; refused when others may read it (as ssh refuses keys).
+fn read_secret_file(path: &Path) -> Result<String, String> {
+    let metadata = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = metadata.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "{} may be read by other users (mode {:o}); `chmod 600` it",
+                path.display(),
+                mode & 0o777
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = metadata;
+    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 #[cfg(test)]
@@ -484,6 +600,10 @@ mod tests {
     fn load(toml: &str, cli: Cli) -> Result<Settings, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
+        let secret = dir.path().join("sdk-client.sk");
+        std::fs::write(&secret, "MFyfvK41ba2giqM7Uio6PznpdUKGpownRZlmVmHc\n").unwrap();
+        set_private(&secret);
+        let toml = toml.replace("secrets/sdk-client.sk", secret.to_str().unwrap());
         std::fs::write(&path, toml).unwrap();
         Settings::load(&Cli {
             config: Some(path),
@@ -507,6 +627,84 @@ mod tests {
         secret_key_file = "secrets/sdk-client.sk"
         allow = [{ actions = ["asm:mesh:*"], meshes = ["*"] }]
     "#;
+
+    fn set_private(path: &Path) {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    #[test]
+    fn secret_keys_are_read_from_the_named_file_and_must_be_private() {
+        let s = load(GOOD, Cli::default()).unwrap();
+        assert_eq!(
+            s.credentials[0].secret_key,
+            b"MFyfvK41ba2giqM7Uio6PznpdUKGpownRZlmVmHc"
+        );
+        // The key never shows in debug output.
+        assert!(!format!("{:?}", s.credentials).contains("MFyf"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let open = dir.path().join("open.sk");
+        std::fs::write(&open, "MFyfvK41ba2giqM7Uio6PznpdUKGpownRZlmVmHc").unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = load(
+            &GOOD.replace(
+                "secret_key_file = \"secrets/sdk-client.sk\"",
+                &format!("secret_key_file = {:?}", open.to_str().unwrap()),
+            ),
+            Cli::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("credentials[0].secret_key_file") && err.contains("chmod 600"),
+            "{err}"
+        );
+
+        let err = load(
+            &GOOD.replace(
+                "secret_key_file = \"secrets/sdk-client.sk\"",
+                "secret_key_env = \"MESHRELEASE_TEST_UNSET_VARIABLE\"",
+            ),
+            Cli::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("credentials[0].secret_key_env"), "{err}");
+    }
+
+    #[test]
+    fn conditions_and_mesh_attributes_are_read_and_checked() {
+        let toml = r#"
+            [[meshes]]
+            id = "m"
+            clusters = ["c"]
+            enterprise_project_id = "ep-1"
+            tags = { env = "prod" }
+            [[tokens]]
+            subject = "bot"
+            sha256 = "6a3ef6f1c5e5a6a8f2c1e1c4f3c3e0c2a1b4d7e8f9a0b1c2d3e4f5a6b7c8d9e0"
+            allow = [{ actions = ["asm:mesh:*"], meshes = ["*"], conditions = { StringEquals = { "g:EnterpriseProjectId" = ["ep-1", "ep-2"], "g:ResourceTag/env" = "prod" } } }]
+        "#;
+        let s = load(toml, Cli::default()).unwrap();
+        assert_eq!(s.meshes[0].enterprise_project_id, "ep-1");
+        assert_eq!(s.meshes[0].tags["env"], "prod");
+        assert_eq!(s.tokens[0].principal.statements[0].conditions.len(), 2);
+        let err = |toml: String| load(&toml, Cli::default()).unwrap_err().to_string();
+        assert!(
+            err(toml.replace("StringEquals", "StringLike"))
+                .contains("tokens[0].allow[0].conditions.StringLike")
+        );
+        assert!(err(toml.replace("g:ResourceTag/env", "g:Tag/env")).contains("unknown key"));
+        // Without a project, a mesh is in the default project "0".
+        let s = load(
+            &toml.replace("enterprise_project_id = \"ep-1\"", ""),
+            Cli::default(),
+        )
+        .unwrap();
+        assert_eq!(s.meshes[0].enterprise_project_id, "0");
+    }
 
     #[test]
     fn the_contract_shape_is_accepted() {

@@ -18,9 +18,10 @@ use tower::ServiceExt as _;
 use crate::api::ReleaseApi;
 use crate::api::errors::WireError;
 use crate::auth::TokenRegistry;
+use crate::auth::credentials::CredentialRegistry;
 use crate::configuration::{Settings, StoreKind};
 use crate::domain::{Meshes, ReleaseManager};
-use crate::http::authenticate::{authenticate, grpc_error};
+use crate::http::authenticate::{Authenticator, authenticate, grpc_error};
 use crate::http::grpc_errors::normalize_grpc_errors;
 use crate::http::health::{Readiness, healthz, readyz};
 use crate::http::is_grpc;
@@ -161,7 +162,11 @@ impl Application {
                 async move { service.oneshot(request).await.into_response() }
             })
             .layer(middleware::from_fn_with_state(
-                Arc::new(TokenRegistry::new(settings.tokens.clone())),
+                Arc::new(Authenticator {
+                    tokens: TokenRegistry::new(settings.tokens.clone()),
+                    credentials: CredentialRegistry::new(settings.credentials.clone()),
+                    max_body_bytes: settings.max_body_bytes,
+                }),
                 authenticate,
             ))
             .layer(middleware::from_fn_with_state(

@@ -1,7 +1,11 @@
-//! Who the caller is. Tokens are configured as SHA-256 hashes; a presented
+//! Who the caller is: a token (`X-Auth-Token`, both protocols) or, on REST,
+//! an AK/SK signature (`credentials`, `signature`). Tokens are configured as SHA-256 hashes; a presented
 //! token is hashed and compared with every configured hash in constant time,
 //! so neither the match nor its position leaks through timing. Tokens are
 //! never logged.
+
+pub mod credentials;
+pub mod signature;
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;

@@ -1,5 +1,8 @@
 //! Who may do what: a principal's policy statements, evaluated per action and
-//! mesh. An explicit Deny wins over any Allow.
+//! mesh, and narrowed by conditions on the mesh's enterprise project and
+//! tags. An explicit Deny wins over any Allow.
+
+use super::mesh::Mesh;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
@@ -43,7 +46,47 @@ pub enum Effect {
     Deny,
 }
 
-/// Matches actions (or all, `asm:mesh:*`) on meshes (or all, `*`).
+/// What a condition looks at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConditionKey {
+    /// `g:EnterpriseProjectId`
+    EnterpriseProjectId,
+    /// `g:ResourceTag/<key>`
+    ResourceTag(String),
+}
+
+impl ConditionKey {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "g:EnterpriseProjectId" => Some(Self::EnterpriseProjectId),
+            _ => text
+                .strip_prefix("g:ResourceTag/")
+                .filter(|key| !key.is_empty())
+                .map(|key| Self::ResourceTag(key.to_owned())),
+        }
+    }
+}
+
+/// `StringEquals`: the key's value equals one of `values` (one value is
+/// "equals", several are "in a list"). A mesh without the tag never matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    pub key: ConditionKey,
+    pub values: Vec<String>,
+}
+
+impl Condition {
+    fn matches(&self, mesh: &Mesh) -> bool {
+        let actual = match &self.key {
+            ConditionKey::EnterpriseProjectId => Some(&mesh.enterprise_project_id),
+            ConditionKey::ResourceTag(key) => mesh.tags.get(key),
+        };
+        actual.is_some_and(|actual| self.values.iter().any(|v| v == actual))
+    }
+}
+
+/// Matches actions (or all, `asm:mesh:*`) on meshes (or all, `*`) whose
+/// attributes meet every condition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Statement {
     pub effect: Effect,
@@ -51,16 +94,21 @@ pub struct Statement {
     pub actions: Option<Vec<Action>>,
     /// `None` stands for every mesh.
     pub meshes: Option<Vec<String>>,
+    /// All must hold. A statement with conditions never matches a mesh that
+    /// is not configured (it has no attributes to meet them).
+    pub conditions: Vec<Condition>,
 }
 
 impl Statement {
-    fn matches(&self, action: Action, mesh_id: &str) -> bool {
+    fn matches(&self, action: Action, mesh_id: &str, mesh: Option<&Mesh>) -> bool {
         let action_ok = self.actions.as_ref().is_none_or(|a| a.contains(&action));
         let mesh_ok = self
             .meshes
             .as_ref()
             .is_none_or(|m| m.iter().any(|id| id == mesh_id));
-        action_ok && mesh_ok
+        let conditions_ok = self.conditions.is_empty()
+            || mesh.is_some_and(|mesh| self.conditions.iter().all(|c| c.matches(mesh)));
+        action_ok && mesh_ok && conditions_ok
     }
 }
 
@@ -72,11 +120,13 @@ pub struct Principal {
 }
 
 impl Principal {
-    pub fn allows(&self, action: Action, mesh_id: &str) -> bool {
+    /// Whether `action` on `mesh_id` (whose configuration is `mesh`, when it
+    /// is a configured mesh) is allowed.
+    pub fn allows(&self, action: Action, mesh_id: &str, mesh: Option<&Mesh>) -> bool {
         let matching = || {
             self.statements
                 .iter()
-                .filter(|s| s.matches(action, mesh_id))
+                .filter(|s| s.matches(action, mesh_id, mesh))
         };
         matching().any(|s| s.effect == Effect::Allow)
             && !matching().any(|s| s.effect == Effect::Deny)
@@ -85,6 +135,8 @@ impl Principal {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     fn statement(effect: Effect, meshes: Option<&[&str]>) -> Statement {
@@ -92,38 +144,106 @@ mod tests {
             effect,
             actions: Some(vec![Action::CreateRelease]),
             meshes: meshes.map(|m| m.iter().map(|s| s.to_string()).collect()),
+            conditions: vec![],
+        }
+    }
+
+    fn principal(statements: Vec<Statement>) -> Principal {
+        Principal {
+            subject: "s".into(),
+            statements,
+        }
+    }
+
+    fn mesh(id: &str, project: &str, tags: &[(&str, &str)]) -> Mesh {
+        Mesh {
+            id: id.into(),
+            clusters: vec!["c".into()],
+            enterprise_project_id: project.into(),
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
         }
     }
 
     #[test]
     fn allow_needs_a_matching_statement() {
-        let p = Principal {
-            subject: "s".into(),
-            statements: vec![statement(Effect::Allow, Some(&["a"]))],
-        };
-        assert!(p.allows(Action::CreateRelease, "a"));
-        assert!(!p.allows(Action::CreateRelease, "b"));
+        let p = principal(vec![statement(Effect::Allow, Some(&["a"]))]);
+        assert!(p.allows(Action::CreateRelease, "a", None));
+        assert!(!p.allows(Action::CreateRelease, "b", None));
     }
 
     #[test]
     fn deny_wins() {
-        let p = Principal {
-            subject: "s".into(),
-            statements: vec![
-                statement(Effect::Allow, None),
-                statement(Effect::Deny, Some(&["b"])),
-            ],
-        };
-        assert!(p.allows(Action::CreateRelease, "a"));
-        assert!(!p.allows(Action::CreateRelease, "b"));
+        let p = principal(vec![
+            statement(Effect::Allow, None),
+            statement(Effect::Deny, Some(&["b"])),
+        ]);
+        assert!(p.allows(Action::CreateRelease, "a", None));
+        assert!(!p.allows(Action::CreateRelease, "b", None));
     }
 
     #[test]
     fn no_statements_allow_nothing() {
-        let p = Principal {
-            subject: "s".into(),
-            statements: vec![],
-        };
-        assert!(!p.allows(Action::CreateRelease, "a"));
+        assert!(!principal(vec![]).allows(Action::CreateRelease, "a", None));
+    }
+
+    #[test]
+    fn conditions_narrow_by_project_and_tags() {
+        let mut allow = statement(Effect::Allow, None);
+        allow.conditions = vec![
+            Condition {
+                key: ConditionKey::EnterpriseProjectId,
+                values: vec!["ep-1".into(), "ep-2".into()],
+            },
+            Condition {
+                key: ConditionKey::ResourceTag("team".into()),
+                values: vec!["payments".into()],
+            },
+        ];
+        let p = principal(vec![allow]);
+        let ok = mesh("a", "ep-2", &[("team", "payments")]);
+        assert!(p.allows(Action::CreateRelease, "a", Some(&ok)));
+        let wrong_project = mesh("a", "ep-3", &[("team", "payments")]);
+        assert!(!p.allows(Action::CreateRelease, "a", Some(&wrong_project)));
+        let untagged = mesh("a", "ep-1", &[]);
+        assert!(!p.allows(Action::CreateRelease, "a", Some(&untagged)));
+        // An unknown mesh has nothing to meet the conditions with.
+        assert!(!p.allows(Action::CreateRelease, "a", None));
+    }
+
+    #[test]
+    fn a_conditional_deny_wins_only_where_it_matches() {
+        let mut deny = statement(Effect::Deny, None);
+        deny.conditions = vec![Condition {
+            key: ConditionKey::ResourceTag("env".into()),
+            values: vec!["prod".into()],
+        }];
+        let p = principal(vec![statement(Effect::Allow, None), deny]);
+        assert!(!p.allows(
+            Action::CreateRelease,
+            "a",
+            Some(&mesh("a", "0", &[("env", "prod")]))
+        ));
+        assert!(p.allows(
+            Action::CreateRelease,
+            "a",
+            Some(&mesh("a", "0", &[("env", "dev")]))
+        ));
+    }
+
+    #[test]
+    fn condition_keys_are_parsed() {
+        assert_eq!(
+            ConditionKey::parse("g:EnterpriseProjectId"),
+            Some(ConditionKey::EnterpriseProjectId)
+        );
+        assert_eq!(
+            ConditionKey::parse("g:ResourceTag/env"),
+            Some(ConditionKey::ResourceTag("env".into()))
+        );
+        assert_eq!(ConditionKey::parse("g:ResourceTag/"), None);
+        assert_eq!(ConditionKey::parse("g:Other"), None);
     }
 }

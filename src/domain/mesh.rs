@@ -6,7 +6,15 @@ use std::collections::BTreeMap;
 pub struct Mesh {
     pub id: String,
     pub clusters: Vec<String>,
+    /// The enterprise project the mesh belongs to (`"0"`, the default
+    /// project, unless configured), for `g:EnterpriseProjectId` conditions.
+    pub enterprise_project_id: String,
+    /// Resource tags, for `g:ResourceTag/<key>` conditions.
+    pub tags: BTreeMap<String, String>,
 }
+
+/// The enterprise project of a mesh that names none, as in the cloud.
+pub const DEFAULT_ENTERPRISE_PROJECT: &str = "0";
 
 impl Mesh {
     pub fn has_cluster(&self, cluster_id: &str) -> bool {

@@ -12,7 +12,7 @@ pub mod release;
 pub mod service;
 pub mod validation;
 
-pub use authz::{Action, Effect, Principal, Statement};
+pub use authz::{Action, Condition, ConditionKey, Effect, Principal, Statement};
 pub use error::{ApiError, Violation};
 pub use mesh::{Mesh, Meshes};
 pub use release::{GrayDeployment, JsonObject, Phase, Release, ReleaseDraft, ReleaseType};

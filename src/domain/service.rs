@@ -116,17 +116,16 @@ impl ReleaseManager {
         action: Action,
         mesh_id: &str,
     ) -> Result<&Mesh, ApiError> {
+        let mesh = self.meshes.get(mesh_id);
         // Permission first: a caller learns nothing of meshes it may not use.
-        if !principal.allows(action, mesh_id) {
+        if !principal.allows(action, mesh_id, mesh) {
             return Err(ApiError::PermissionDenied {
                 subject: principal.subject.clone(),
                 action,
                 mesh_id: mesh_id.to_owned(),
             });
         }
-        self.meshes
-            .get(mesh_id)
-            .ok_or_else(|| ApiError::NotFound(format!("mesh {mesh_id:?} not found")))
+        mesh.ok_or_else(|| ApiError::NotFound(format!("mesh {mesh_id:?} not found")))
     }
 
     /// Validates and stores a new release; it is durable when this returns Ok.

@@ -232,6 +232,8 @@ mod tests {
         Mesh {
             id: "demo-mesh".into(),
             clusters: vec!["cluster-a".into(), "cluster-b".into()],
+            enterprise_project_id: "0".into(),
+            tags: Default::default(),
         }
     }
 

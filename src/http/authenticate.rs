@@ -5,14 +5,18 @@
 
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt as _;
+use sha2::{Digest as _, Sha256};
 
 use super::is_grpc;
 use crate::api::errors::WireError;
-use crate::auth::{TOKEN_HEADER, TokenRegistry};
-use crate::domain::ApiError;
+use crate::auth::credentials::{CredentialRegistry, SignedRequest};
+use crate::auth::{TOKEN_HEADER, TokenRegistry, signature};
+use crate::domain::{ApiError, Principal};
 
 /// Paths anyone may call: liveness, readiness, metrics, gRPC health and
 /// reflection (so that `grpcurl list` works without a token).
@@ -23,31 +27,57 @@ fn is_public(path: &str) -> bool {
         || path.starts_with("/grpc.reflection.v1alpha.ServerReflection/")
 }
 
+/// The credentials requests are checked against.
+pub struct Authenticator {
+    pub tokens: TokenRegistry,
+    pub credentials: CredentialRegistry,
+    /// A signed request's body is read (and hashed) before it is parsed; no
+    /// more than this.
+    pub max_body_bytes: usize,
+}
+
 pub async fn authenticate(
-    State(tokens): State<Arc<TokenRegistry>>,
-    mut request: Request,
+    State(auth): State<Arc<Authenticator>>,
+    request: Request,
     next: Next,
 ) -> Response {
     if is_public(request.uri().path()) {
         return next.run(request).await;
     }
-    let principal = match request.headers().get(TOKEN_HEADER) {
-        None => Err("missing X-Auth-Token"),
-        Some(token) => tokens
+    let grpc = is_grpc(request.headers());
+    let grpc_web = grpc_web_content_type(request.headers());
+    let signed = request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .is_some_and(|v| signature::is_signature(v.as_bytes()));
+    let outcome = match request.headers().get(TOKEN_HEADER) {
+        Some(token) => auth
+            .tokens
             .authenticate(token.as_bytes())
             .cloned()
-            .ok_or("X-Auth-Token is not valid"),
+            .map(|principal| (principal, request))
+            .ok_or_else(|| ApiError::Unauthenticated("X-Auth-Token is not valid".into())),
+        None if signed && grpc => Err(ApiError::Unauthenticated(
+            "gRPC calls authenticate with x-auth-token metadata; AK/SK signatures are for REST"
+                .into(),
+        )),
+        None if signed => verify_signature(&auth, request).await,
+        None => Err(ApiError::Unauthenticated(if grpc {
+            "missing x-auth-token".into()
+        } else {
+            "missing X-Auth-Token (or an SDK-HMAC-SHA256 Authorization)".into()
+        })),
     };
-    match principal {
-        Ok(principal) => {
+    match outcome {
+        Ok((principal, mut request)) => {
             tracing::Span::current().record("subject", principal.subject.as_str());
             request.extensions_mut().insert(principal);
             next.run(request).await
         }
-        Err(reason) => {
-            let error = WireError::from(ApiError::Unauthenticated(reason.into()));
-            if is_grpc(request.headers()) {
-                grpc_error(&request, error)
+        Err(error) => {
+            let error = WireError::from(error);
+            if grpc {
+                grpc_error_as(grpc_web, error)
             } else {
                 error.into_response()
             }
@@ -55,15 +85,82 @@ pub async fn authenticate(
     }
 }
 
+/// Reads the body (hashing it as it arrives, within the body limit), checks
+/// the signature over the whole request, and gives the request back with its
+/// body for the handler to parse.
+async fn verify_signature(
+    auth: &Authenticator,
+    request: Request,
+) -> Result<(Principal, Request), ApiError> {
+    let (parts, body) = request.into_parts();
+    let limit = auth.max_body_bytes;
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    let mut body = body;
+    let mut hasher = Sha256::new();
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            tracing::debug!(error = %e, "reading a signed request's body failed");
+            ApiError::invalid_field("body", "the request body could not be read")
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if bytes.len() + data.len() > limit {
+                return Err(ApiError::PayloadTooLarge { limit });
+            }
+            hasher.update(&data);
+            bytes.extend_from_slice(&data);
+        }
+    }
+    let body_sha256_hex = hex::encode(hasher.finalize());
+    let authorization = parts
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let principal = auth
+        .credentials
+        .verify(
+            &SignedRequest {
+                method: parts.method.as_str(),
+                path: parts.uri.path(),
+                query: parts.uri.query(),
+                headers: &parts.headers,
+                authorization,
+                body_sha256_hex: &body_sha256_hex,
+            },
+            chrono::Utc::now(),
+        )
+        .map_err(ApiError::Unauthenticated)?
+        .clone();
+    Ok((principal, Request::from_parts(parts, Body::from(bytes))))
+}
+
 /// A trailers-only gRPC answer, in the request's own flavour (gRPC or gRPC-Web).
 pub fn grpc_error(request: &Request, error: WireError) -> Response {
+    grpc_error_as(grpc_web_content_type(request.headers()), error)
+}
+
+/// The request's content type when it is gRPC-Web (the answer must match it).
+fn grpc_web_content_type(headers: &http::HeaderMap) -> Option<http::HeaderValue> {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .filter(|ct| ct.as_bytes().starts_with(b"application/grpc-web"))
+        .cloned()
+}
+
+fn grpc_error_as(grpc_web: Option<http::HeaderValue>, error: WireError) -> Response {
     let mut response = error.to_status().into_http::<axum::body::Body>();
-    if let Some(ct) = request.headers().get(http::header::CONTENT_TYPE)
-        && ct.as_bytes().starts_with(b"application/grpc-web")
-    {
+    if let Some(ct) = grpc_web {
         response
             .headers_mut()
-            .insert(http::header::CONTENT_TYPE, ct.clone());
+            .insert(http::header::CONTENT_TYPE, ct);
     }
     response
 }

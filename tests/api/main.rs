@@ -5,6 +5,7 @@
 
 mod auth;
 mod binary;
+mod conditions;
 mod create_grpc;
 mod create_rest;
 mod errors;
@@ -17,6 +18,7 @@ mod protocols;
 mod replicas;
 mod retries;
 mod roundtrip;
+mod signing;
 mod transcoding;
 mod validation;
 mod watch;

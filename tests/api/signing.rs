@@ -1,0 +1,358 @@
+//! AK/SK signed REST requests (`SDK-HMAC-SHA256`): accepted when every
+//! signed part is intact, 401 naming the reason otherwise.
+
+use std::path::Path;
+
+use chrono::{TimeDelta, Utc};
+use meshrelease::auth::signature;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::helpers::*;
+
+const AK: &str = "QTWAOYTTINDUT2QVKYUC";
+const SK: &str = "MFyfvK41ba2giqM7Uio6PznpdUKGpownRZlmVmHc";
+/// May only read, in demo-mesh.
+const READER_AK: &str = "READERAK0000000000AB";
+const READER_SK: &str = "reader-secret-key-0123456789";
+
+fn secret_file(dir: &Path, name: &str, key: &str) -> String {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{key}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+async fn spawn_signed_app() -> TestApp {
+    let secrets = tempfile::tempdir().unwrap();
+    let full = secret_file(secrets.path(), "full.sk", SK);
+    let reader = secret_file(secrets.path(), "reader.sk", READER_SK);
+    // The keys are read at start-up; the files may go afterwards.
+    spawn_app_with(|cli| {
+        cli.credentials = Some(format!(
+            r#"[
+              {{ subject = "sdk-client", access_key = "{AK}", secret_key_file = "{full}", allow = [{{ actions = ["asm:mesh:*"], meshes = ["*"] }}] }},
+              {{ subject = "sdk-reader", access_key = "{READER_AK}", secret_key_file = "{reader}", allow = [{{ actions = ["asm:mesh:getRelease", "asm:mesh:listReleases"], meshes = ["{MESH}"] }}] }}
+            ]"#
+        ));
+    })
+    .await
+}
+
+/// A request as a client would sign it, before any tampering.
+struct Signed {
+    method: &'static str,
+    path_and_query: String,
+    body: Vec<u8>,
+    date: String,
+    nonce: Option<String>,
+    ak: &'static str,
+    sk: &'static str,
+    /// Signed with X-Sdk-Date among the signed headers.
+    sign_date: bool,
+}
+
+impl Signed {
+    fn new(method: &'static str, path_and_query: impl Into<String>, body: Option<&Value>) -> Self {
+        Self {
+            method,
+            path_and_query: path_and_query.into(),
+            body: body
+                .map(|b| serde_json::to_vec(b).unwrap())
+                .unwrap_or_default(),
+            date: Utc::now().format(signature::DATE_FORMAT).to_string(),
+            nonce: None,
+            ak: AK,
+            sk: SK,
+            sign_date: true,
+        }
+    }
+
+    /// The Authorization value for this request as signed.
+    fn authorization(&self, host: &str) -> String {
+        let (path, query) = match self.path_and_query.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (self.path_and_query.as_str(), None),
+        };
+        let mut headers = vec![("host".to_owned(), host.to_owned())];
+        if !self.body.is_empty() {
+            headers.push(("content-type".into(), "application/json".into()));
+        }
+        if self.sign_date {
+            headers.push(("x-sdk-date".into(), self.date.clone()));
+        }
+        if let Some(nonce) = &self.nonce {
+            headers.push(("x-sdk-nonce".into(), nonce.clone()));
+        }
+        let names: Vec<String> = headers.iter().map(|(n, _)| n.clone()).collect();
+        let canonical = signature::canonical_request(
+            self.method,
+            path,
+            query,
+            &names,
+            |name| {
+                headers
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v.clone())
+            },
+            &hex::encode(Sha256::digest(&self.body)),
+        )
+        .unwrap();
+        let mut sorted = names.clone();
+        sorted.sort();
+        let signature = signature::sign(
+            self.sk.as_bytes(),
+            &signature::string_to_sign(&self.date, &canonical),
+        );
+        format!(
+            "SDK-HMAC-SHA256 Access={}, SignedHeaders={}, Signature={}",
+            self.ak,
+            sorted.join(";"),
+            hex::encode(signature)
+        )
+    }
+
+    /// Sends it as signed, with `tamper` changing what is sent afterwards.
+    async fn send_with(
+        &self,
+        app: &TestApp,
+        tamper: impl FnOnce(&mut reqwest::Request),
+    ) -> (u16, Value) {
+        let host = app.address.to_string();
+        let mut builder = app
+            .http
+            .request(
+                self.method.parse().unwrap(),
+                format!("{}{}", app.base, self.path_and_query),
+            )
+            .header("Authorization", self.authorization(&host))
+            .header("X-Sdk-Date", &self.date);
+        if !self.body.is_empty() {
+            builder = builder
+                .header("Content-Type", "application/json")
+                .body(self.body.clone());
+        }
+        if let Some(nonce) = &self.nonce {
+            builder = builder.header("X-Sdk-Nonce", nonce);
+        }
+        let mut request = builder.build().unwrap();
+        tamper(&mut request);
+        let response = app.http.execute(request).await.unwrap();
+        json_of(response).await
+    }
+
+    async fn send(&self, app: &TestApp) -> (u16, Value) {
+        self.send_with(app, |_| {}).await
+    }
+}
+
+fn releases_path(namespace: &str) -> String {
+    format!("/v2/meshes/{MESH}/namespaces/{namespace}/releases")
+}
+
+fn assert_unauthenticated(answer: &(u16, Value), says: &str) {
+    assert_eq!(answer.0, 401, "{answer:?}");
+    assert_eq!(answer.1["errorCode"], "ASM.01000001");
+    let message = answer.1["errorMsg"].as_str().unwrap();
+    assert!(message.contains(says), "{message:?} should say {says:?}");
+}
+
+#[tokio::test]
+async fn signed_requests_create_get_and_list() {
+    let app = spawn_signed_app().await;
+    let body = release_body("signed", "reviews");
+    let (status, created) = Signed::new("POST", releases_path("default"), Some(&body))
+        .send(&app)
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let (status, got) = Signed::new("GET", format!("{}/signed", releases_path("default")), None)
+        .send(&app)
+        .await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got, created);
+    // Query parameters are signed in canonical order, whatever order they come in.
+    let (status, list) = Signed::new(
+        "GET",
+        format!("{}?serviceName=reviews&limit=5", releases_path("default")),
+        None,
+    )
+    .send(&app)
+    .await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["items"][0]["metadata"]["name"], "signed");
+}
+
+#[tokio::test]
+async fn a_signed_caller_is_held_to_its_own_policy() {
+    let app = spawn_signed_app().await;
+    let mut request = Signed::new(
+        "POST",
+        releases_path("default"),
+        Some(&release_body("r", "s")),
+    );
+    request.ak = READER_AK;
+    request.sk = READER_SK;
+    let (status, body) = request.send(&app).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["errorMsg"].as_str().unwrap().contains("sdk-reader"));
+}
+
+#[tokio::test]
+async fn any_changed_byte_is_refused_without_revealing_the_signature() {
+    let app = spawn_signed_app().await;
+    let body = release_body("tampered", "reviews");
+    let signed = Signed::new("POST", releases_path("default"), Some(&body));
+    let expected = signed.authorization(&app.address.to_string());
+    let mismatch = "does not match";
+
+    let answer = signed
+        .send_with(&app, |r| {
+            let mut bytes = r.body().unwrap().as_bytes().unwrap().to_vec();
+            let at = bytes.iter().position(|b| *b == b'v').unwrap();
+            bytes[at] = b'w';
+            *r.body_mut() = Some(bytes.into());
+        })
+        .await;
+    assert_unauthenticated(&answer, mismatch);
+    assert!(
+        !answer
+            .1
+            .to_string()
+            .contains(expected.rsplit('=').next().unwrap())
+    );
+
+    let answer = signed
+        .send_with(&app, |r| {
+            *r.url_mut() = format!("{}{}", app.base, releases_path("other"))
+                .parse()
+                .unwrap();
+        })
+        .await;
+    assert_unauthenticated(&answer, mismatch);
+
+    let answer = signed
+        .send_with(&app, |r| r.url_mut().set_query(Some("dryRun=true")))
+        .await;
+    assert_unauthenticated(&answer, mismatch);
+
+    let answer = signed
+        .send_with(&app, |r| *r.method_mut() = reqwest::Method::PUT)
+        .await;
+    assert_unauthenticated(&answer, mismatch);
+
+    let answer = signed
+        .send_with(&app, |r| {
+            r.headers_mut().insert(
+                "content-type",
+                "application/json; charset=utf-8".parse().unwrap(),
+            );
+        })
+        .await;
+    assert_unauthenticated(&answer, mismatch);
+
+    // Nothing was created by any of them.
+    let (status, _) = Signed::new(
+        "GET",
+        format!("{}/tampered", releases_path("default")),
+        None,
+    )
+    .send(&app)
+    .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn dates_keys_and_missing_parts_each_get_their_own_401() {
+    let app = spawn_signed_app().await;
+    let path = releases_path("default");
+
+    let mut stale = Signed::new("GET", path.clone(), None);
+    stale.date = (Utc::now() - TimeDelta::minutes(16))
+        .format(signature::DATE_FORMAT)
+        .to_string();
+    assert_unauthenticated(&stale.send(&app).await, "more than 15 minutes");
+
+    let mut future = Signed::new("GET", path.clone(), None);
+    future.date = (Utc::now() + TimeDelta::minutes(16))
+        .format(signature::DATE_FORMAT)
+        .to_string();
+    assert_unauthenticated(&future.send(&app).await, "more than 15 minutes");
+
+    let mut unknown = Signed::new("GET", path.clone(), None);
+    unknown.ak = "UNKNOWNAK00000000000";
+    assert_unauthenticated(&unknown.send(&app).await, "is not known");
+
+    let answer = Signed::new("GET", path.clone(), None)
+        .send_with(&app, |r| {
+            r.headers_mut().remove("x-sdk-date");
+        })
+        .await;
+    assert_unauthenticated(&answer, "X-Sdk-Date is missing");
+
+    let mut unsigned_date = Signed::new("GET", path.clone(), None);
+    unsigned_date.sign_date = false;
+    assert_unauthenticated(
+        &unsigned_date.send(&app).await,
+        "X-Sdk-Date must be among the SignedHeaders",
+    );
+
+    let answer = Signed::new("GET", path.clone(), None)
+        .send_with(&app, |r| {
+            r.headers_mut()
+                .insert("authorization", "SDK-HMAC-SHA256 Access=x".parse().unwrap());
+        })
+        .await;
+    assert_unauthenticated(&answer, "SignedHeaders");
+}
+
+#[tokio::test]
+async fn a_replayed_nonce_is_refused() {
+    let app = spawn_signed_app().await;
+    let mut request = Signed::new("GET", releases_path("default"), None);
+    request.nonce = Some(uuid::Uuid::new_v4().to_string());
+    assert_eq!(request.send(&app).await.0, 200);
+    assert_unauthenticated(&request.send(&app).await, "replay");
+    // A fresh nonce is fine.
+    request.nonce = Some(uuid::Uuid::new_v4().to_string());
+    assert_eq!(request.send(&app).await.0, 200);
+
+    // A nonce the signature does not cover could be swapped by anyone.
+    let answer = Signed::new("GET", releases_path("default"), None)
+        .send_with(&app, |r| {
+            r.headers_mut()
+                .insert("x-sdk-nonce", "not-signed".parse().unwrap());
+        })
+        .await;
+    assert_unauthenticated(&answer, "X-Sdk-Nonce must be among the SignedHeaders");
+}
+
+#[tokio::test]
+async fn grpc_keeps_token_authentication() {
+    let app = spawn_signed_app().await;
+    let mut request = tonic::Request::new(grpc_request("g", "reviews"));
+    request.metadata_mut().insert(
+        "authorization",
+        Signed::new("POST", "/", None)
+            .authorization("x")
+            .parse()
+            .unwrap(),
+    );
+    let status = app.grpc().await.create_release(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    assert!(
+        status.message().contains("x-auth-token"),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test]
+async fn a_signed_body_over_the_limit_is_413_before_it_is_read_whole() {
+    let app = spawn_signed_app().await;
+    let mut request = Signed::new("POST", releases_path("default"), None);
+    request.body = vec![b' '; 5 * 1024 * 1024];
+    let (status, body) = request.send(&app).await;
+    assert_eq!(status, 413, "{body}");
+}
