@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::auth::TokenEntry;
 use crate::auth::credentials::CredentialEntry;
+use crate::auth::rate_limit::RateLimit;
 use crate::domain::mesh::DEFAULT_ENTERPRISE_PROJECT;
 use crate::domain::{Action, Condition, ConditionKey, Effect, Mesh, Principal, Statement};
 
@@ -114,6 +115,18 @@ pub struct TokenConfig {
     /// Hex SHA-256 of the token.
     pub sha256: String,
     pub allow: Vec<StatementConfig>,
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+}
+
+/// `rate_limit = { requests_per_second = 50, burst = 100 }`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub requests_per_second: f64,
+    /// Requests allowed at once above the rate; by default one second's worth.
+    #[serde(default)]
+    pub burst: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -124,6 +137,8 @@ pub struct CredentialConfig {
     pub secret_key_file: Option<PathBuf>,
     pub secret_key_env: Option<String>,
     pub allow: Vec<StatementConfig>,
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -508,7 +523,9 @@ fn validate_tokens(tokens: Vec<TokenConfig>) -> Result<Vec<TokenEntry>, ConfigEr
             ));
         }
         let statements = validate_statements(&format!("tokens[{i}].allow"), token.allow)?;
+        let rate_limit = validate_rate_limit(&format!("tokens[{i}]"), token.rate_limit)?;
         out.push(TokenEntry {
+            rate_limit,
             sha256,
             principal: Principal {
                 subject: token.subject,
@@ -561,7 +578,9 @@ fn validate_credentials(
             ));
         }
         let statements = validate_statements(&format!("credentials[{i}].allow"), c.allow)?;
+        let rate_limit = validate_rate_limit(&format!("credentials[{i}]"), c.rate_limit)?;
         out.push(CredentialEntry {
+            rate_limit,
             access_key: c.access_key,
             secret_key: secret.as_bytes().to_vec(),
             principal: Principal {
@@ -571,6 +590,30 @@ fn validate_credentials(
         });
     }
     Ok(out)
+}
+
+fn validate_rate_limit(
+    key: &str,
+    config: Option<RateLimitConfig>,
+) -> Result<Option<RateLimit>, ConfigError> {
+    let Some(config) = config else {
+        return Ok(None);
+    };
+    if !(config.requests_per_second.is_finite() && config.requests_per_second > 0.0) {
+        return fail(format!(
+            "{key}.rate_limit.requests_per_second: must be a number above 0"
+        ));
+    }
+    let burst = config
+        .burst
+        .unwrap_or_else(|| config.requests_per_second.ceil().min(f64::from(u32::MAX)) as u32);
+    if burst == 0 {
+        return fail(format!("{key}.rate_limit.burst: must be at least 1"));
+    }
+    Ok(Some(RateLimit {
+        requests_per_second: config.requests_per_second,
+        burst,
+    }))
 }
 
 /// A secret key file; refused when others may read it (as ssh refuses keys).

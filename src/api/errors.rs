@@ -5,6 +5,7 @@
 //! always agree.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
@@ -30,12 +31,13 @@ pub enum ErrorCode {
     PayloadTooLarge,
     UnsupportedMediaType,
     MethodNotAllowed,
+    TooManyRequests,
     Internal,
     Unavailable,
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 11] = [
+    const ALL: [ErrorCode; 12] = [
         ErrorCode::InvalidRequest,
         ErrorCode::Unauthenticated,
         ErrorCode::Forbidden,
@@ -45,6 +47,7 @@ impl ErrorCode {
         ErrorCode::PayloadTooLarge,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::MethodNotAllowed,
+        ErrorCode::TooManyRequests,
         ErrorCode::Internal,
         ErrorCode::Unavailable,
     ];
@@ -60,6 +63,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "ASM.01010004",
             ErrorCode::UnsupportedMediaType => "ASM.01010005",
             ErrorCode::MethodNotAllowed => "ASM.01010006",
+            ErrorCode::TooManyRequests => "ASM.01010008",
             ErrorCode::Internal => "ASM.01040001",
             ErrorCode::Unavailable => "ASM.01040002",
         }
@@ -76,6 +80,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -93,6 +98,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ErrorCode::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            ErrorCode::TooManyRequests => "TOO_MANY_REQUESTS",
             ErrorCode::Internal => "INTERNAL",
             ErrorCode::Unavailable => "UNAVAILABLE",
         }
@@ -133,6 +139,8 @@ pub struct WireError {
     pub grpc_code: Code,
     pub message: String,
     pub violations: Vec<Violation>,
+    /// When to try again (429): `Retry-After` on REST, `RetryInfo` on gRPC.
+    pub retry_after: Option<Duration>,
 }
 
 impl WireError {
@@ -142,6 +150,7 @@ impl WireError {
             grpc_code,
             message: message.into(),
             violations: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -153,6 +162,9 @@ impl WireError {
         );
         for v in &self.violations {
             details.add_bad_request_violation(v.field.clone(), v.description.clone());
+        }
+        if let Some(wait) = self.retry_after {
+            details.set_retry_info(Some(wait));
         }
         tonic::Status::with_error_details(self.grpc_code, self.message.clone(), details)
     }
@@ -188,6 +200,7 @@ impl WireError {
             grpc_code: status.code(),
             message,
             violations,
+            retry_after: status.get_details_retry_info().and_then(|r| r.retry_delay),
         }
     }
 
@@ -227,6 +240,10 @@ impl From<ApiError> for WireError {
                 Code::InvalidArgument,
                 message,
             ),
+            ApiError::TooManyRequests { retry_after, .. } => WireError {
+                retry_after: Some(retry_after),
+                ..WireError::new(ErrorCode::TooManyRequests, Code::ResourceExhausted, message)
+            },
             ApiError::Unavailable(reason) => {
                 tracing::warn!(%reason, "request failed: service unavailable");
                 WireError::new(
@@ -282,7 +299,15 @@ impl IntoResponse for WireError {
                 })
                 .collect(),
         };
-        (self.code.http_status(), axum::Json(body)).into_response()
+        let mut response = (self.code.http_status(), axum::Json(body)).into_response();
+        if let Some(wait) = self.retry_after {
+            // Whole seconds, rounded up: a client that waits this long gets in.
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, seconds.max(1).into());
+        }
+        response
     }
 }
 

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use subtle::ConstantTimeEq;
 
+use super::Caller;
+use super::rate_limit::{RateLimit, TokenBucket};
 use super::signature::{self, DATE_FORMAT, DATE_HEADER, NONCE_HEADER};
 use crate::domain::Principal;
 
@@ -26,6 +28,7 @@ pub struct CredentialEntry {
     pub access_key: String,
     pub secret_key: Vec<u8>,
     pub principal: Principal,
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl std::fmt::Debug for CredentialEntry {
@@ -34,6 +37,7 @@ impl std::fmt::Debug for CredentialEntry {
             .field("access_key", &self.access_key)
             .field("secret_key", &"<redacted>")
             .field("principal", &self.principal)
+            .field("rate_limit", &self.rate_limit)
             .finish()
     }
 }
@@ -50,7 +54,7 @@ pub struct SignedRequest<'a> {
 
 #[derive(Default)]
 pub struct CredentialRegistry {
-    by_access_key: HashMap<String, CredentialEntry>,
+    by_access_key: HashMap<String, (CredentialEntry, Option<TokenBucket>)>,
     nonces: Mutex<HashMap<(String, String), Instant>>,
 }
 
@@ -59,7 +63,10 @@ impl CredentialRegistry {
         Self {
             by_access_key: entries
                 .into_iter()
-                .map(|e| (e.access_key.clone(), e))
+                .map(|e| {
+                    let bucket = e.rate_limit.map(TokenBucket::new);
+                    (e.access_key.clone(), (e, bucket))
+                })
                 .collect(),
             nonces: Mutex::default(),
         }
@@ -71,7 +78,7 @@ impl CredentialRegistry {
         &self,
         request: &SignedRequest<'_>,
         now: DateTime<Utc>,
-    ) -> Result<&Principal, String> {
+    ) -> Result<Caller<'_>, String> {
         let authorization = signature::parse_authorization(request.authorization)?;
         let date = header(request.headers, DATE_HEADER).ok_or("X-Sdk-Date is missing")?;
         if !authorization
@@ -101,7 +108,7 @@ impl CredentialRegistry {
                 now.format(DATE_FORMAT)
             ));
         }
-        let entry = self
+        let (entry, bucket) = self
             .by_access_key
             .get(&authorization.access_key)
             .ok_or_else(|| format!("access key {:?} is not known", authorization.access_key))?;
@@ -127,7 +134,10 @@ impl CredentialRegistry {
         if let Some(nonce) = nonce {
             self.remember_nonce(&entry.access_key, &nonce)?;
         }
-        Ok(&entry.principal)
+        Ok(Caller {
+            principal: &entry.principal,
+            limiter: bucket.as_ref(),
+        })
     }
 
     /// Refuses a nonce seen within the window; remembers it otherwise.

@@ -5,11 +5,13 @@
 //! never logged.
 
 pub mod credentials;
+pub mod rate_limit;
 pub mod signature;
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use self::rate_limit::{RateLimit, TokenBucket};
 use crate::domain::Principal;
 
 /// The header (REST) and metadata key (gRPC) that carries the token.
@@ -20,26 +22,44 @@ pub const TOKEN_HEADER: &str = "x-auth-token";
 pub struct TokenEntry {
     pub sha256: [u8; 32],
     pub principal: Principal,
+    pub rate_limit: Option<RateLimit>,
 }
 
-#[derive(Debug, Clone, Default)]
+/// Who a request authenticated as, and the rate limit that applies to it.
+pub struct Caller<'a> {
+    pub principal: &'a Principal,
+    pub limiter: Option<&'a TokenBucket>,
+}
+
+#[derive(Debug, Default)]
 pub struct TokenRegistry {
-    entries: Vec<TokenEntry>,
+    entries: Vec<(TokenEntry, Option<TokenBucket>)>,
 }
 
 impl TokenRegistry {
     pub fn new(entries: Vec<TokenEntry>) -> Self {
-        Self { entries }
+        Self {
+            entries: entries
+                .into_iter()
+                .map(|e| {
+                    let bucket = e.rate_limit.map(TokenBucket::new);
+                    (e, bucket)
+                })
+                .collect(),
+        }
     }
 
-    /// The principal of `token`, if it is a configured one.
-    pub fn authenticate(&self, token: &[u8]) -> Option<&Principal> {
+    /// The caller presenting `token`, if it is a configured one.
+    pub fn authenticate(&self, token: &[u8]) -> Option<Caller<'_>> {
         let digest: [u8; 32] = Sha256::digest(token).into();
         let mut found = None;
         // Visit every entry whatever matched, so timing says nothing of which.
-        for entry in &self.entries {
+        for (entry, bucket) in &self.entries {
             if bool::from(entry.sha256.ct_eq(&digest)) {
-                found = Some(&entry.principal);
+                found = Some(Caller {
+                    principal: &entry.principal,
+                    limiter: bucket.as_ref(),
+                });
             }
         }
         found
@@ -57,13 +77,17 @@ mod tests {
                 subject: "demo".into(),
                 statements: vec![],
             },
+            rate_limit: None,
         }])
     }
 
     #[test]
     fn only_the_configured_token_authenticates() {
         let r = registry();
-        assert_eq!(r.authenticate(b"demo-token").unwrap().subject, "demo");
+        assert_eq!(
+            r.authenticate(b"demo-token").unwrap().principal.subject,
+            "demo"
+        );
         assert!(r.authenticate(b"demo-token ").is_none());
         assert!(r.authenticate(b"").is_none());
     }

@@ -54,6 +54,12 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// The caller's rate limit is used up for now.
+    #[error("{subject} is over its request rate limit; retry in {} ms", .retry_after.as_millis().max(1))]
+    TooManyRequests {
+        subject: String,
+        retry_after: std::time::Duration,
+    },
     #[error("{0}")]
     Unavailable(String),
     /// A fault of the service. The cause is logged, never sent to a client.

@@ -15,7 +15,7 @@ use sha2::{Digest as _, Sha256};
 use super::is_grpc;
 use crate::api::errors::WireError;
 use crate::auth::credentials::{CredentialRegistry, SignedRequest};
-use crate::auth::{TOKEN_HEADER, TokenRegistry, signature};
+use crate::auth::{Caller, TOKEN_HEADER, TokenRegistry, signature};
 use crate::domain::{ApiError, Principal};
 
 /// Paths anyone may call: liveness, readiness, metrics, gRPC health and
@@ -51,12 +51,12 @@ pub async fn authenticate(
         .get(http::header::AUTHORIZATION)
         .is_some_and(|v| signature::is_signature(v.as_bytes()));
     let outcome = match request.headers().get(TOKEN_HEADER) {
-        Some(token) => auth
-            .tokens
-            .authenticate(token.as_bytes())
-            .cloned()
-            .map(|principal| (principal, request))
-            .ok_or_else(|| ApiError::Unauthenticated("X-Auth-Token is not valid".into())),
+        Some(token) => match auth.tokens.authenticate(token.as_bytes()) {
+            Some(caller) => admit(&caller).map(|()| (caller.principal.clone(), request)),
+            None => Err(ApiError::Unauthenticated(
+                "X-Auth-Token is not valid".into(),
+            )),
+        },
         None if signed && grpc => Err(ApiError::Unauthenticated(
             "gRPC calls authenticate with x-auth-token metadata; AK/SK signatures are for REST"
                 .into(),
@@ -124,7 +124,7 @@ async fn verify_signature(
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let principal = auth
+    let caller = auth
         .credentials
         .verify(
             &SignedRequest {
@@ -137,9 +137,25 @@ async fn verify_signature(
             },
             chrono::Utc::now(),
         )
-        .map_err(ApiError::Unauthenticated)?
-        .clone();
-    Ok((principal, Request::from_parts(parts, Body::from(bytes))))
+        .map_err(ApiError::Unauthenticated)?;
+    admit(&caller)?;
+    Ok((
+        caller.principal.clone(),
+        Request::from_parts(parts, Body::from(bytes)),
+    ))
+}
+
+/// Takes a request from the caller's rate limit, if it has one.
+fn admit(caller: &Caller<'_>) -> Result<(), ApiError> {
+    match caller.limiter {
+        None => Ok(()),
+        Some(limiter) => limiter
+            .try_acquire()
+            .map_err(|retry_after| ApiError::TooManyRequests {
+                subject: caller.principal.subject.clone(),
+                retry_after,
+            }),
+    }
 }
 
 /// A trailers-only gRPC answer, in the request's own flavour (gRPC or gRPC-Web).

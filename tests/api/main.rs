@@ -15,6 +15,7 @@ mod limits;
 mod list;
 mod metrics;
 mod protocols;
+mod rate_limits;
 mod replicas;
 mod retries;
 mod roundtrip;
