@@ -128,9 +128,21 @@ impl Application {
         )
         .context("building the REST route table from the proto annotations")?;
         let table = Arc::new(table);
+        // Made once: the description cannot change while the server runs.
+        let openapi = axum::body::Bytes::from(
+            serde_json::to_vec(&crate::transcode::openapi::describe(&table))
+                .context("writing the OpenAPI description")?,
+        );
         let shutting_down = Arc::new(AtomicBool::new(false));
         let rest = Router::new()
             .route("/healthz", get(healthz))
+            .route(
+                "/openapi.json",
+                get(move || {
+                    let openapi = openapi.clone();
+                    async move { ([(http::header::CONTENT_TYPE, "application/json")], openapi) }
+                }),
+            )
             .route(
                 "/metrics",
                 get(metrics_endpoint).with_state(MetricsEndpoint {

@@ -23,6 +23,7 @@ pub struct Route {
     /// The request field the body fills, `*` for the whole request, empty for none.
     pub body: String,
     pub input: MessageDescriptor,
+    pub output: MessageDescriptor,
     pub(super) call: UnaryMethod,
 }
 
@@ -191,6 +192,7 @@ fn route(
         }),
         body: rule.body,
         input,
+        output: method.output(),
         call,
     })
 }

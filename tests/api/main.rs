@@ -14,6 +14,7 @@ mod lifecycle;
 mod limits;
 mod list;
 mod metrics;
+mod openapi;
 mod protocols;
 mod rate_limits;
 mod replicas;
