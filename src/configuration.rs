@@ -56,6 +56,12 @@ pub struct Cli {
     /// Seconds an HTTP/1 client may take to send its request headers.
     #[arg(long, env = "MESHRELEASE_HEADER_READ_TIMEOUT_SECS")]
     pub header_read_timeout_secs: Option<u64>,
+    /// Seconds a connection may stay silent before it is closed.
+    #[arg(long, env = "MESHRELEASE_IDLE_TIMEOUT_SECS")]
+    pub idle_timeout_secs: Option<u64>,
+    /// Seconds a client has to send a whole request body.
+    #[arg(long, env = "MESHRELEASE_BODY_READ_TIMEOUT_SECS")]
+    pub body_read_timeout_secs: Option<u64>,
     /// HTTP/2 streams open at once per connection.
     #[arg(long, env = "MESHRELEASE_MAX_CONCURRENT_STREAMS")]
     pub max_concurrent_streams: Option<u32>,
@@ -89,6 +95,8 @@ struct FileSettings {
     log_level: Option<String>,
     max_body_bytes: Option<usize>,
     header_read_timeout_secs: Option<u64>,
+    body_read_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
     max_concurrent_streams: Option<u32>,
     max_connections: Option<usize>,
     drain_timeout_secs: Option<u64>,
@@ -187,6 +195,8 @@ pub struct Settings {
     pub log_level: String,
     pub max_body_bytes: usize,
     pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub idle_timeout: Duration,
     pub max_concurrent_streams: u32,
     pub max_connections: usize,
     pub drain_timeout: Duration,
@@ -298,6 +308,20 @@ impl Settings {
             .drain_timeout_secs
             .or(file.drain_timeout_secs)
             .unwrap_or(30);
+        let body_read_timeout_secs = cli
+            .body_read_timeout_secs
+            .or(file.body_read_timeout_secs)
+            .unwrap_or(30);
+        if body_read_timeout_secs == 0 {
+            return fail("body_read_timeout_secs: must be at least 1");
+        }
+        let idle_timeout_secs = cli
+            .idle_timeout_secs
+            .or(file.idle_timeout_secs)
+            .unwrap_or(60);
+        if idle_timeout_secs < 2 {
+            return fail("idle_timeout_secs: must be at least 2");
+        }
         if header_read_timeout_secs == 0 {
             return fail("header_read_timeout_secs: must be at least 1");
         }
@@ -335,6 +359,8 @@ impl Settings {
             log_level,
             max_body_bytes,
             header_read_timeout: Duration::from_secs(header_read_timeout_secs),
+            body_read_timeout: Duration::from_secs(body_read_timeout_secs),
+            idle_timeout: Duration::from_secs(idle_timeout_secs),
             max_concurrent_streams,
             max_connections,
             drain_timeout: Duration::from_secs(drain_timeout_secs),

@@ -22,6 +22,7 @@ use crate::auth::credentials::CredentialRegistry;
 use crate::configuration::{Settings, StoreKind};
 use crate::domain::{Meshes, ReleaseManager};
 use crate::http::authenticate::{Authenticator, authenticate, grpc_error};
+use crate::http::body_deadline::body_deadline;
 use crate::http::grpc_errors::normalize_grpc_errors;
 use crate::http::health::{Readiness, healthz, readyz};
 use crate::http::is_grpc;
@@ -182,6 +183,10 @@ impl Application {
                 authenticate,
             ))
             .layer(middleware::from_fn_with_state(
+                settings.body_read_timeout,
+                body_deadline,
+            ))
+            .layer(middleware::from_fn_with_state(
                 Observer {
                     metrics,
                     routes: table,
@@ -206,6 +211,7 @@ impl Application {
                 max_header_bytes: 64 * 1024,
                 max_connections: settings.max_connections,
                 drain_timeout: settings.drain_timeout,
+                idle_timeout: settings.idle_timeout,
             },
             store,
             manager,

@@ -32,12 +32,13 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     MethodNotAllowed,
     TooManyRequests,
+    RequestTimeout,
     Internal,
     Unavailable,
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 12] = [
+    const ALL: [ErrorCode; 13] = [
         ErrorCode::InvalidRequest,
         ErrorCode::Unauthenticated,
         ErrorCode::Forbidden,
@@ -48,6 +49,7 @@ impl ErrorCode {
         ErrorCode::UnsupportedMediaType,
         ErrorCode::MethodNotAllowed,
         ErrorCode::TooManyRequests,
+        ErrorCode::RequestTimeout,
         ErrorCode::Internal,
         ErrorCode::Unavailable,
     ];
@@ -64,6 +66,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => "ASM.01010005",
             ErrorCode::MethodNotAllowed => "ASM.01010006",
             ErrorCode::TooManyRequests => "ASM.01010008",
+            ErrorCode::RequestTimeout => "ASM.01010009",
             ErrorCode::Internal => "ASM.01040001",
             ErrorCode::Unavailable => "ASM.01040002",
         }
@@ -81,6 +84,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -99,6 +103,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ErrorCode::TooManyRequests => "TOO_MANY_REQUESTS",
+            ErrorCode::RequestTimeout => "REQUEST_TIMEOUT",
             ErrorCode::Internal => "INTERNAL",
             ErrorCode::Unavailable => "UNAVAILABLE",
         }
@@ -244,6 +249,9 @@ impl From<ApiError> for WireError {
                 retry_after: Some(retry_after),
                 ..WireError::new(ErrorCode::TooManyRequests, Code::ResourceExhausted, message)
             },
+            ApiError::RequestTimeout(_) => {
+                WireError::new(ErrorCode::RequestTimeout, Code::DeadlineExceeded, message)
+            }
             ApiError::Unavailable(reason) => {
                 tracing::warn!(%reason, "request failed: service unavailable");
                 WireError::new(

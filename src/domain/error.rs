@@ -54,6 +54,9 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// The request body did not arrive in time.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// The caller's rate limit is used up for now.
     #[error("{subject} is over its request rate limit; retry in {} ms", .retry_after.as_millis().max(1))]
     TooManyRequests {

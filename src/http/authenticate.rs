@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt as _;
 use sha2::{Digest as _, Sha256};
 
+use super::body_deadline::is_body_timeout;
 use super::is_grpc;
 use crate::api::errors::WireError;
 use crate::auth::credentials::{CredentialRegistry, SignedRequest};
@@ -107,6 +108,9 @@ async fn verify_signature(
     let mut bytes = Vec::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
+            if is_body_timeout(&e) {
+                return ApiError::RequestTimeout(e.to_string());
+            }
             tracing::debug!(error = %e, "reading a signed request's body failed");
             ApiError::invalid_field("body", "the request body could not be read")
         })?;

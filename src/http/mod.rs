@@ -3,8 +3,10 @@
 //! health endpoints.
 
 pub mod authenticate;
+pub mod body_deadline;
 pub mod grpc_errors;
 pub mod health;
+pub mod idle;
 pub mod observe;
 pub mod request_id;
 pub mod server;

@@ -13,6 +13,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use super::idle::IdleTimeout;
+
 /// Connection-level limits.
 #[derive(Debug, Clone)]
 pub struct ConnectionLimits {
@@ -31,6 +33,9 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     /// How long a shutdown waits for requests in flight.
     pub drain_timeout: Duration,
+    /// A connection with nothing read or written for this long is closed
+    /// (HTTP/2 connections are pinged at half this, so live ones stay).
+    pub idle_timeout: Duration,
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting
@@ -53,7 +58,9 @@ pub async fn serve(
         .max_concurrent_streams(limits.max_concurrent_streams)
         .max_local_error_reset_streams(limits.max_local_error_reset_streams)
         .max_pending_accept_reset_streams(limits.max_pending_accept_reset_streams)
-        .max_header_list_size(limits.max_header_bytes);
+        .max_header_list_size(limits.max_header_bytes)
+        .keep_alive_interval(Some(limits.idle_timeout / 2))
+        .keep_alive_timeout(limits.idle_timeout / 2);
     let builder = Arc::new(builder);
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
@@ -80,7 +87,10 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service.clone())
+            .serve_connection_with_upgrades(
+                TokioIo::new(IdleTimeout::new(stream, limits.idle_timeout)),
+                service.clone(),
+            )
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

@@ -14,6 +14,7 @@ use super::request::assemble;
 use super::routes::{Found, Route, RouteTable};
 use crate::api::errors::WireError;
 use crate::domain::ApiError;
+use crate::http::body_deadline::is_body_timeout;
 
 /// How deep a JSON body may nest. Kubernetes Deployments nest about fifteen
 /// levels; the release wraps them in five more.
@@ -136,6 +137,9 @@ async fn read_json(
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             return Err(ApiError::PayloadTooLarge { limit });
+        }
+        Err(e) if is_body_timeout(e.as_ref()) => {
+            return Err(ApiError::RequestTimeout(e.to_string()));
         }
         Err(e) => {
             tracing::debug!(error = %e, "reading the request body failed");
