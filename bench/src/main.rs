@@ -7,6 +7,8 @@
 
 mod load;
 mod scale;
+mod server;
+mod soak;
 mod targets;
 mod workload;
 
@@ -58,7 +60,11 @@ struct Args {
     /// start-up time (needs `cargo build --release` first).
     #[arg(long)]
     scale: Option<u64>,
-    /// The server binary for `--scale`; by default the `meshrelease` next to
+    /// Instead of the throughput comparison, run a mixed load on the server
+    /// binary for this many seconds and report errors, memory and descriptors.
+    #[arg(long)]
+    soak: Option<u64>,
+    /// The server binary for `--scale` and `--soak`; by default the `meshrelease` next to
     /// this benchmark's own executable.
     #[arg(long)]
     server_binary: Option<std::path::PathBuf>,
@@ -67,6 +73,9 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(seconds) = args.soak {
+        return soak::run(seconds, args.server_binary).await;
+    }
     if let Some(releases) = args.scale {
         return scale::run(releases, args.concurrency, args.server_binary).await;
     }

@@ -64,7 +64,7 @@ pub fn start(data_dir: &std::path::Path, extra: &[&str]) -> Server {
     }
 }
 
-async fn create(base: &str, name: &str, service: &str, request_id: &str) -> u16 {
+pub async fn create(base: &str, name: &str, service: &str, request_id: &str) -> u16 {
     reqwest::Client::new()
         .post(format!(
             "{base}/v2/meshes/{MESH}/namespaces/default/releases"

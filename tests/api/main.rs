@@ -7,6 +7,7 @@ mod abuse;
 mod auth;
 mod binary;
 mod conditions;
+mod crash;
 mod create_grpc;
 mod create_rest;
 mod errors;

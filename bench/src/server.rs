@@ -1,0 +1,122 @@
+//! The real server binary, started on a free loopback port with the
+//! benchmark's mesh and token, and what `/proc` says of it.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use sha2::Digest as _;
+use tokio::process::{Child, Command};
+
+use crate::workload::{MESH, TOKEN};
+
+/// `meshrelease` next to this executable, unless named.
+pub(crate) fn binary(named: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let binary = match named {
+        Some(path) => path,
+        None => std::env::current_exe()?
+            .parent()
+            .context("the benchmark's directory")?
+            .join("meshrelease"),
+    };
+    anyhow::ensure!(
+        binary.exists(),
+        "{} is missing: run `cargo build --release` first, or pass --server-binary",
+        binary.display()
+    );
+    Ok(binary)
+}
+
+pub(crate) struct Server {
+    child: Child,
+    pub(crate) address: std::net::SocketAddr,
+}
+
+impl Server {
+    /// Starts the binary and returns once `/readyz` answers 200.
+    pub(crate) async fn start(binary: &Path, data_dir: &Path) -> anyhow::Result<Self> {
+        let address = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let sha = hex::encode(sha2::Sha256::digest(TOKEN.as_bytes()));
+        let child = Command::new(binary)
+            .arg("--listen")
+            .arg(address.to_string())
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--log-level", "warn"])
+            .env(
+                "MESHRELEASE_MESHES",
+                format!(r#"[{{ id = "{MESH}", clusters = ["cluster-a", "cluster-b"] }}]"#),
+            )
+            .env(
+                "MESHRELEASE_TOKENS",
+                format!(
+                    r#"[{{ subject = "bench", sha256 = "{sha}", allow = [{{ actions = ["asm:mesh:*"], meshes = ["*"] }}] }}]"#
+                ),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()?;
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = http.get(format!("http://{address}/readyz")).send().await
+                && r.status().is_success()
+            {
+                return Ok(Self { child, address });
+            }
+            anyhow::ensure!(Instant::now() < deadline, "the server never became ready");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Releases stored, by walking the list with the largest page.
+    pub(crate) async fn count(&self) -> anyhow::Result<u64> {
+        let text = reqwest::get(format!("http://{}/metrics", self.address))
+            .await?
+            .text()
+            .await?;
+        // Creates answered OK over gRPC: every one stored a release.
+        Ok(text
+            .lines()
+            .filter(|l| {
+                l.starts_with(
+                    "meshrelease_requests_total{rpc=\"asm.v2.ReleaseService/CreateRelease\"",
+                ) && l.contains("code=\"OK\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64)
+    }
+
+    /// Open file descriptors.
+    pub(crate) fn descriptors(&self) -> anyhow::Result<usize> {
+        let pid = self.child.id().context("the server has exited")?;
+        Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
+    }
+
+    /// (resident, peak resident) in KiB.
+    pub(crate) fn memory(&self) -> anyhow::Result<(u64, u64)> {
+        let pid = self.child.id().context("the server has exited")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Ok((field("VmRSS:"), field("VmHWM:")))
+    }
+
+    pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(pid) = self.child.id() {
+            Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await?;
+        }
+        self.child.wait().await?;
+        Ok(())
+    }
+}
