@@ -173,13 +173,18 @@ async fn a_watcher_that_never_reads_does_not_slow_writers() {
     // Opened and never read.
     let _idle = watch(&app, "", "").await.unwrap();
     for i in 0..300 {
-        let status = app
-            .create(&release_body(
+        // A writer held up by the idle watcher would show as this timeout,
+        // not as a hung test.
+        let status = tokio::time::timeout(
+            Duration::from_secs(30),
+            app.create(&release_body(
                 &format!("flood-{i:03}"),
                 &format!("flood-{i}"),
-            ))
-            .await
-            .status();
+            )),
+        )
+        .await
+        .expect("a create was held up by a watcher that does not read")
+        .status();
         assert_eq!(status, 200);
     }
     // A second watcher still gets everything.
