@@ -108,7 +108,7 @@ fn struct_fields(object: wkt::Struct, field: &str, depth: usize) -> Result<JsonO
         ));
     }
     object
-        .fields
+        .into_fields()
         .into_iter()
         .map(|(key, value)| Ok((key, value_to_json(value, field, depth)?)))
         .collect()
@@ -158,12 +158,12 @@ fn value_to_json(
 /// Built from a reference: stored objects are shared between copies of a
 /// release, so there is nothing to move out of.
 pub fn json_to_struct(object: &JsonObject) -> wkt::Struct {
-    wkt::Struct {
-        fields: object
+    wkt::Struct::new(
+        object
             .iter()
             .map(|(k, v)| (k.clone(), json_to_value(v)))
             .collect(),
-    }
+    )
 }
 
 fn json_to_value(value: &serde_json::Value) -> wkt::Value {

@@ -57,11 +57,131 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
-/// `google.protobuf.Struct`.
-#[derive(Clone, PartialEq, ::prost::Message)]
+/// `google.protobuf.Struct`, with its encoded size cached.
+///
+/// prost computes a nested message's size at every level it is nested in,
+/// so a template nested twenty message levels deep had its leaves measured
+/// twenty times per encode. The size is computed once and kept; the fields
+/// are reachable only through methods, and every mutable access (including
+/// decoding) forgets the size, so it can never be stale.
+#[derive(Clone, Default)]
 pub struct Struct {
-    #[prost(btree_map = "string, message", tag = "1")]
-    pub fields: BTreeMap<String, Value>,
+    fields: BTreeMap<String, Value>,
+    size: SizeCache,
+}
+
+impl Struct {
+    pub fn new(fields: BTreeMap<String, Value>) -> Self {
+        Self {
+            fields,
+            size: SizeCache::default(),
+        }
+    }
+
+    pub fn fields(&self) -> &BTreeMap<String, Value> {
+        &self.fields
+    }
+
+    pub fn fields_mut(&mut self) -> &mut BTreeMap<String, Value> {
+        self.size.forget();
+        &mut self.fields
+    }
+
+    pub fn into_fields(self) -> BTreeMap<String, Value> {
+        self.fields
+    }
+}
+
+impl PartialEq for Struct {
+    fn eq(&self, other: &Self) -> bool {
+        self.fields == other.fields
+    }
+}
+
+impl std::fmt::Debug for Struct {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Struct").field("fields", &self.fields).finish()
+    }
+}
+
+/// A message size computed at most once per content.
+#[derive(Default)]
+struct SizeCache(std::sync::OnceLock<usize>);
+
+impl SizeCache {
+    fn get_or_compute(&self, compute: impl FnOnce() -> usize) -> usize {
+        *self.0.get_or_init(compute)
+    }
+
+    fn forget(&mut self) {
+        self.0.take();
+    }
+}
+
+impl Clone for SizeCache {
+    fn clone(&self) -> Self {
+        // A clone has the same content, so the same size.
+        let cache = SizeCache::default();
+        if let Some(size) = self.0.get() {
+            let _ = cache.0.set(*size);
+        }
+        cache
+    }
+}
+
+impl prost::Message for Struct {
+    fn encode_raw(&self, buf: &mut impl prost::bytes::BufMut) {
+        prost::encoding::btree_map::encode(
+            prost::encoding::string::encode,
+            prost::encoding::string::encoded_len,
+            prost::encoding::message::encode,
+            prost::encoding::message::encoded_len,
+            1,
+            &self.fields,
+            buf,
+        );
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl prost::bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        self.size.forget();
+        if tag == 1 {
+            prost::encoding::btree_map::merge(
+                prost::encoding::string::merge,
+                prost::encoding::message::merge,
+                &mut self.fields,
+                buf,
+                ctx,
+            )
+            .map_err(|mut e| {
+                e.push("Struct", "fields");
+                e
+            })
+        } else {
+            prost::encoding::skip_field(wire_type, tag, buf, ctx)
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.size.get_or_compute(|| {
+            prost::encoding::btree_map::encoded_len(
+                prost::encoding::string::encoded_len,
+                prost::encoding::message::encoded_len,
+                1,
+                &self.fields,
+            )
+        })
+    }
+
+    fn clear(&mut self) {
+        self.size.forget();
+        self.fields.clear();
+    }
 }
 
 /// `google.protobuf.Value`.
@@ -218,7 +338,7 @@ impl<'de> Visitor<'de> for StructVisitor {
                 return Err(de::Error::custom(format!("duplicate key {key:?}")));
             }
         }
-        Ok(Struct { fields })
+        Ok(Struct::new(fields))
     }
 }
 
@@ -284,5 +404,34 @@ mod tests {
         let bytes = prost::Message::encode_to_vec(&parsed);
         let decoded: Struct = prost::Message::decode(bytes.as_slice()).unwrap();
         assert_eq!(decoded, parsed);
+    }
+
+    #[test]
+    fn the_cached_size_is_the_real_size_and_follows_every_change() {
+        use prost::Message as _;
+        // (No null: pbjson-types reads it as an unset Value, not NullValue.)
+        let text = r#"{"a":{"b":[1,"x",{"c":false,"d":true}],"e":{"f":{"g":"deep"}}},"h":2.5}"#;
+        let ours: Struct = serde_json::from_str(text).unwrap();
+        // prost's own google.protobuf.Struct, with no cache.
+        let reference: pbjson_types::Struct = serde_json::from_str(text).unwrap();
+        assert_eq!(ours.encoded_len(), reference.encoded_len());
+        assert_eq!(ours.encode_to_vec().len(), reference.encoded_len());
+        let decoded = Struct::decode(reference.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(decoded, ours);
+        assert_eq!(decoded.encoded_len(), reference.encoded_len());
+
+        let mut changed = ours.clone();
+        let before = changed.encoded_len();
+        changed.fields_mut().insert(
+            "longer-key".into(),
+            Value::from(value::Kind::StringValue("value".into())),
+        );
+        assert!(changed.encoded_len() > before);
+        assert_eq!(changed.encoded_len(), changed.encode_to_vec().len());
+        // Merging more fields in (decoding) forgets the size too.
+        let mut merged = ours.clone();
+        let _ = merged.encoded_len();
+        merged.merge(changed.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(merged.encoded_len(), merged.encode_to_vec().len());
     }
 }

@@ -115,7 +115,7 @@ async fn grpc_templates_nested_too_deep_are_refused() {
     let mut deep = meshrelease::pb::wkt::Struct::default();
     for _ in 0..200 {
         let mut outer = meshrelease::pb::wkt::Struct::default();
-        outer.fields.insert(
+        outer.fields_mut().insert(
             "x".into(),
             meshrelease::pb::wkt::Value::from(meshrelease::pb::wkt::value::Kind::StructValue(deep)),
         );
