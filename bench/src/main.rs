@@ -187,13 +187,14 @@ async fn throughput(args: &Args) -> anyhow::Result<u64> {
         }
     }
 
-    let per_commit = match running
-        .get(Target::GrpcSqlite.name())
-        .and_then(|(_, r)| r.metrics_at)
-    {
-        Some(address) => creates_per_commit(address).await.ok(),
-        None => None,
-    };
+    let mut per_commit = BTreeMap::new();
+    for target in [Target::GrpcSqlite, Target::GrpcPg] {
+        if let Some(address) = running.get(target.name()).and_then(|(_, r)| r.metrics_at)
+            && let Ok(mean) = creates_per_commit(address).await
+        {
+            per_commit.insert(target.name(), mean);
+        }
+    }
 
     println!();
     println!("ratios (same run):");
@@ -216,8 +217,8 @@ async fn throughput(args: &Args) -> anyhow::Result<u64> {
         rate(Target::GrpcMem),
         0.7,
     );
-    if let Some(per_commit) = per_commit {
-        println!("  grpc-sqlite creates per commit (mean): {per_commit:.1}");
+    if let Some(mean) = per_commit.get(Target::GrpcSqlite.name()) {
+        println!("  grpc-sqlite creates per commit (mean): {mean:.1}");
     }
     if options.database_url.is_some() {
         ratio(
@@ -226,6 +227,9 @@ async fn throughput(args: &Args) -> anyhow::Result<u64> {
             rate(Target::PgInsert),
             0.6,
         );
+        if let Some(mean) = per_commit.get(Target::GrpcPg.name()) {
+            println!("  grpc-pg creates per commit (mean): {mean:.1}");
+        }
     }
 
     if !args.no_open_loop {

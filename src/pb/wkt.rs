@@ -100,7 +100,9 @@ impl PartialEq for Struct {
 
 impl std::fmt::Debug for Struct {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Struct").field("fields", &self.fields).finish()
+        f.debug_struct("Struct")
+            .field("fields", &self.fields)
+            .finish()
     }
 }
 

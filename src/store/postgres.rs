@@ -10,10 +10,11 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use deadpool_postgres::{GenericClient, Transaction};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
 use tokio::sync::watch;
+use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{NoTls, Transaction};
 
 use super::{
     Created, EVENT_RETENTION, Event, EventType, IDEMPOTENCY_WINDOW_SECS, IdempotencyKey, ListQuery,
@@ -305,18 +306,26 @@ async fn commit_group(
             .get(0);
         let first = last as u64 + 1;
         let mut next = first;
-        for job in group.by_ref() {
-            tx.batch_execute("SAVEPOINT write").await.map_err(db)?;
+        // A savepoint per write, so that a write that fails leaves the others;
+        // releasing one and opening the next share a round trip.
+        tx.batch_execute("SAVEPOINT write").await.map_err(db)?;
+        let mut jobs = group.by_ref().peekable();
+        while let Some(job) = jobs.next() {
             let (wrote, finish) = job(&tx, next).await;
             finishers.push(finish);
+            let more = jobs.peek().is_some();
+            let sql = match (wrote, more) {
+                (true, true) => "RELEASE SAVEPOINT write; SAVEPOINT write",
+                (true, false) => "RELEASE SAVEPOINT write",
+                (false, true) => {
+                    "ROLLBACK TO SAVEPOINT write; RELEASE SAVEPOINT write; SAVEPOINT write"
+                }
+                (false, false) => "ROLLBACK TO SAVEPOINT write; RELEASE SAVEPOINT write",
+            };
             if wrote {
                 next += 1;
-                tx.batch_execute("RELEASE SAVEPOINT write").await.map_err(db)?;
-            } else {
-                tx.batch_execute("ROLLBACK TO SAVEPOINT write")
-                    .await
-                    .map_err(db)?;
             }
+            tx.batch_execute(sql).await.map_err(db)?;
         }
         if next / 1024 != first / 1024 {
             tx.execute(
@@ -387,13 +396,23 @@ fn decode(body: &str) -> Result<Release, StoreError> {
         .map_err(|e| StoreError::Internal(anyhow::Error::new(e).context("a stored release")))
 }
 
-async fn check_create(
-    client: &impl tokio_postgres::GenericClient,
-    release: &Release,
-) -> Result<(), StoreError> {
+/// A statement prepared once per connection (each `execute` of a text query
+/// would otherwise cost a round trip to prepare it).
+async fn statement(
+    client: &impl GenericClient,
+    sql: &str,
+) -> Result<tokio_postgres::Statement, StoreError> {
+    client.prepare_cached(sql).await.map_err(db)
+}
+
+async fn check_create(client: &impl GenericClient, release: &Release) -> Result<(), StoreError> {
     let taken = client
         .query_opt(
-            "SELECT 1 FROM releases WHERE mesh_id = $1 AND namespace = $2 AND name = $3",
+            &statement(
+                client,
+                "SELECT 1 FROM releases WHERE mesh_id = $1 AND namespace = $2 AND name = $3",
+            )
+            .await?,
             &[&release.mesh_id, &release.namespace, &release.name],
         )
         .await
@@ -404,7 +423,11 @@ async fn check_create(
     if release.status.phase.is_active() {
         let holder = client
             .query_opt(
-                "SELECT name FROM releases WHERE mesh_id = $1 AND namespace = $2 AND service_name = $3 AND active",
+                &statement(
+                    client,
+                    "SELECT name FROM releases WHERE mesh_id = $1 AND namespace = $2 AND service_name = $3 AND active",
+                )
+                .await?,
                 &[&release.mesh_id, &release.namespace, &release.service_name],
             )
             .await
@@ -424,7 +447,11 @@ async fn record(
     body: &str,
 ) -> Result<(), StoreError> {
     tx.execute(
-        "INSERT INTO events (revision, mesh_id, namespace, type, body) VALUES ($1, $2, $3, $4, $5)",
+        &statement(
+            tx,
+            "INSERT INTO events (revision, mesh_id, namespace, type, body) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .await?,
         &[
             &(revision as i64),
             &release.mesh_id,
@@ -472,14 +499,22 @@ impl ReleaseStore for PostgresStore {
                 let mut stored = release.clone();
                 stored.resource_version = revision;
                 let body = encode(&stored)?;
-                tx.execute(
-                    "INSERT INTO releases (mesh_id, namespace, name, uid, service_name, phase, active, resource_version, body)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                let uid = stored.uid.to_string();
+                // Sent together: tokio-postgres pipelines queries issued at once
+                // on one connection, so both rows cost one round trip.
+                let insert = async {
+                    tx.execute(
+                    &statement(
+                        tx,
+                        "INSERT INTO releases (mesh_id, namespace, name, uid, service_name, phase, active, resource_version, body)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    )
+                    .await?,
                     &[
                         &stored.mesh_id,
                         &stored.namespace,
                         &stored.name,
-                        &stored.uid.to_string(),
+                        &uid,
                         &stored.service_name,
                         &stored.status.phase.as_str(),
                         &stored.status.phase.is_active(),
@@ -492,7 +527,13 @@ impl ReleaseStore for PostgresStore {
                     Some(code) if *code == SqlState::UNIQUE_VIOLATION => StoreError::NameTaken,
                     _ => db(e),
                 })?;
-                record(tx, revision, EventType::Added, &stored, &body).await?;
+                    Ok::<(), StoreError>(())
+                };
+                futures_util::future::try_join(
+                    insert,
+                    record(tx, revision, EventType::Added, &stored, &body),
+                )
+                .await?;
                 if let Some(key) = &key {
                     tx.execute(
                         "INSERT INTO idempotency (subject, token, request_hash, response, created_at)
@@ -529,7 +570,7 @@ impl ReleaseStore for PostgresStore {
 
     async fn check_create(&self, release: &Release) -> Result<(), StoreError> {
         let client = self.client().await?;
-        check_create(&**client, release).await
+        check_create(&client, release).await
     }
 
     async fn update(&self, release: &Release, expected: u64) -> Result<Release, StoreError> {
