@@ -9,10 +9,6 @@ const PROJECT_TOKEN: &str = "project-token";
 const TAG_TOKEN: &str = "tag-token";
 const DENY_PROD_TOKEN: &str = "deny-prod-token";
 
-fn sha(token: &str) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(token.as_bytes()))
-}
 
 async fn spawn_conditional_app() -> TestApp {
     spawn_app_with(|cli| {

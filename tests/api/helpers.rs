@@ -20,7 +20,8 @@ pub const DENIED_TOKEN: &str = "denied-token";
 pub const OTHER_READER_TOKEN: &str = "other-reader-token";
 pub const MESH: &str = "demo-mesh";
 
-fn sha(token: &str) -> String {
+/// The hex SHA-256 of a token, as the configuration stores it.
+pub fn sha(token: &str) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(token.as_bytes()))
 }

@@ -7,10 +7,6 @@ use crate::helpers::*;
 
 const LIMITED_TOKEN: &str = "limited-token";
 
-fn sha(token: &str) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(token.as_bytes()))
-}
 
 async fn spawn_limited_app() -> TestApp {
     spawn_app_with(|cli| {
