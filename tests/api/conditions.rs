@@ -9,7 +9,6 @@ const PROJECT_TOKEN: &str = "project-token";
 const TAG_TOKEN: &str = "tag-token";
 const DENY_PROD_TOKEN: &str = "deny-prod-token";
 
-
 async fn spawn_conditional_app() -> TestApp {
     spawn_app_with(|cli| {
         cli.meshes = Some(

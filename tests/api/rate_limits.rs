@@ -7,7 +7,6 @@ use crate::helpers::*;
 
 const LIMITED_TOKEN: &str = "limited-token";
 
-
 async fn spawn_limited_app() -> TestApp {
     spawn_app_with(|cli| {
         let tokens = cli.tokens.take().unwrap();
