@@ -9,10 +9,9 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http_body_util::BodyExt as _;
 use sha2::{Digest as _, Sha256};
 
-use super::body_deadline::is_body_timeout;
+use super::body_deadline::read_limited;
 use super::is_grpc;
 use crate::api::errors::WireError;
 use crate::auth::credentials::{CredentialRegistry, SignedRequest};
@@ -94,34 +93,11 @@ async fn verify_signature(
     request: Request,
 ) -> Result<(Principal, Request), ApiError> {
     let (parts, body) = request.into_parts();
-    let limit = auth.max_body_bytes;
-    let declared = parts
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
-        return Err(ApiError::PayloadTooLarge { limit });
-    }
-    let mut body = body;
     let mut hasher = Sha256::new();
-    let mut bytes = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            if is_body_timeout(&e) {
-                return ApiError::RequestTimeout(e.to_string());
-            }
-            tracing::debug!(error = %e, "reading a signed request's body failed");
-            ApiError::invalid_field("body", "the request body could not be read")
-        })?;
-        if let Ok(data) = frame.into_data() {
-            if bytes.len() + data.len() > limit {
-                return Err(ApiError::PayloadTooLarge { limit });
-            }
-            hasher.update(&data);
-            bytes.extend_from_slice(&data);
-        }
-    }
+    let bytes = read_limited(body, &parts.headers, auth.max_body_bytes, |chunk| {
+        hasher.update(chunk)
+    })
+    .await?;
     let body_sha256_hex = hex::encode(hasher.finalize());
     let authorization = parts
         .headers

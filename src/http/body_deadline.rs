@@ -102,3 +102,40 @@ impl http_body::Body for DeadlineBody {
         self.inner.size_hint()
     }
 }
+
+/// Reads a whole request body, refusing it as soon as it passes `limit`
+/// (never buffering more; a declared `Content-Length` over it is refused
+/// before reading), and hands each chunk to `on_chunk` as it arrives (the
+/// AK/SK check hashes it there). The one place REST bodies are read.
+pub async fn read_limited(
+    mut body: Body,
+    headers: &http::HeaderMap,
+    limit: usize,
+    mut on_chunk: impl FnMut(&[u8]),
+) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    let mut bytes = Vec::new();
+    while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+        let frame = frame.map_err(|e| {
+            if is_body_timeout(&e) {
+                return ApiError::RequestTimeout(e.to_string());
+            }
+            tracing::debug!(error = %e, "reading the request body failed");
+            ApiError::invalid_field("body", "the request body could not be read")
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if bytes.len() + data.len() > limit {
+                return Err(ApiError::PayloadTooLarge { limit });
+            }
+            on_chunk(&data);
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok(Bytes::from(bytes))
+}

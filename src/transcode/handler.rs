@@ -5,7 +5,6 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tonic::metadata::MetadataMap;
 
 use super::CallError;
@@ -14,7 +13,7 @@ use super::request::assemble;
 use super::routes::{Found, Route, RouteTable};
 use crate::api::errors::WireError;
 use crate::domain::ApiError;
-use crate::http::body_deadline::is_body_timeout;
+use crate::http::body_deadline::read_limited;
 
 /// How deep a JSON body may nest. Kubernetes Deployments nest about fifteen
 /// levels; the release wraps them in five more.
@@ -126,29 +125,7 @@ async fn read_json(
     headers: &http::HeaderMap,
     limit: usize,
 ) -> Result<serde_json::Value, ApiError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
-        return Err(ApiError::PayloadTooLarge { limit });
-    }
-    let bytes = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return Err(ApiError::PayloadTooLarge { limit });
-        }
-        Err(e) if is_body_timeout(e.as_ref()) => {
-            return Err(ApiError::RequestTimeout(e.to_string()));
-        }
-        Err(e) => {
-            tracing::debug!(error = %e, "reading the request body failed");
-            return Err(ApiError::invalid_field(
-                "body",
-                "the request body could not be read",
-            ));
-        }
-    };
+    let bytes = read_limited(body, headers, limit, |_| {}).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::invalid_field("body", "a JSON object is required"));
     }
