@@ -42,6 +42,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .extern_path(".google.protobuf.Value", "crate::pb::wkt::Value")
         .extern_path(".google.protobuf.ListValue", "crate::pb::wkt::ListValue")
         .extern_path(".google.protobuf.NullValue", "crate::pb::wkt::NullValue")
+        .extern_path(".google.protobuf.FieldMask", "crate::pb::wkt::FieldMask")
         .extern_path(".google.protobuf", "::pbjson_types")
         // A list must show `"items": []` when empty; pbjson omits empty lists.
         .extern_path(".asm.v2.ReleaseList", "crate::pb::list::ReleaseList")
@@ -54,6 +55,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .extern_path(".google.protobuf.Value", "crate::pb::wkt::Value")
         .extern_path(".google.protobuf.ListValue", "crate::pb::wkt::ListValue")
         .extern_path(".google.protobuf.NullValue", "crate::pb::wkt::NullValue")
+        .extern_path(".google.protobuf.FieldMask", "crate::pb::wkt::FieldMask")
         .extern_path(".asm.v2.ReleaseList", "crate::pb::list::ReleaseList")
         .exclude([".asm.v2.ReleaseList"])
         .build(&[".asm"])?;

@@ -13,7 +13,9 @@ use serde::Deserialize;
 use crate::auth::TokenEntry;
 use crate::auth::credentials::CredentialEntry;
 use crate::auth::rate_limit::RateLimit;
+use crate::domain::istio::IstioApi;
 use crate::domain::mesh::DEFAULT_ENTERPRISE_PROJECT;
+use crate::domain::plan::OriginalOnEnd;
 use crate::domain::{Action, Condition, ConditionKey, Effect, Mesh, Principal, Statement};
 
 /// Command-line flags; each has a `MESHRELEASE_*` environment variable, and
@@ -114,6 +116,17 @@ pub struct MeshConfig {
     pub enterprise_project_id: Option<String>,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// The cluster holding VirtualServices and DestinationRules (the Istio
+    /// primary); by default each release's `spec.clusterID`.
+    #[serde(default)]
+    pub istio_config_cluster: Option<String>,
+    /// `"v1beta1"` (the default, served by every Istio since 1.5) or `"v1"`.
+    #[serde(default)]
+    pub istio_api_version: Option<String>,
+    /// `"delete"` (the default, as the cloud service does) or
+    /// `"scale-to-zero"`: what an end does to the original Deployment.
+    #[serde(default)]
+    pub original_on_end: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -434,11 +447,41 @@ fn validate_meshes(meshes: Vec<MeshConfig>) -> Result<Vec<Mesh>, ConfigError> {
         if let Some(key) = mesh.tags.keys().find(|k| k.is_empty()) {
             return fail(format!("meshes[{i}].tags: a tag key is empty ({key:?})"));
         }
+        if let Some(cluster) = &mesh.istio_config_cluster
+            && !mesh.clusters.contains(cluster)
+        {
+            return fail(format!(
+                "meshes[{i}].istio_config_cluster: {cluster:?} is not one of the mesh's clusters"
+            ));
+        }
+        let istio_api = match mesh.istio_api_version.as_deref() {
+            None => IstioApi::default(),
+            Some(text) => match IstioApi::parse(text) {
+                Some(api) => api,
+                None => {
+                    return fail(format!(
+                        "meshes[{i}].istio_api_version: must be \"v1beta1\" or \"v1\", got {text:?}"
+                    ));
+                }
+            },
+        };
+        let original_on_end = match mesh.original_on_end.as_deref() {
+            None | Some("delete") => OriginalOnEnd::Delete,
+            Some("scale-to-zero") => OriginalOnEnd::ScaleToZero,
+            Some(other) => {
+                return fail(format!(
+                    "meshes[{i}].original_on_end: must be \"delete\" or \"scale-to-zero\", got {other:?}"
+                ));
+            }
+        };
         out.push(Mesh {
             id: mesh.id,
             clusters: mesh.clusters,
             enterprise_project_id,
             tags: mesh.tags,
+            istio_config_cluster: mesh.istio_config_cluster,
+            istio_api,
+            original_on_end,
         });
     }
     Ok(out)

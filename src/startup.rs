@@ -224,6 +224,11 @@ impl Application {
         self.local_addr
     }
 
+    /// The release operations, as the cluster driver reaches them.
+    pub fn manager(&self) -> Arc<ReleaseManager> {
+        self.manager.clone()
+    }
+
     /// Serves until `shutdown` resolves, drains requests in flight, then
     /// closes the store.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) {

@@ -330,6 +330,13 @@ impl ReleaseService for Echo {
         Err(Status::unimplemented("echo"))
     }
 
+    async fn patch_release(
+        &self,
+        _: Request<pb::PatchReleaseRequest>,
+    ) -> Result<Response<pb::Release>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+
     async fn delete_release(
         &self,
         _: Request<pb::DeleteReleaseRequest>,

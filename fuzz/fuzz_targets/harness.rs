@@ -29,6 +29,7 @@ pub fn harness() -> &'static Harness {
             clusters: vec!["cluster-a".into(), "cluster-b".into()],
             enterprise_project_id: "0".into(),
             tags: Default::default(),
+            ..Mesh::default()
         }]);
         let manager = Arc::new(ReleaseManager::new(meshes, Arc::new(MemoryStore::new())));
         let api = Arc::new(ReleaseApi::new(manager));

@@ -4,8 +4,14 @@
 
 use std::sync::Arc;
 
-use crate::domain::release::{API_VERSION, GrayDeploymentDraft, KIND};
-use crate::domain::{ApiError, JsonObject, Release, ReleaseDraft};
+use crate::api::errors::ApiError;
+use crate::domain::plan::PlannedObject;
+use crate::domain::release::{API_VERSION, GrayDeploymentDraft, KIND, StatusCondition};
+use crate::domain::traffic::{
+    MatchRule, MatchRuleDraft, MatchValue, StringMatch, StringMatchDraft, TrafficPolicy,
+    TrafficPolicyDraft,
+};
+use crate::domain::{JsonObject, Release, ReleaseDraft};
 use crate::pb::asm::v2 as pb;
 use crate::pb::wkt;
 
@@ -43,7 +49,101 @@ impl TryFrom<pb::Release> for ReleaseDraft {
             version: spec.version,
             release_type: spec.r#type,
             gray_deployments,
+            traffic_policy: spec.traffic_policy.map(TrafficPolicyDraft::from),
         })
+    }
+}
+
+impl From<pb::TrafficPolicy> for TrafficPolicyDraft {
+    fn from(policy: pb::TrafficPolicy) -> Self {
+        let matches = |list: Vec<pb::StringMatch>| {
+            list.into_iter()
+                .map(|m| StringMatchDraft {
+                    name: m.name,
+                    exact: m.exact,
+                    regex: m.regex,
+                })
+                .collect()
+        };
+        TrafficPolicyDraft {
+            weight: policy.weight,
+            match_rules: policy
+                .r#match
+                .into_iter()
+                .map(|rule| MatchRuleDraft {
+                    headers: matches(rule.headers),
+                    query_params: matches(rule.query_params),
+                    cookie: rule.cookie.map(|c| c.regex),
+                    os: rule.os,
+                    browsers: rule.browsers,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<&TrafficPolicy> for pb::TrafficPolicy {
+    fn from(policy: &TrafficPolicy) -> Self {
+        let matches = |list: &[StringMatch]| {
+            list.iter()
+                .map(|m| {
+                    let (exact, regex) = match &m.value {
+                        MatchValue::Exact(v) => (Some(v.clone()), None),
+                        MatchValue::Regex(v) => (None, Some(v.clone())),
+                    };
+                    pb::StringMatch {
+                        name: m.name.clone(),
+                        exact,
+                        regex,
+                    }
+                })
+                .collect()
+        };
+        match policy {
+            TrafficPolicy::Weight(w) => pb::TrafficPolicy {
+                weight: Some(i32::from(*w)),
+                r#match: Vec::new(),
+            },
+            TrafficPolicy::Match(rules) => pb::TrafficPolicy {
+                weight: None,
+                r#match: rules
+                    .iter()
+                    .map(|rule: &MatchRule| pb::MatchRule {
+                        headers: matches(&rule.headers),
+                        query_params: matches(&rule.query_params),
+                        cookie: rule.cookie.clone().map(|regex| pb::CookieMatch { regex }),
+                        os: rule.os.iter().map(|o| o.as_str().to_owned()).collect(),
+                        browsers: rule
+                            .browsers
+                            .iter()
+                            .map(|b| b.as_str().to_owned())
+                            .collect(),
+                    })
+                    .collect(),
+            },
+        }
+    }
+}
+
+impl From<&StatusCondition> for pb::Condition {
+    fn from(c: &StatusCondition) -> Self {
+        pb::Condition {
+            r#type: c.kind.clone(),
+            status: c.status.clone(),
+            reason: c.reason.clone(),
+            message: c.message.clone(),
+            last_transition_time: Some(c.last_transition_time.into()),
+        }
+    }
+}
+
+impl From<&PlannedObject> for pb::PlannedObject {
+    fn from(p: &PlannedObject) -> Self {
+        pb::PlannedObject {
+            cluster_id: p.cluster_id.clone(),
+            action: p.change.as_str().to_owned(),
+            object: Some(json_to_struct(&p.object)),
+        }
     }
 }
 
@@ -62,6 +162,7 @@ impl From<Release> for pb::Release {
                     0 => String::new(),
                     v => v.to_string(),
                 },
+                generation: i32::try_from(release.generation).unwrap_or(i32::MAX),
             }),
             spec: Some(pb::ReleaseSpec {
                 service_name: release.service_name,
@@ -77,6 +178,7 @@ impl From<Release> for pb::Release {
                         template: Some(json_to_struct(&g.template)),
                     })
                     .collect(),
+                traffic_policy: Some((&release.traffic_policy).into()),
             }),
             status: Some(pb::ReleaseStatus {
                 phase: release.status.phase.as_str().to_owned(),
@@ -89,6 +191,11 @@ impl From<Release> for pb::Release {
                     .iter()
                     .map(|object| json_to_struct(object))
                     .collect(),
+                observed_generation: i32::try_from(release.status.observed_generation)
+                    .unwrap_or(i32::MAX),
+                conditions: release.status.conditions.iter().map(Into::into).collect(),
+                traffic: release.status.traffic.as_ref().map(Into::into),
+                plan: release.status.plan.iter().map(Into::into).collect(),
             }),
         }
     }

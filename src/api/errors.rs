@@ -13,11 +13,101 @@ use serde::Serialize;
 use tonic::Code;
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::domain::{ApiError, Violation};
+use crate::domain::{Action, DomainError, Violation};
 
 /// The `ErrorInfo.domain` of every error this service returns.
 const ERROR_DOMAIN: &str = "meshrelease";
 const ERROR_CODE_KEY: &str = "errorCode";
+
+/// An error as the protocol edges know it: everything the domain answers,
+/// and what only an edge can refuse (authentication, body size, media type,
+/// deadlines, rate limits).
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    InvalidArgument {
+        message: String,
+        violations: Vec<Violation>,
+    },
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{subject} may not {action} on mesh {mesh_id}", action = .action.as_str())]
+    PermissionDenied {
+        subject: String,
+        action: Action,
+        mesh_id: String,
+    },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    Aborted(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    Gone(String),
+    #[error("request body exceeds the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The request body did not arrive in time.
+    #[error("{0}")]
+    RequestTimeout(String),
+    /// The caller's rate limit is used up for now.
+    #[error("{subject} is over its request rate limit; retry in {} ms", .retry_after.as_millis().max(1))]
+    TooManyRequests {
+        subject: String,
+        retry_after: Duration,
+    },
+    #[error("{0}")]
+    Unavailable(String),
+    /// A fault of the service. The cause is logged, never sent to a client.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    /// A 400 for rule violations, summarised in the message.
+    pub fn invalid(violations: Vec<Violation>) -> Self {
+        DomainError::invalid(violations).into()
+    }
+
+    /// A 400 about one field.
+    pub fn invalid_field(field: impl Into<String>, description: impl Into<String>) -> Self {
+        DomainError::invalid_field(field, description).into()
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(error: DomainError) -> Self {
+        match error {
+            DomainError::InvalidArgument {
+                message,
+                violations,
+            } => ApiError::InvalidArgument {
+                message,
+                violations,
+            },
+            DomainError::PermissionDenied {
+                subject,
+                action,
+                mesh_id,
+            } => ApiError::PermissionDenied {
+                subject,
+                action,
+                mesh_id,
+            },
+            DomainError::NotFound(m) => ApiError::NotFound(m),
+            DomainError::AlreadyExists(m) => ApiError::AlreadyExists(m),
+            DomainError::Aborted(m) => ApiError::Aborted(m),
+            DomainError::FailedPrecondition(m) => ApiError::FailedPrecondition(m),
+            DomainError::Gone(m) => ApiError::Gone(m),
+            DomainError::Unavailable(m) => ApiError::Unavailable(m),
+            DomainError::Internal(cause) => ApiError::Internal(cause),
+        }
+    }
+}
 
 /// The contract's error codes, with their HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,6 +364,18 @@ impl From<ApiError> for WireError {
 impl From<ApiError> for tonic::Status {
     fn from(error: ApiError) -> Self {
         WireError::from(error).to_status()
+    }
+}
+
+impl From<DomainError> for tonic::Status {
+    fn from(error: DomainError) -> Self {
+        WireError::from(ApiError::from(error)).to_status()
+    }
+}
+
+impl From<DomainError> for WireError {
+    fn from(error: DomainError) -> Self {
+        WireError::from(ApiError::from(error))
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod conversions;
 pub mod errors;
+pub mod field_mask;
 mod release_service;
 
 pub use release_service::{CLIENT_TOKEN, ReleaseApi};

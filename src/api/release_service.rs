@@ -5,9 +5,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status};
 
+use crate::api::errors::ApiError;
 use crate::domain::release::API_VERSION;
 use crate::domain::{
-    ApiError, CreateRelease, ListReleases, Principal, ReleaseDraft, ReleaseManager, ReleaseRef,
+    CreateRelease, ListReleases, PatchRelease, Principal, ReleaseDraft, ReleaseManager, ReleaseRef,
     UpdateRelease, WatchReleases,
 };
 use crate::pb::asm::v2 as pb;
@@ -149,6 +150,51 @@ impl ReleaseService for ReleaseApi {
             )
             .await?;
         Ok(Response::new(updated.into()))
+    }
+
+    async fn patch_release(
+        &self,
+        request: Request<pb::PatchReleaseRequest>,
+    ) -> Result<Response<pb::Release>, Status> {
+        let principal = principal(&request)?;
+        let r = request.into_inner();
+        let release = r.release.unwrap_or_default();
+        let message = super::field_mask::pool()
+            .get_message_by_name("asm.v2.Release")
+            .ok_or_else(|| Status::internal("internal error"))?;
+        // AIP-134: no mask means the fields the message populates.
+        let proto_paths = match r.update_mask {
+            Some(mask) if !mask.paths.is_empty() => mask.paths,
+            _ => match serde_json::to_value(&release) {
+                Ok(serde_json::Value::Object(json)) => super::field_mask::derive(&message, &json),
+                Ok(_) | Err(_) => Vec::new(),
+            },
+        };
+        let mut violations = Vec::new();
+        let mut mask = Vec::new();
+        for path in &proto_paths {
+            match super::field_mask::to_json_path(&message, path, "updateMask") {
+                Ok(p) => mask.push(p),
+                Err(v) => violations.push(v),
+            }
+        }
+        if !violations.is_empty() {
+            return Err(ApiError::invalid(violations).into());
+        }
+        let draft = ReleaseDraft::try_from(release)?;
+        let patched = self
+            .manager
+            .patch(
+                &principal,
+                PatchRelease {
+                    target: release_ref(r.mesh_id, r.namespace, r.name),
+                    draft,
+                    mask,
+                    dry_run: r.dry_run,
+                },
+            )
+            .await?;
+        Ok(Response::new(patched.into()))
     }
 
     async fn delete_release(

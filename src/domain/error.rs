@@ -1,6 +1,8 @@
-//! The errors a caller of the domain can see. The protocol edges map each
-//! variant to a gRPC status and to an HTTP status with the contract's
-//! `errorCode`, in `crate::api_error` alone.
+//! The errors the domain's operations answer. The protocol edges wrap them
+//! in their own error (`crate::api::errors::ApiError`, which adds what only an
+//! edge can refuse: authentication, body size, media type, deadlines, rate
+//! limits) and map that, in `crate::api::errors` alone, to a gRPC status and
+//! to an HTTP status with the contract's `errorCode`.
 
 use super::authz::Action;
 
@@ -22,14 +24,12 @@ impl Violation {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub enum DomainError {
     #[error("{message}")]
     InvalidArgument {
         message: String,
         violations: Vec<Violation>,
     },
-    #[error("{0}")]
-    Unauthenticated(String),
     #[error("{subject} may not {action} on mesh {mesh_id}", action = .action.as_str())]
     PermissionDenied {
         subject: String,
@@ -50,19 +50,6 @@ pub enum ApiError {
     /// A watch resume point older than the kept history.
     #[error("{0}")]
     Gone(String),
-    #[error("request body exceeds the limit of {limit} bytes")]
-    PayloadTooLarge { limit: usize },
-    #[error("{0}")]
-    UnsupportedMediaType(String),
-    /// The request body did not arrive in time.
-    #[error("{0}")]
-    RequestTimeout(String),
-    /// The caller's rate limit is used up for now.
-    #[error("{subject} is over its request rate limit; retry in {} ms", .retry_after.as_millis().max(1))]
-    TooManyRequests {
-        subject: String,
-        retry_after: std::time::Duration,
-    },
     #[error("{0}")]
     Unavailable(String),
     /// A fault of the service. The cause is logged, never sent to a client.
@@ -70,14 +57,14 @@ pub enum ApiError {
     Internal(#[source] anyhow::Error),
 }
 
-impl ApiError {
+impl DomainError {
     /// A 400 for rule violations, summarised in the message.
     pub fn invalid(violations: Vec<Violation>) -> Self {
         let message = match violations.as_slice() {
             [only] => format!("invalid request: {}: {}", only.field, only.description),
             many => format!("invalid request: {} problems, see details", many.len()),
         };
-        ApiError::InvalidArgument {
+        DomainError::InvalidArgument {
             message,
             violations,
         }

@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+use super::istio::IstioApi;
+use super::plan::OriginalOnEnd;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Mesh {
     pub id: String,
     pub clusters: Vec<String>,
@@ -11,6 +14,13 @@ pub struct Mesh {
     pub enterprise_project_id: String,
     /// Resource tags, for `g:ResourceTag/<key>` conditions.
     pub tags: BTreeMap<String, String>,
+    /// Where VirtualServices and DestinationRules live; by default the
+    /// release's own `spec.clusterID`.
+    pub istio_config_cluster: Option<String>,
+    /// The Istio networking API version to write.
+    pub istio_api: IstioApi,
+    /// What an end does to the original Deployment.
+    pub original_on_end: OriginalOnEnd,
 }
 
 /// The enterprise project of a mesh that names none, as in the cloud.

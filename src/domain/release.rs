@@ -6,6 +6,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::plan::PlannedObject;
+use super::traffic::{TrafficPolicy, TrafficPolicyDraft};
+
 /// A Kubernetes object (a Deployment template, say) as plain JSON.
 pub type JsonObject = serde_json::Map<String, serde_json::Value>;
 
@@ -29,6 +32,8 @@ pub struct ReleaseDraft {
     pub version: String,
     pub release_type: String,
     pub gray_deployments: Vec<GrayDeploymentDraft>,
+    /// `spec.trafficPolicy`, where given.
+    pub traffic_policy: Option<TrafficPolicyDraft>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -53,7 +58,17 @@ pub struct Release {
     pub version: String,
     pub release_type: ReleaseType,
     pub gray_deployments: Vec<GrayDeployment>,
+    /// Who gets which requests (weight 0 unless set).
+    #[serde(default)]
+    pub traffic_policy: TrafficPolicy,
+    /// Counts changes of the spec: 1 on create.
+    #[serde(default = "first_generation")]
+    pub generation: u32,
     pub status: ReleaseStatus,
+}
+
+fn first_generation() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,6 +88,62 @@ pub struct ReleaseStatus {
     pub deployment: Option<Arc<JsonObject>>,
     /// Each gray Deployment as this release creates it.
     pub gray_deployments: Vec<Arc<JsonObject>>,
+    /// The generation of the spec the clusters reflect.
+    #[serde(default)]
+    pub observed_generation: u32,
+    #[serde(default)]
+    pub conditions: Vec<StatusCondition>,
+    /// The traffic policy applied in the clusters now, once one is.
+    #[serde(default)]
+    pub traffic: Option<TrafficPolicy>,
+    /// When the release entered its phase (for the progress deadline).
+    #[serde(default)]
+    pub phase_time: Option<DateTime<Utc>>,
+    /// The routing as its owners left it, saved before the first change so
+    /// that a cancel can restore it.
+    #[serde(default)]
+    pub saved_routing: Option<SavedRouting>,
+    /// On a dry-run answer only: what the next step would change. Never stored.
+    #[serde(skip)]
+    pub plan: Vec<PlannedObject>,
+}
+
+impl ReleaseStatus {
+    /// The status of a release accepted at `now`.
+    pub fn pending(now: DateTime<Utc>, gray_deployments: Vec<Arc<JsonObject>>) -> Self {
+        ReleaseStatus {
+            phase: Phase::Pending,
+            start_time: now,
+            update_time: now,
+            deployment: None,
+            gray_deployments,
+            observed_generation: 0,
+            conditions: Vec::new(),
+            traffic: None,
+            phase_time: Some(now),
+            saved_routing: None,
+            plan: Vec::new(),
+        }
+    }
+}
+
+/// A condition as in Kubernetes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusCondition {
+    pub kind: String,
+    /// "True", "False" or "Unknown".
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+    pub last_transition_time: DateTime<Utc>,
+}
+
+/// The Istio objects for the host as they were before this release changed
+/// them: `None` where there was no such object (the release created it).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SavedRouting {
+    pub virtual_service: Option<Arc<JsonObject>>,
+    pub destination_rule: Option<Arc<JsonObject>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,15 +210,18 @@ impl Phase {
         }
     }
 
-    /// An active release holds its service: no second release may start on it.
+    /// An active release holds its service: no second release may start on
+    /// it. Only an ended or canceled release is over.
     pub fn is_active(self) -> bool {
         match self {
             Phase::Pending
             | Phase::Deploying
             | Phase::Running
             | Phase::Ending
-            | Phase::Canceling => true,
-            Phase::Ended | Phase::Canceled | Phase::Failed => false,
+            | Phase::Canceling
+            // Its gray Deployments and routing stay until it is canceled.
+            | Phase::Failed => true,
+            Phase::Ended | Phase::Canceled => false,
         }
     }
 }

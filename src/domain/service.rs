@@ -11,11 +11,18 @@ use uuid::Uuid;
 
 use super::authz::{Action, Principal};
 use super::cursor::{self, Cursor};
-use super::error::{ApiError, Violation};
+use super::error::{DomainError, Violation};
 use super::mesh::{Mesh, Meshes};
-use super::release::{Phase, Release, ReleaseDraft, ReleaseStatus};
+use super::phase::{self, Move, Outcome};
+use super::plan;
+use super::ports::{
+    Created, Event, EventType, IdempotencyKey, ListQuery, ReleaseStore, StoreError,
+};
+use super::release::{
+    JsonObject, Phase, Release, ReleaseDraft, ReleaseStatus, SavedRouting, StatusCondition,
+};
+use super::traffic::{self, TrafficPolicy, TrafficPolicyDraft};
 use super::validation::{self, ValidRelease};
-use crate::store::{Created, Event, IdempotencyKey, ListQuery, ReleaseStore, StoreError};
 
 pub const DEFAULT_PAGE: usize = 100;
 pub const MAX_PAGE: usize = 1000;
@@ -51,6 +58,35 @@ pub struct UpdateRelease {
     pub target: ReleaseRef,
     pub draft: ReleaseDraft,
     pub dry_run: bool,
+}
+
+/// PatchRelease: the fields of `draft` that `mask` names (JSON field paths
+/// such as `spec.trafficPolicy.weight`) are applied.
+#[derive(Debug, Clone, Default)]
+pub struct PatchRelease {
+    pub target: ReleaseRef,
+    pub draft: ReleaseDraft,
+    pub mask: Vec<String>,
+    pub dry_run: bool,
+}
+
+/// What the cluster driver writes after a step: status only, never the spec.
+#[derive(Debug, Clone, Default)]
+pub struct StatusUpdate {
+    /// The phase move the step made, if any.
+    pub step: Option<Move>,
+    /// The generation of the spec the step carried out.
+    pub observed_generation: Option<u32>,
+    /// Conditions to set, by type (others stay).
+    pub conditions: Vec<(String, bool, String, String)>,
+    /// The traffic policy now applied.
+    pub traffic: Option<TrafficPolicy>,
+    /// The original Deployment as read.
+    pub deployment: Option<Arc<JsonObject>>,
+    /// The gray Deployments as applied, with their observed status.
+    pub gray_deployments: Option<Vec<Arc<JsonObject>>>,
+    /// The routing before this release changed it (written once).
+    pub saved_routing: Option<SavedRouting>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -115,17 +151,17 @@ impl ReleaseManager {
         principal: &Principal,
         action: Action,
         mesh_id: &str,
-    ) -> Result<&Mesh, ApiError> {
+    ) -> Result<&Mesh, DomainError> {
         let mesh = self.meshes.get(mesh_id);
         // Permission first: a caller learns nothing of meshes it may not use.
         if !principal.allows(action, mesh_id, mesh) {
-            return Err(ApiError::PermissionDenied {
+            return Err(DomainError::PermissionDenied {
                 subject: principal.subject.clone(),
                 action,
                 mesh_id: mesh_id.to_owned(),
             });
         }
-        mesh.ok_or_else(|| ApiError::NotFound(format!("mesh {mesh_id:?} not found")))
+        mesh.ok_or_else(|| DomainError::NotFound(format!("mesh {mesh_id:?} not found")))
     }
 
     /// Validates and stores a new release; it is durable when this returns Ok.
@@ -133,14 +169,14 @@ impl ReleaseManager {
         &self,
         principal: &Principal,
         request: CreateRelease,
-    ) -> Result<Release, ApiError> {
+    ) -> Result<Release, DomainError> {
         let mesh = self.mesh(principal, Action::CreateRelease, &request.mesh_id)?;
         let key = match &request.client_token {
             Some(token) => Some(idempotency_key(principal, token, &request)?),
             None => None,
         };
         let valid = validation::validate(&request.draft, mesh, &request.namespace)
-            .map_err(ApiError::invalid)?;
+            .map_err(DomainError::invalid)?;
         let now = now();
         let release = new_release(request.mesh_id, request.namespace, valid, now);
         if request.dry_run {
@@ -148,11 +184,11 @@ impl ReleaseManager {
                 .check_create(&release)
                 .await
                 .map_err(|e| conflict(e, &release))?;
-            return Ok(release);
+            return Ok(with_plan(release, mesh));
         }
         match self.store.create(&release, key.as_ref()).await {
             Ok(Created::New(stored) | Created::Replayed(stored)) => Ok(stored),
-            Err(StoreError::IdempotencyMismatch) => Err(ApiError::AlreadyExists(format!(
+            Err(StoreError::IdempotencyMismatch) => Err(DomainError::AlreadyExists(format!(
                 "X-Client-Token {:?} was already used, within the last 24 hours, for a different request",
                 request.client_token.unwrap_or_default()
             ))),
@@ -164,18 +200,28 @@ impl ReleaseManager {
         &self,
         principal: &Principal,
         target: ReleaseRef,
-    ) -> Result<Release, ApiError> {
+    ) -> Result<Release, DomainError> {
         self.mesh(principal, Action::GetRelease, &target.mesh_id)?;
         self.load(&target).await
     }
 
-    async fn load(&self, target: &ReleaseRef) -> Result<Release, ApiError> {
+    /// A release as stored, for the cluster driver (which acts for no caller).
+    pub async fn read(&self, target: &ReleaseRef) -> Result<Release, DomainError> {
+        self.load(target).await
+    }
+
+    /// The meshes this service runs releases for.
+    pub fn meshes(&self) -> &Meshes {
+        &self.meshes
+    }
+
+    async fn load(&self, target: &ReleaseRef) -> Result<Release, DomainError> {
         self.store
             .get(&target.mesh_id, &target.namespace, &target.name)
             .await
             .map_err(store_error)?
             .ok_or_else(|| {
-                ApiError::NotFound(format!(
+                DomainError::NotFound(format!(
                     "release {:?} not found in mesh {:?}, namespace {:?}",
                     target.name, target.mesh_id, target.namespace
                 ))
@@ -186,7 +232,7 @@ impl ReleaseManager {
         &self,
         principal: &Principal,
         request: ListReleases,
-    ) -> Result<ReleasePage, ApiError> {
+    ) -> Result<ReleasePage, DomainError> {
         self.mesh(principal, Action::ListReleases, &request.mesh_id)?;
         let mut violations = Vec::new();
         let limit = match request.limit {
@@ -239,7 +285,7 @@ impl ReleaseManager {
             }
         };
         if !violations.is_empty() {
-            return Err(ApiError::invalid(violations));
+            return Err(DomainError::invalid(violations));
         }
         let page = self
             .store
@@ -266,7 +312,7 @@ impl ReleaseManager {
         &self,
         principal: &Principal,
         request: UpdateRelease,
-    ) -> Result<Release, ApiError> {
+    ) -> Result<Release, DomainError> {
         let target = &request.target;
         let mesh = self.mesh(principal, Action::UpdateRelease, &target.mesh_id)?;
         let mut violations = Vec::new();
@@ -294,10 +340,10 @@ impl ReleaseManager {
         };
         let valid = match validation::validate(&request.draft, mesh, &target.namespace) {
             Ok(valid) if violations.is_empty() => valid,
-            Ok(_) => return Err(ApiError::invalid(violations)),
+            Ok(_) => return Err(DomainError::invalid(violations)),
             Err(mut more) => {
                 violations.append(&mut more);
-                return Err(ApiError::invalid(violations));
+                return Err(DomainError::invalid(violations));
             }
         };
         for _ in 0..WRITE_ATTEMPTS {
@@ -333,30 +379,27 @@ impl ReleaseManager {
                 ));
             }
             if !changed.is_empty() {
-                return Err(ApiError::invalid(changed));
+                return Err(DomainError::invalid(changed));
             }
             if !current.status.phase.is_active() {
-                return Err(ApiError::FailedPrecondition(format!(
-                    "release {:?} is {} and can no longer be updated",
-                    current.name,
-                    current.status.phase.as_str()
-                )));
+                return Err(over(&current));
             }
             if let Some(pinned) = pinned.filter(|p| *p != current.resource_version) {
                 return Err(stale(&current, pinned));
             }
-            let mut next = current.clone();
-            next.gray_deployments = valid.gray_deployments.clone();
-            next.status.gray_deployments = valid.completed.clone();
-            next.status.update_time = later_than(current.status.update_time);
+            let change = SpecChange {
+                templates: Some((valid.gray_deployments.clone(), valid.completed.clone())),
+                policy: valid.traffic_policy.clone(),
+            };
+            let next = change.apply_to(&current)?;
             if request.dry_run {
-                return Ok(next);
+                return Ok(with_plan(next, mesh));
             }
             match self.store.update(&next, current.resource_version).await {
                 Ok(stored) => return Ok(stored),
                 Err(StoreError::Stale { .. }) if pinned.is_none() => continue,
                 Err(StoreError::Stale { current: now_at }) => {
-                    return Err(ApiError::Aborted(format!(
+                    return Err(DomainError::Aborted(format!(
                         "release {:?} changed while updating: its resourceVersion is now {now_at}",
                         current.name
                     )));
@@ -367,20 +410,22 @@ impl ReleaseManager {
         Err(busy(target))
     }
 
-    /// `cancel` or `end` an active release; remove one that is over.
+    /// `cancel` or `end` a release, as the phase machine allows; remove the
+    /// record of one that is over. A retried cancel or end answers the
+    /// release as it is and changes nothing.
     pub async fn delete(
         &self,
         principal: &Principal,
         target: ReleaseRef,
         action: &str,
-    ) -> Result<Release, ApiError> {
+    ) -> Result<Release, DomainError> {
         self.mesh(principal, Action::DeleteRelease, &target.mesh_id)?;
-        let ending = match action {
+        let step = match action {
             "" => None,
-            "cancel" => Some(Phase::Canceled),
-            "end" => Some(Phase::Ended),
+            "cancel" => Some(Move::Cancel),
+            "end" => Some(Move::End),
             other => {
-                return Err(ApiError::invalid_field(
+                return Err(DomainError::invalid_field(
                     "action",
                     format!("must be cancel or end, got {other:?}"),
                 ));
@@ -388,29 +433,44 @@ impl ReleaseManager {
         };
         for _ in 0..WRITE_ATTEMPTS {
             let current = self.load(&target).await?;
-            let outcome = if current.status.phase.is_active() {
-                let Some(phase) = ending else {
-                    return Err(ApiError::invalid_field(
+            let outcome = match step {
+                None if current.status.phase.is_active() => {
+                    return Err(DomainError::invalid_field(
                         "action",
                         format!(
-                            "is required: release {:?} is active; cancel (the original version keeps all traffic) or end (the gray version takes over)",
-                            current.name
+                            "is required: release {:?} is {}, not over; cancel (the original version keeps all traffic) or end (the gray version takes over) first",
+                            current.name,
+                            current.status.phase.as_str()
                         ),
                     ));
-                };
-                let mut next = current.clone();
-                next.status.phase = phase;
-                next.status.update_time = later_than(current.status.update_time);
-                self.store.update(&next, current.resource_version).await
-            } else {
-                self.store
-                    .remove(
-                        &target.mesh_id,
-                        &target.namespace,
-                        &target.name,
-                        current.resource_version,
-                    )
-                    .await
+                }
+                None => {
+                    self.store
+                        .remove(
+                            &target.mesh_id,
+                            &target.namespace,
+                            &target.name,
+                            current.resource_version,
+                        )
+                        .await
+                }
+                Some(step) => {
+                    match phase::transition(current.status.phase, step, &current.traffic_policy) {
+                        Outcome::AlreadyThere => return Ok(current),
+                        Outcome::Refused(why) => {
+                            return Err(DomainError::FailedPrecondition(format!(
+                                "release {:?} is {}: {why}",
+                                current.name,
+                                current.status.phase.as_str()
+                            )));
+                        }
+                        Outcome::To(phase) => {
+                            let mut next = current.clone();
+                            enter_phase(&mut next, phase);
+                            self.store.update(&next, current.resource_version).await
+                        }
+                    }
+                }
             };
             match outcome {
                 Ok(release) => return Ok(release),
@@ -421,6 +481,137 @@ impl ReleaseManager {
         Err(busy(&target))
     }
 
+    /// Changes the fields the mask names (AIP-134).
+    pub async fn patch(
+        &self,
+        principal: &Principal,
+        request: PatchRelease,
+    ) -> Result<Release, DomainError> {
+        let target = &request.target;
+        let mesh = self.mesh(principal, Action::UpdateRelease, &target.mesh_id)?;
+        let masked = read_mask(&request.mask, &request.draft, target, &mesh.id)?;
+        for _ in 0..WRITE_ATTEMPTS {
+            let current = self.load(target).await?;
+            if !current.status.phase.is_active() {
+                return Err(over(&current));
+            }
+            if let Some(pinned) = masked.pinned.filter(|p| *p != current.resource_version) {
+                return Err(stale(&current, pinned));
+            }
+            let mut violations = Vec::new();
+            let policy = masked.policy.as_ref().and_then(|draft| {
+                traffic::validate(
+                    draft,
+                    Some(current.release_type),
+                    "spec.trafficPolicy",
+                    &mut violations,
+                )
+            });
+            let templates = if masked.templates {
+                let mut draft = request.draft.clone();
+                fill_identity(&mut draft, &current);
+                match validation::validate(&draft, mesh, &target.namespace) {
+                    Ok(valid) => Some((valid.gray_deployments, valid.completed)),
+                    Err(mut more) => {
+                        more.retain(|v| v.field.starts_with("spec.grayDeployments"));
+                        violations.append(&mut more);
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            if !violations.is_empty() {
+                return Err(DomainError::invalid(violations));
+            }
+            let next = SpecChange { templates, policy }.apply_to(&current)?;
+            if request.dry_run {
+                return Ok(with_plan(next, mesh));
+            }
+            if next == current {
+                return Ok(current);
+            }
+            match self.store.update(&next, current.resource_version).await {
+                Ok(stored) => return Ok(stored),
+                Err(StoreError::Stale { .. }) if masked.pinned.is_none() => continue,
+                Err(StoreError::Stale { current: now_at }) => {
+                    return Err(DomainError::Aborted(format!(
+                        "release {:?} changed while updating: its resourceVersion is now {now_at}",
+                        current.name
+                    )));
+                }
+                Err(e) => return Err(store_error(e)),
+            }
+        }
+        Err(busy(target))
+    }
+
+    /// The cluster driver's write: status only. The spec and generation stay
+    /// as they are; the write still takes the next resourceVersion, and loses
+    /// (`Aborted`) to any write since `expected`, a client's included.
+    pub async fn write_status(
+        &self,
+        target: &ReleaseRef,
+        expected: u64,
+        update: StatusUpdate,
+    ) -> Result<Release, DomainError> {
+        let current = self.load(target).await?;
+        if current.resource_version != expected {
+            return Err(stale(&current, expected));
+        }
+        let mut next = current.clone();
+        if let Some(step) = update.step {
+            match phase::transition(current.status.phase, step, &current.traffic_policy) {
+                Outcome::To(phase) => enter_phase(&mut next, phase),
+                Outcome::AlreadyThere => {}
+                Outcome::Refused(why) => return Err(DomainError::FailedPrecondition(why)),
+            }
+        }
+        let now = later_than(current.status.update_time);
+        for (kind, status, reason, message) in update.conditions {
+            set_condition(
+                &mut next.status.conditions,
+                &kind,
+                status,
+                reason,
+                message,
+                now,
+            );
+        }
+        if let Some(generation) = update.observed_generation {
+            next.status.observed_generation = generation.min(current.generation);
+        }
+        if update.traffic.is_some() {
+            next.status.traffic = update.traffic;
+        }
+        if update.deployment.is_some() {
+            next.status.deployment = update.deployment;
+        }
+        if let Some(gray) = update.gray_deployments {
+            next.status.gray_deployments = gray;
+        }
+        if next.status.saved_routing.is_none() {
+            next.status.saved_routing = update.saved_routing;
+        }
+        next.status.update_time = now;
+        self.store
+            .update(&next, expected)
+            .await
+            .map_err(|e| match e {
+                StoreError::Stale { current: now_at } => DomainError::Aborted(format!(
+                    "release {:?} changed: its resourceVersion is now {now_at}",
+                    current.name
+                )),
+                other @ (StoreError::NameTaken
+                | StoreError::ServiceBusy { .. }
+                | StoreError::NotFound
+                | StoreError::IdempotencyMismatch
+                | StoreError::TooOld { .. }
+                | StoreError::Unavailable(_)
+                | StoreError::Internal(_)) => store_error(other),
+            })
+    }
+
     /// The current releases (as ADDED events), then every change, in commit
     /// order; or, with a resourceVersion, every change after it. The stream
     /// ends when the receiver is dropped or the service shuts down.
@@ -428,12 +619,12 @@ impl ReleaseManager {
         &self,
         principal: &Principal,
         request: WatchReleases,
-    ) -> Result<mpsc::Receiver<Result<Event, ApiError>>, ApiError> {
+    ) -> Result<mpsc::Receiver<Result<Event, DomainError>>, DomainError> {
         self.mesh(principal, Action::ListReleases, &request.mesh_id)?;
         let resume = match request.resource_version.as_str() {
             "" => None,
             text => Some(text.parse::<u64>().map_err(|_| {
-                ApiError::invalid_field(
+                DomainError::invalid_field(
                     "resourceVersion",
                     "is not a resourceVersion of this service",
                 )
@@ -463,7 +654,7 @@ impl ReleaseManager {
                     .into_iter()
                     .map(|release| Event {
                         revision: release.resource_version,
-                        kind: crate::store::EventType::Added,
+                        kind: EventType::Added,
                         release,
                     })
                     .collect();
@@ -530,6 +721,222 @@ impl Drop for WatcherCount {
     }
 }
 
+/// A change of the spec by PUT or PATCH, checked against the phase machine.
+struct SpecChange {
+    templates: Option<(Vec<super::release::GrayDeployment>, Vec<Arc<JsonObject>>)>,
+    policy: Option<TrafficPolicy>,
+}
+
+impl SpecChange {
+    fn apply_to(self, current: &Release) -> Result<Release, DomainError> {
+        let phase = current.status.phase;
+        let mut next = current.clone();
+        let mut changed = false;
+        if let Some((gray, completed)) = self.templates
+            && gray != current.gray_deployments
+        {
+            if !phase::templates_may_change(phase) {
+                return Err(DomainError::FailedPrecondition(format!(
+                    "release {:?} is {}: its gray Deployments can change only while Pending, Deploying or Running",
+                    current.name,
+                    phase.as_str()
+                )));
+            }
+            next.gray_deployments = gray;
+            next.status.gray_deployments = completed;
+            changed = true;
+        }
+        if let Some(policy) = self.policy
+            && policy != current.traffic_policy
+        {
+            if !phase::policy_may_change(phase) {
+                return Err(DomainError::FailedPrecondition(format!(
+                    "release {:?} is {}: its traffic policy can change only while Running",
+                    current.name,
+                    phase.as_str()
+                )));
+            }
+            next.traffic_policy = policy;
+            changed = true;
+        }
+        if changed {
+            next.generation = current.generation.saturating_add(1);
+            next.status.update_time = later_than(current.status.update_time);
+        }
+        Ok(next)
+    }
+}
+
+/// What a PATCH mask asks for.
+struct Masked {
+    pinned: Option<u64>,
+    policy: Option<TrafficPolicyDraft>,
+    templates: bool,
+}
+
+/// Reads a mask of JSON field paths against the draft: what to change, what
+/// to check, and a violation for every path that may not be named.
+fn read_mask(
+    mask: &[String],
+    draft: &ReleaseDraft,
+    target: &ReleaseRef,
+    mesh_id: &str,
+) -> Result<Masked, DomainError> {
+    let mut violations = Vec::new();
+    let mut masked = Masked {
+        pinned: None,
+        policy: None,
+        templates: false,
+    };
+    if mask.is_empty() {
+        return Err(DomainError::invalid_field(
+            "updateMask",
+            "names no field to change: give spec.trafficPolicy or spec.grayDeployments",
+        ));
+    }
+    let given = draft.traffic_policy.clone().unwrap_or_default();
+    let (mut weight, mut rules) = (false, false);
+    let must_equal = |field: &str, got: &str, want: &str, violations: &mut Vec<Violation>| {
+        if got != want {
+            violations.push(Violation::new(
+                field,
+                format!("must be {want:?} where given"),
+            ));
+        }
+    };
+    for path in mask {
+        match path.as_str() {
+            "spec.trafficPolicy" => (weight, rules) = (true, true),
+            "spec.trafficPolicy.weight" => weight = true,
+            "spec.trafficPolicy.match" => rules = true,
+            "spec.grayDeployments" => masked.templates = true,
+            "metadata.resourceVersion" => match draft.resource_version.parse::<u64>() {
+                Ok(v) => masked.pinned = Some(v),
+                Err(_) => violations.push(Violation::new(
+                    "metadata.resourceVersion",
+                    "is not a resourceVersion of this service",
+                )),
+            },
+            "kind" => must_equal(path, &draft.kind, super::release::KIND, &mut violations),
+            "apiVersion" => must_equal(
+                path,
+                &draft.api_version,
+                super::release::API_VERSION,
+                &mut violations,
+            ),
+            "metadata.meshID" => must_equal(path, &draft.mesh_id, mesh_id, &mut violations),
+            "metadata.name" => must_equal(path, &draft.name, &target.name, &mut violations),
+            "metadata.namespace" => {
+                must_equal(path, &draft.namespace, &target.namespace, &mut violations);
+            }
+            "spec.serviceName" | "spec.clusterID" | "spec.deploymentName" | "spec.version"
+            | "spec.type" => violations.push(Violation::new(
+                path,
+                "is immutable: PATCH changes spec.trafficPolicy and spec.grayDeployments only",
+            )),
+            "metadata.uid" | "metadata.generation" | "status" => {
+                violations.push(Violation::new(path, "is output only"));
+            }
+            "spec" | "metadata" | "*" | "" => violations.push(Violation::new(
+                "updateMask",
+                format!(
+                    "names {path:?}, which is too wide: name spec.trafficPolicy or spec.grayDeployments (PUT replaces a release)"
+                ),
+            )),
+            other if other.starts_with("status.") => {
+                violations.push(Violation::new(other, "is output only"));
+            }
+            other if other.starts_with("spec.trafficPolicy.match.") => {
+                violations.push(Violation::new(
+                    other,
+                    "match rules are replaced whole: name spec.trafficPolicy.match",
+                ));
+            }
+            other if other.starts_with("spec.grayDeployments.") => {
+                violations.push(Violation::new(
+                    other,
+                    "gray Deployments are replaced whole: name spec.grayDeployments",
+                ));
+            }
+            other => violations.push(Violation::new(
+                "updateMask",
+                format!("names {other:?}, which is not a field of Release"),
+            )),
+        }
+    }
+    if weight || rules {
+        // Weight and match replace each other, as the members of a oneof do.
+        masked.policy = Some(TrafficPolicyDraft {
+            weight: if weight { given.weight } else { None },
+            match_rules: if rules { given.match_rules } else { Vec::new() },
+        });
+    }
+    if violations.is_empty() {
+        Ok(masked)
+    } else {
+        Err(DomainError::invalid(violations))
+    }
+}
+
+/// A PATCH draft carries only what changes; the template checks need the
+/// release's identity, taken from the stored release.
+fn fill_identity(draft: &mut ReleaseDraft, current: &Release) {
+    draft.name.clone_from(&current.name);
+    draft.namespace.clone_from(&current.namespace);
+    draft.mesh_id.clone_from(&current.mesh_id);
+    draft.kind.clear();
+    draft.api_version.clear();
+    draft.service_name.clone_from(&current.service_name);
+    draft.cluster_id.clone_from(&current.cluster_id);
+    draft.deployment_name.clone_from(&current.deployment_name);
+    draft.version.clone_from(&current.version);
+    draft.release_type = current.release_type.as_str().to_owned();
+    draft.traffic_policy = None;
+}
+
+/// The release with what its next step would change, for a dry-run answer.
+fn with_plan(mut release: Release, mesh: &Mesh) -> Release {
+    release.status.plan = plan::preview(&release, mesh);
+    release
+}
+
+fn enter_phase(release: &mut Release, phase: Phase) {
+    let now = later_than(release.status.update_time);
+    release.status.phase = phase;
+    release.status.phase_time = Some(now);
+    release.status.update_time = now;
+}
+
+/// Sets a condition by type; its transition time moves only when its status
+/// does.
+fn set_condition(
+    conditions: &mut Vec<StatusCondition>,
+    kind: &str,
+    status: bool,
+    reason: String,
+    message: String,
+    now: DateTime<Utc>,
+) {
+    let status = if status { "True" } else { "False" }.to_owned();
+    match conditions.iter_mut().find(|c| c.kind == kind) {
+        Some(c) => {
+            if c.status != status {
+                c.last_transition_time = now;
+            }
+            c.status = status;
+            c.reason = reason;
+            c.message = message;
+        }
+        None => conditions.push(StatusCondition {
+            kind: kind.to_owned(),
+            status,
+            reason,
+            message,
+            last_transition_time: now,
+        }),
+    }
+}
+
 fn now() -> DateTime<Utc> {
     // Milliseconds: the JSON form then has a fixed, short fraction.
     let now = Utc::now();
@@ -560,13 +967,9 @@ fn new_release(
         version: valid.version,
         release_type: valid.release_type,
         gray_deployments: valid.gray_deployments,
-        status: ReleaseStatus {
-            phase: Phase::Pending,
-            start_time: now,
-            update_time: now,
-            deployment: None,
-            gray_deployments: valid.completed,
-        },
+        traffic_policy: valid.traffic_policy.unwrap_or_default(),
+        generation: 1,
+        status: ReleaseStatus::pending(now, valid.completed),
     }
 }
 
@@ -574,15 +977,15 @@ fn idempotency_key(
     principal: &Principal,
     token: &str,
     request: &CreateRelease,
-) -> Result<IdempotencyKey, ApiError> {
+) -> Result<IdempotencyKey, DomainError> {
     if token.is_empty() || token.len() > 64 || !token.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ApiError::invalid_field(
+        return Err(DomainError::invalid_field(
             "X-Client-Token",
             "must be 1 to 64 printable ASCII characters",
         ));
     }
     let request_json = serde_json::to_vec(&(&request.mesh_id, &request.namespace, &request.draft))
-        .map_err(|e| ApiError::Internal(e.into()))?;
+        .map_err(|e| DomainError::Internal(e.into()))?;
     Ok(IdempotencyKey {
         subject: principal.subject.clone(),
         token: token.to_owned(),
@@ -591,13 +994,13 @@ fn idempotency_key(
 }
 
 /// A store refusal of `release` in the client's terms.
-fn conflict(error: StoreError, release: &Release) -> ApiError {
+fn conflict(error: StoreError, release: &Release) -> DomainError {
     match error {
-        StoreError::NameTaken => ApiError::AlreadyExists(format!(
+        StoreError::NameTaken => DomainError::AlreadyExists(format!(
             "release {:?} already exists in mesh {:?}, namespace {:?}",
             release.name, release.mesh_id, release.namespace
         )),
-        StoreError::ServiceBusy { holder } => ApiError::AlreadyExists(format!(
+        StoreError::ServiceBusy { holder } => DomainError::AlreadyExists(format!(
             "service {:?} in namespace {:?} already has an active release: {holder:?}",
             release.service_name, release.namespace
         )),
@@ -610,37 +1013,45 @@ fn conflict(error: StoreError, release: &Release) -> ApiError {
     }
 }
 
-fn stale(current: &Release, pinned: u64) -> ApiError {
-    ApiError::Aborted(format!(
+fn stale(current: &Release, pinned: u64) -> DomainError {
+    DomainError::Aborted(format!(
         "release {:?} has changed: metadata.resourceVersion {pinned} is stale, the current one is {}",
         current.name, current.resource_version
     ))
 }
 
-fn busy(target: &ReleaseRef) -> ApiError {
-    ApiError::Aborted(format!(
+fn over(current: &Release) -> DomainError {
+    DomainError::FailedPrecondition(format!(
+        "release {:?} is {} and can no longer be updated",
+        current.name,
+        current.status.phase.as_str()
+    ))
+}
+
+fn busy(target: &ReleaseRef) -> DomainError {
+    DomainError::Aborted(format!(
         "release {:?} is changing too often to apply this; retry",
         target.name
     ))
 }
 
-fn store_error(error: StoreError) -> ApiError {
+fn store_error(error: StoreError) -> DomainError {
     match error {
-        StoreError::NotFound => ApiError::NotFound("release not found".into()),
-        StoreError::NameTaken => ApiError::AlreadyExists("a release of that name exists".into()),
-        StoreError::ServiceBusy { holder } => ApiError::AlreadyExists(format!(
+        StoreError::NotFound => DomainError::NotFound("release not found".into()),
+        StoreError::NameTaken => DomainError::AlreadyExists("a release of that name exists".into()),
+        StoreError::ServiceBusy { holder } => DomainError::AlreadyExists(format!(
             "the service already has an active release: {holder:?}"
         )),
-        StoreError::Stale { current } => ApiError::Aborted(format!(
+        StoreError::Stale { current } => DomainError::Aborted(format!(
             "the release has changed: its resourceVersion is now {current}"
         )),
         StoreError::IdempotencyMismatch => {
-            ApiError::AlreadyExists("the client token was used for a different request".into())
+            DomainError::AlreadyExists("the client token was used for a different request".into())
         }
-        StoreError::TooOld { requested, oldest } => ApiError::Gone(format!(
+        StoreError::TooOld { requested, oldest } => DomainError::Gone(format!(
             "resourceVersion {requested} is too old to resume from (the oldest kept is {oldest}); watch again without one"
         )),
-        StoreError::Unavailable(reason) => ApiError::Unavailable(reason),
-        StoreError::Internal(cause) => ApiError::Internal(cause),
+        StoreError::Unavailable(reason) => DomainError::Unavailable(reason),
+        StoreError::Internal(cause) => DomainError::Internal(cause),
     }
 }

@@ -10,6 +10,7 @@ use super::names;
 use super::release::{
     API_VERSION, GrayDeployment, GrayDeploymentDraft, JsonObject, KIND, ReleaseDraft, ReleaseType,
 };
+use super::traffic::{self, TrafficPolicy};
 
 /// The most gray Deployments one release may create.
 pub const MAX_GRAY_DEPLOYMENTS: usize = 16;
@@ -25,6 +26,8 @@ pub struct ValidRelease {
     pub release_type: ReleaseType,
     pub gray_deployments: Vec<GrayDeployment>,
     pub completed: Vec<Arc<JsonObject>>,
+    /// The traffic policy, where the draft gave one.
+    pub traffic_policy: Option<TrafficPolicy>,
 }
 
 /// Checks `draft` for `mesh` and the namespace of the request path.
@@ -177,8 +180,13 @@ pub fn validate(
         }
     }
 
+    let traffic_policy = draft.traffic_policy.as_ref().and_then(|policy| {
+        traffic::validate(policy, release_type, "spec.trafficPolicy", &mut violations)
+    });
+
     match release_type {
         Some(release_type) if violations.is_empty() => Ok(ValidRelease {
+            traffic_policy,
             name: draft.name.clone(),
             service_name: draft.service_name.clone(),
             cluster_id: draft.cluster_id.clone(),
@@ -234,6 +242,7 @@ mod tests {
             clusters: vec!["cluster-a".into(), "cluster-b".into()],
             enterprise_project_id: "0".into(),
             tags: Default::default(),
+            ..Mesh::default()
         }
     }
 

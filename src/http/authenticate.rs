@@ -13,10 +13,11 @@ use sha2::{Digest as _, Sha256};
 
 use super::body_deadline::read_limited;
 use super::is_grpc;
+use crate::api::errors::ApiError;
 use crate::api::errors::WireError;
 use crate::auth::credentials::{CredentialRegistry, SignedRequest};
 use crate::auth::{Caller, TOKEN_HEADER, TokenRegistry, signature};
-use crate::domain::{ApiError, Principal};
+use crate::domain::Principal;
 
 /// Paths anyone may call: liveness, readiness, metrics, gRPC health and
 /// reflection (so that `grpcurl list` works without a token).

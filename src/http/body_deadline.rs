@@ -15,8 +15,8 @@ use axum::response::Response;
 use http_body::{Body as _, Frame, SizeHint};
 use tokio::time::Sleep;
 
+use crate::api::errors::ApiError;
 use crate::api::errors::WireError;
-use crate::domain::ApiError;
 
 /// The error a late body ends with.
 #[derive(Debug, thiserror::Error)]

@@ -9,8 +9,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tonic::Code;
 
+use crate::api::errors::ApiError;
 use crate::api::errors::WireError;
-use crate::domain::ApiError;
 
 pub async fn normalize_grpc_errors(request: Request, next: Next) -> Response {
     let response = next.run(request).await;

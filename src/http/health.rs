@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::domain::ApiError;
+use crate::api::errors::ApiError;
 use crate::store::ReleaseStore;
 
 #[derive(Clone)]

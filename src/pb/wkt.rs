@@ -3,7 +3,9 @@
 //!   fractional digits, the canonical proto3 form (pbjson-types writes `+00:00`);
 //! - `Struct`, `Value`, `ListValue`: plain JSON, with object keys kept in one
 //!   sorted order (pbjson-types keeps them in a HashMap, so the same object
-//!   would come out in a different order from call to call).
+//!   would come out in a different order from call to call);
+//! - `FieldMask`: one string of comma-separated lowerCamelCase paths, the
+//!   proto3 JSON form (pbjson-types writes `{"paths": [...]}`).
 
 use std::collections::BTreeMap;
 
@@ -216,6 +218,49 @@ pub mod value {
 pub struct ListValue {
     #[prost(message, repeated, tag = "1")]
     pub values: Vec<Value>,
+}
+
+/// `google.protobuf.FieldMask`: `paths` hold proto names (`spec.traffic_policy`).
+#[derive(Clone, PartialEq, Eq, ::prost::Message)]
+pub struct FieldMask {
+    #[prost(string, repeated, tag = "1")]
+    pub paths: Vec<String>,
+}
+
+impl Serialize for FieldMask {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let paths: Vec<String> = self
+            .paths
+            .iter()
+            .map(|p| crate::api::field_mask::lower_camel(p))
+            .collect();
+        serializer.serialize_str(&paths.join(","))
+    }
+}
+
+impl<'de> Deserialize<'de> for FieldMask {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let mut paths = Vec::new();
+        for path in text.split(',').filter(|p| !p.is_empty()) {
+            if path.contains('_') {
+                return Err(de::Error::custom(format!(
+                    "field mask path {path:?} must be lowerCamelCase, as proto3 JSON writes it"
+                )));
+            }
+            let mut snake = String::with_capacity(path.len() + 4);
+            for c in path.chars() {
+                if c.is_ascii_uppercase() {
+                    snake.push('_');
+                    snake.push(c.to_ascii_lowercase());
+                } else {
+                    snake.push(c);
+                }
+            }
+            paths.push(snake);
+        }
+        Ok(FieldMask { paths })
+    }
 }
 
 /// `google.protobuf.NullValue`.

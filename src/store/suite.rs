@@ -23,13 +23,9 @@ pub(super) fn release(name: &str, service: &str) -> Release {
         version: "v2".into(),
         release_type: ReleaseType::Canary,
         gray_deployments: vec![],
-        status: ReleaseStatus {
-            phase: Phase::Pending,
-            start_time: now,
-            update_time: now,
-            deployment: None,
-            gray_deployments: vec![],
-        },
+        traffic_policy: Default::default(),
+        generation: 1,
+        status: ReleaseStatus::pending(now, vec![]),
     }
 }
 

@@ -11,8 +11,8 @@ use super::CallError;
 use super::json_depth::check_depth;
 use super::request::assemble;
 use super::routes::{Found, Route, RouteTable};
+use crate::api::errors::ApiError;
 use crate::api::errors::WireError;
-use crate::domain::ApiError;
 use crate::http::body_deadline::read_limited;
 
 /// How deep a JSON body may nest. Kubernetes Deployments nest about fifteen

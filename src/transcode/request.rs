@@ -5,7 +5,8 @@
 use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor};
 use serde_json::{Map, Value};
 
-use crate::domain::{ApiError, Violation};
+use crate::api::errors::ApiError;
+use crate::domain::Violation;
 
 /// The field at a dotted path of proto names (`release.metadata.name`).
 pub fn field_by_path(message: &MessageDescriptor, path: &str) -> Option<FieldDescriptor> {
@@ -61,6 +62,7 @@ pub fn assemble(
         (_, Some(_)) => return Err(ApiError::invalid_field("body", "must be a JSON object")),
     }
     drop_nulls(&mut request, input);
+    derive_update_mask(&mut request, input, body_field, query);
 
     let mut violations = Vec::new();
     let bound: Vec<String> = path_bindings.iter().map(|(f, _)| f.clone()).collect();
@@ -93,6 +95,47 @@ pub fn assemble(
     }
 }
 
+/// The field of an AIP-134 update that holds its mask.
+const UPDATE_MASK: &str = "update_mask";
+const FIELD_MASK: &str = "google.protobuf.FieldMask";
+
+/// For an update whose body is one field and whose mask the client did not
+/// send as a query parameter: the mask is the set of fields present in the
+/// body, as grpc-gateway derives it.
+fn derive_update_mask(
+    request: &mut Map<String, Value>,
+    input: &MessageDescriptor,
+    body_field: &str,
+    query: Option<&str>,
+) {
+    let Some(mask) = input.get_field_by_name(UPDATE_MASK) else {
+        return;
+    };
+    let is_mask =
+        matches!(mask.kind(), Kind::Message(m) if m.full_name() == "google.protobuf.FieldMask");
+    if !is_mask || body_field.is_empty() || body_field == "*" {
+        return;
+    }
+    let sent = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .any(|(k, _)| k == UPDATE_MASK || k == mask.json_name());
+    if sent {
+        return;
+    }
+    let Some(Kind::Message(body_type)) = input.get_field_by_name(body_field).map(|f| f.kind())
+    else {
+        return;
+    };
+    let paths = match request.get(body_field) {
+        Some(Value::Object(body)) => crate::api::field_mask::derive(&body_type, body),
+        _ => Vec::new(),
+    };
+    let joined: Vec<String> = paths
+        .iter()
+        .map(|p| crate::api::field_mask::lower_camel(p))
+        .collect();
+    request.insert(UPDATE_MASK.to_owned(), Value::from(joined.join(",")));
+}
+
 /// The field a query parameter names (dotted, JSON or proto names), as its
 /// proto-name path. Fields bound by the path or carried by the body are not
 /// query parameters.
@@ -116,7 +159,27 @@ fn query_field(
             let path = path.join(".");
             let taken = bound.contains(&path)
                 || (!body_field.is_empty() && path.split('.').next() == Some(body_field));
-            if taken || matches!(field.kind(), Kind::Message(_)) || field.is_map() {
+            // A FieldMask is a string in proto3 JSON, so a URL can carry it.
+            let settable = match field.kind() {
+                Kind::Message(m) => m.full_name() == FIELD_MASK,
+                Kind::Double
+                | Kind::Float
+                | Kind::Int32
+                | Kind::Int64
+                | Kind::Uint32
+                | Kind::Uint64
+                | Kind::Sint32
+                | Kind::Sint64
+                | Kind::Fixed32
+                | Kind::Fixed64
+                | Kind::Sfixed32
+                | Kind::Sfixed64
+                | Kind::Bool
+                | Kind::String
+                | Kind::Bytes
+                | Kind::Enum(_) => true,
+            };
+            if taken || !settable || field.is_map() {
                 return Err(unknown());
             }
             return Ok((path, field));
@@ -155,6 +218,7 @@ fn scalar(field: &FieldDescriptor, text: &str) -> Result<Value, String> {
             .map(Value::Number)
             .ok_or_else(|| format!("must be a number, got {text:?}")),
         Kind::Enum(_) => Ok(Value::from(text)),
+        Kind::Message(m) if m.full_name() == FIELD_MASK => Ok(Value::from(text)),
         Kind::Message(m) => Err(format!(
             "is a {} and cannot be set from the URL",
             m.full_name()

@@ -2,6 +2,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use meshrelease::configuration::{Cli, Settings};
+use meshrelease::domain::phase::Move;
+use meshrelease::domain::{ReleaseManager, ReleaseRef, StatusUpdate};
 use meshrelease::pb::asm::v2 as pb;
 use meshrelease::pb::asm::v2::release_service_client::ReleaseServiceClient;
 use meshrelease::startup::Application;
@@ -52,6 +54,9 @@ pub fn test_cli(data_dir: &std::path::Path) -> Cli {
 }
 
 pub struct TestApp {
+    /// The domain, as the cluster driver reaches it (tests stand in for the
+    /// driver through its status-only write).
+    pub manager: Arc<ReleaseManager>,
     pub address: SocketAddr,
     pub base: String,
     pub http: reqwest::Client,
@@ -95,11 +100,13 @@ async fn start(
         .await
         .unwrap();
     let address = app.local_addr();
+    let manager = app.manager();
     let (stop, stopped) = oneshot::channel::<()>();
     let done = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
     }));
     TestApp {
+        manager,
         address,
         base: format!("http://{address}"),
         http: reqwest::Client::new(),
@@ -220,6 +227,46 @@ impl TestApp {
         Channel::from_shared(self.base.clone())
             .unwrap()
             .connect()
+            .await
+            .unwrap()
+    }
+
+    /// Records a phase move of release `name` in demo-mesh/default as the
+    /// cluster driver would, through the status-only write.
+    pub async fn drive(&self, name: &str, step: Move) -> meshrelease::domain::Release {
+        let target = ReleaseRef {
+            mesh_id: MESH.into(),
+            namespace: "default".into(),
+            name: name.into(),
+        };
+        let current = self.manager.read(&target).await.unwrap();
+        self.manager
+            .write_status(
+                &target,
+                current.resource_version,
+                StatusUpdate {
+                    step: Some(step),
+                    observed_generation: Some(current.generation),
+                    ..StatusUpdate::default()
+                },
+            )
+            .await
+            .unwrap()
+    }
+
+    /// Takes release `name` from Pending to Running as the driver would.
+    pub async fn drive_to_running(&self, name: &str) {
+        self.drive(name, Move::StartDeploying).await;
+        self.drive(name, Move::GrayReady).await;
+    }
+
+    /// PATCHes release `name` in demo-mesh/default with `body`.
+    pub async fn patch(&self, name: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .patch(self.release_url(name))
+            .header("X-Auth-Token", TOKEN)
+            .json(body)
+            .send()
             .await
             .unwrap()
     }

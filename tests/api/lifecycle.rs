@@ -212,22 +212,57 @@ async fn updates_are_validated_as_creates_are() {
 #[tokio::test]
 async fn cancel_and_end_free_the_service_and_stay_readable() {
     let app = spawn_app().await;
-    for (action, phase) in [("cancel", "Canceled"), ("end", "Ended")] {
-        let name = format!("{action}-me");
-        assert_eq!(
-            app.create(&release_body(&name, "reviews")).await.status(),
-            200
-        );
-        let (status, ended) = json_of(app.delete(&name, Some(action)).await).await;
-        assert_eq!(status, 200, "{ended}");
-        assert_eq!(ended["status"]["phase"], phase);
-        let (status, read) = json_of(app.get(&name).await).await;
-        assert_eq!(status, 200);
-        assert_eq!(read["status"]["phase"], phase);
-        // An ended release can no longer be updated.
-        let (status, error) = json_of(app.put(&name, &release_body(&name, "reviews")).await).await;
-        assert_eq!(status, 409, "{error}");
-    }
+    // A pending release cancels at once: nothing was done in a cluster yet.
+    assert_eq!(
+        app.create(&release_body("cancel-me", "reviews"))
+            .await
+            .status(),
+        200
+    );
+    let (status, canceled) = json_of(app.delete("cancel-me", Some("cancel")).await).await;
+    assert_eq!(
+        (status, &canceled["status"]["phase"]),
+        (200, &json!("Canceled"))
+    );
+    let (status, error) = json_of(
+        app.put("cancel-me", &release_body("cancel-me", "reviews"))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        status, 409,
+        "an ended release can no longer be updated: {error}"
+    );
+
+    // A running one ends once the gray version holds all traffic; the
+    // driver finishes the end.
+    assert_eq!(
+        app.create(&release_body("end-me", "reviews"))
+            .await
+            .status(),
+        200
+    );
+    app.drive_to_running("end-me").await;
+    let weight = json!({"spec": {"trafficPolicy": {"weight": 100}}});
+    assert_eq!(app.patch("end-me", &weight).await.status(), 200);
+    let (status, ending) = json_of(app.delete("end-me", Some("end")).await).await;
+    assert_eq!(
+        (status, &ending["status"]["phase"]),
+        (200, &json!("Ending")),
+        "{ending}"
+    );
+    // Still holding the service while it ends.
+    assert_eq!(
+        app.create(&release_body("too-early", "reviews"))
+            .await
+            .status(),
+        409
+    );
+    app.drive("end-me", meshrelease::domain::phase::Move::Finish)
+        .await;
+    let (status, read) = json_of(app.get("end-me").await).await;
+    assert_eq!((status, &read["status"]["phase"]), (200, &json!("Ended")));
+
     // Free: a new release of the same service.
     assert_eq!(
         app.create(&release_body("after-both", "reviews"))

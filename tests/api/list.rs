@@ -163,7 +163,7 @@ async fn tampered_and_foreign_continue_tokens_are_400() {
 async fn filters_by_service_and_phase() {
     let app = spawn_app().await;
     create_many(&app, "filter", 4).await;
-    app.delete("filter-002", Some("end")).await;
+    app.delete("filter-002", Some("cancel")).await;
     let (_, page) = app
         .list(&format!(
             "/v2/meshes/{MESH}/releases?serviceName=filter-svc-1"
@@ -171,7 +171,7 @@ async fn filters_by_service_and_phase() {
         .await;
     assert_eq!(names(&page), vec!["filter-001"]);
     let (_, page) = app
-        .list(&format!("/v2/meshes/{MESH}/releases?phase=Ended"))
+        .list(&format!("/v2/meshes/{MESH}/releases?phase=Canceled"))
         .await;
     assert_eq!(names(&page), vec!["filter-002"]);
     let (_, page) = app

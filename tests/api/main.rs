@@ -23,6 +23,7 @@ mod replicas;
 mod retries;
 mod roundtrip;
 mod signing;
+mod traffic;
 mod transcoding;
 mod validation;
 mod watch;

@@ -66,7 +66,7 @@ async fn a_watch_sees_the_current_releases_then_changes_from_both_protocols_in_o
         .create_release(authed(grpc_request("by-grpc", "ratings")))
         .await
         .unwrap();
-    app.delete("before-watch", Some("end")).await;
+    app.delete("before-watch", Some("cancel")).await;
     app.create(&release_body("by-rest", "details")).await;
     app.delete("before-watch", None).await;
 
@@ -82,9 +82,9 @@ async fn a_watch_sees_the_current_releases_then_changes_from_both_protocols_in_o
         summary,
         vec![
             ("ADDED", "by-grpc", "Pending"),
-            ("MODIFIED", "before-watch", "Ended"),
+            ("MODIFIED", "before-watch", "Canceled"),
             ("ADDED", "by-rest", "Pending"),
-            ("DELETED", "before-watch", "Ended"),
+            ("DELETED", "before-watch", "Canceled"),
         ]
     );
     let versions: Vec<u64> = seen.iter().map(|e| e.3.parse().unwrap()).collect();

@@ -1,0 +1,217 @@
+//! The domain's ports: what it needs from the world, as traits it owns.
+//! `crate::store` implements [`ReleaseStore`] (SQLite, PostgreSQL, memory).
+//! Every backend enforces the same rules itself, race-free: one name per
+//! mesh and namespace, one active release per service, compare-and-swap on
+//! `resourceVersion`, idempotency keys. Every write gets the next revision of
+//! one store-wide sequence and leaves an event, so that watchers can follow
+//! the changes in commit order and resume.
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use super::{Phase, Release};
+use crate::metrics::CommitMetrics;
+
+/// How many events are kept for watchers to resume from.
+pub const EVENT_RETENTION: u64 = 100_000;
+
+/// How long an idempotency key is remembered, in seconds.
+pub const IDEMPOTENCY_WINDOW_SECS: i64 = 24 * 60 * 60;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("a release of that name exists in this mesh and namespace")]
+    NameTaken,
+    #[error("the service already has an active release: {holder}")]
+    ServiceBusy { holder: String },
+    #[error("no such release")]
+    NotFound,
+    #[error("the release has changed: its resourceVersion is now {current}")]
+    Stale { current: u64 },
+    #[error("the idempotency key was used for a different request")]
+    IdempotencyMismatch,
+    #[error("resourceVersion {requested} is too old; the oldest kept is {oldest}")]
+    TooOld { requested: u64, oldest: u64 },
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Internal(anyhow::Error),
+}
+
+/// A client's request id for a create, remembered with what it created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    /// Who sent it: keys of different callers never meet.
+    pub subject: String,
+    pub token: String,
+    /// A digest of the request, to tell a retry from a different request.
+    pub request_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Created {
+    /// Stored now, with its resourceVersion.
+    New(Release),
+    /// A retry of an earlier create: that create's answer, nothing stored.
+    Replayed(Release),
+}
+
+/// One page of a list, in creation order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListQuery {
+    pub mesh_id: String,
+    pub namespace: Option<String>,
+    pub service_name: Option<String>,
+    pub phase: Option<Phase>,
+    /// Releases created after this position only (from a continue token).
+    pub after: Option<i64>,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub releases: Vec<Release>,
+    /// The position of the last release, when more may follow.
+    pub next: Option<i64>,
+}
+
+impl Page {
+    /// A page from rows in creation order, each its position and what decodes
+    /// to a release. Backends fetch `limit + 1` rows: the extra one only says
+    /// that more follow, and is not decoded.
+    pub fn from_rows<T>(
+        rows: impl IntoIterator<Item = Result<(i64, T), StoreError>>,
+        limit: usize,
+        decode: impl Fn(T) -> Result<Release, StoreError>,
+    ) -> Result<Page, StoreError> {
+        let mut releases = Vec::with_capacity(limit.min(1024));
+        let mut last = None;
+        for row in rows {
+            let (position, item) = row?;
+            if releases.len() == limit {
+                return Ok(Page {
+                    releases,
+                    next: last,
+                });
+            }
+            releases.push(decode(item)?);
+            last = Some(position);
+        }
+        Ok(Page {
+            releases,
+            next: None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [EventType::Added, EventType::Modified, EventType::Deleted]
+            .into_iter()
+            .find(|e| e.as_str() == text)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub revision: u64,
+    pub kind: EventType,
+    pub release: Release,
+}
+
+/// Whether a watch can resume after `requested` when the oldest event kept
+/// is `oldest`: every event after `requested` must still be there.
+pub fn check_resume_point(requested: u64, oldest: Option<u64>) -> Result<(), StoreError> {
+    match oldest {
+        Some(oldest) if requested + 1 < oldest => Err(StoreError::TooOld { requested, oldest }),
+        Some(_) | None => Ok(()),
+    }
+}
+
+#[async_trait]
+pub trait ReleaseStore: Send + Sync + 'static {
+    /// Stores a new release, giving it the next resourceVersion. Durable (for a
+    /// durable backend) when this returns. With `idempotency`, a retry of the
+    /// same request within the window answers the original release.
+    async fn create(
+        &self,
+        release: &Release,
+        idempotency: Option<&IdempotencyKey>,
+    ) -> Result<Created, StoreError>;
+
+    /// The release of that name, if any.
+    async fn get(
+        &self,
+        mesh_id: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Release>, StoreError>;
+
+    /// Whether `create` would refuse `release` (name taken, service busy).
+    async fn check_create(&self, release: &Release) -> Result<(), StoreError>;
+
+    /// Replaces a stored release if its resourceVersion is still `expected`;
+    /// answers it with its new resourceVersion.
+    async fn update(&self, release: &Release, expected: u64) -> Result<Release, StoreError>;
+
+    /// Removes a release that is no longer active, if its resourceVersion is
+    /// still `expected`; answers it as it was.
+    async fn remove(
+        &self,
+        mesh_id: &str,
+        namespace: &str,
+        name: &str,
+        expected: u64,
+    ) -> Result<Release, StoreError>;
+
+    /// A page of releases in creation order (keyset, not offset).
+    async fn list(&self, query: &ListQuery) -> Result<Page, StoreError>;
+
+    /// The releases of a mesh (or one namespace) and the revision they are at,
+    /// read consistently.
+    async fn snapshot(
+        &self,
+        mesh_id: &str,
+        namespace: Option<&str>,
+    ) -> Result<(Vec<Release>, u64), StoreError>;
+
+    /// Up to `limit` events of a mesh (or one namespace) after `revision`, in
+    /// commit order; `TooOld` when events after it are no longer kept.
+    async fn events_after(
+        &self,
+        mesh_id: &str,
+        namespace: Option<&str>,
+        revision: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError>;
+
+    /// The latest committed revision, updated on every commit.
+    fn revisions(&self) -> watch::Receiver<u64>;
+
+    /// A secret kept with the data, for signing continue tokens.
+    fn cursor_secret(&self) -> [u8; 32];
+
+    /// Commit latency and writes per commit, for `/metrics`.
+    fn commit_metrics(&self) -> CommitMetrics;
+
+    /// Whether the store is open and accepts writes (for `/readyz`).
+    async fn check_writable(&self) -> Result<(), StoreError>;
+
+    /// Finishes pending writes and releases the store's resources.
+    async fn close(&self) {}
+}
