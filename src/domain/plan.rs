@@ -31,6 +31,11 @@ pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "meshrelease";
 /// The annotation naming the release that created or edited an object.
 pub const RELEASE_UID_ANNOTATION: &str = "meshrelease.io/release-uid";
+/// The annotation holding a digest of the gray Deployment as this release
+/// last applied it: the object in the cluster is up to date when it matches
+/// (the API server's defaults and normalisations make a field-by-field
+/// comparison unreliable).
+pub const TEMPLATE_HASH_ANNOTATION: &str = "meshrelease.io/template-hash";
 /// The label the original Deployment's pods must carry besides `version`.
 pub const APP_LABEL: &str = "app";
 /// How long a gray Deployment may take to become ready when its template
@@ -153,6 +158,8 @@ pub struct Plan {
     pub conditions: Vec<(String, bool, String, String)>,
     /// The routing to save before the first change (on the move to Deploying).
     pub saved_routing: Option<SavedRouting>,
+    /// The original Deployment as read, to record in `status.deployment`.
+    pub deployment: Option<Arc<JsonObject>>,
 }
 
 impl Plan {
@@ -211,7 +218,7 @@ pub fn plan(release: &Release, observed: &Observation, ctx: &Context) -> Plan {
             });
         }
     };
-    reachable(match phase {
+    let mut plan = reachable(match phase {
         Phase::Pending => Plan {
             step: Some(Move::StartDeploying),
             saved_routing: Some(routing.saved.clone()),
@@ -226,7 +233,9 @@ pub fn plan(release: &Release, observed: &Observation, ctx: &Context) -> Plan {
         Phase::Ending => end(release, observed, ctx, &routing),
         Phase::Canceling => cancel(release, observed, ctx, &routing),
         Phase::Ended | Phase::Canceled => Plan::default(),
-    })
+    });
+    plan.deployment = observed.original.clone().map(Arc::new);
+    plan
 }
 
 /// Deploying and Running: the gray Deployments applied, the subsets in
@@ -358,8 +367,8 @@ fn cancel(release: &Release, observed: &Observation, ctx: &Context, routing: &Ro
     }
 }
 
-/// The gray Deployments to apply: each whose observed form lacks what the
-/// release wants (compared on the fields the release sets).
+/// The gray Deployments to apply: each missing, or last applied from
+/// another template (its digest annotation differs).
 fn gray_changes(release: &Release, observed: &Observation) -> Vec<PlannedObject> {
     release
         .status
@@ -369,9 +378,11 @@ fn gray_changes(release: &Release, observed: &Observation) -> Vec<PlannedObject>
         .enumerate()
         .filter_map(|(i, (completed, gray))| {
             let desired = gray_object(completed, release);
-            let current = observed.gray.get(i).cloned().flatten();
-            let up_to_date = current
-                .is_some_and(|c| contains(&Value::Object(c), &Value::Object(desired.clone())));
+            let up_to_date = observed
+                .gray
+                .get(i)
+                .and_then(Option::as_ref)
+                .is_some_and(|current| template_hash(current) == template_hash(&desired));
             (!up_to_date).then(|| PlannedObject {
                 cluster_id: gray.cluster_id.clone(),
                 kind: ObjectKind::Deployment,
@@ -382,25 +393,26 @@ fn gray_changes(release: &Release, observed: &Observation) -> Vec<PlannedObject>
         .collect()
 }
 
-/// A gray Deployment as applied: the completed template, marked.
+/// A gray Deployment as applied: the completed template, marked, with the
+/// digest of what was applied.
 pub fn gray_object(completed: &JsonObject, release: &Release) -> JsonObject {
+    use sha2::{Digest, Sha256};
     let mut object = completed.clone();
     mark(&mut object, release);
+    let digest = Sha256::digest(serde_json::to_vec(&object).unwrap_or_default());
+    object_mut(object_mut(&mut object, "metadata"), "annotations").insert(
+        TEMPLATE_HASH_ANNOTATION.into(),
+        Value::from(hex::encode(&digest[..16])),
+    );
     object
 }
 
-/// Whether `have` holds everything `want` sets (objects compared member by
-/// member, anything else exactly): what the cluster added is ignored.
-fn contains(have: &Value, want: &Value) -> bool {
-    match (have, want) {
-        (Value::Object(h), Value::Object(w)) => w
-            .iter()
-            .all(|(k, wv)| h.get(k).is_some_and(|hv| contains(hv, wv))),
-        (Value::Array(h), Value::Array(w)) => {
-            h.len() == w.len() && h.iter().zip(w).all(|(a, b)| contains(a, b))
-        }
-        (h, w) => h == w,
-    }
+fn template_hash(object: &JsonObject) -> Option<&str> {
+    object
+        .get("metadata")?
+        .get("annotations")?
+        .get(TEMPLATE_HASH_ANNOTATION)?
+        .as_str()
 }
 
 /// Whether every gray Deployment is ready, as Kubernetes' rollout status
@@ -413,11 +425,9 @@ fn gray_ready(release: &Release, observed: &Observation) -> bool {
             .iter()
             .zip(&release.status.gray_deployments)
             .all(|(object, completed)| {
+                let desired = gray_object(completed, release);
                 object.as_ref().is_some_and(|o| {
-                    contains(
-                        &Value::Object(o.clone()),
-                        &json!({"spec": completed.get("spec").cloned().unwrap_or_default()}),
-                    ) && deployment_ready(o)
+                    template_hash(o) == template_hash(&desired) && deployment_ready(o)
                 })
             })
 }
@@ -647,6 +657,7 @@ impl Routing {
             &self.original_version,
             policy,
         );
+        // Make before break: the subsets exist before a route names them.
         plan.changes.extend(self.put_dr(release, ctx, subsets));
         plan.changes.extend(self.put_vs(release, ctx, Some(http)));
         let _ = observed;
@@ -678,8 +689,10 @@ impl Routing {
             &self.original_version,
             &TrafficPolicy::Weight(100),
         );
-        plan.changes.extend(self.put_dr(release, ctx, subsets));
+        // Break after make: the routes stop naming the original's subset
+        // before the subset goes.
         plan.changes.extend(self.put_vs(release, ctx, Some(http)));
+        plan.changes.extend(self.put_dr(release, ctx, subsets));
         plan
     }
 
@@ -688,16 +701,17 @@ impl Routing {
     fn restored(&self, release: &Release, ctx: &Context, observed: &Observation) -> Plan {
         let _ = observed;
         let mut changes = Vec::new();
+        // The routes first, so that no route names a subset that is gone.
         for (kind, saved, current) in [
-            (
-                ObjectKind::DestinationRule,
-                &self.saved.destination_rule,
-                &self.current_dr,
-            ),
             (
                 ObjectKind::VirtualService,
                 &self.saved.virtual_service,
                 &self.current_vs,
+            ),
+            (
+                ObjectKind::DestinationRule,
+                &self.saved.destination_rule,
+                &self.current_dr,
             ),
         ] {
             match (saved, current) {

@@ -136,7 +136,28 @@ fn operation(route: &Route, binding: usize, schemas: &mut BTreeMap<String, Value
         for field in route.input.fields() {
             let bound = route.template.variables().iter().any(|v| v == field.name());
             let in_body = field.name() == route.body;
-            if bound || in_body || matches!(field.kind(), Kind::Message(_)) || field.is_map() {
+            // Messages cannot come from a URL, but for a FieldMask (a string
+            // in proto3 JSON).
+            let from_url = match field.kind() {
+                Kind::Message(m) => m.full_name() == "google.protobuf.FieldMask",
+                Kind::Double
+                | Kind::Float
+                | Kind::Int32
+                | Kind::Int64
+                | Kind::Uint32
+                | Kind::Uint64
+                | Kind::Sint32
+                | Kind::Sint64
+                | Kind::Fixed32
+                | Kind::Fixed64
+                | Kind::Sfixed32
+                | Kind::Sfixed64
+                | Kind::Bool
+                | Kind::String
+                | Kind::Bytes
+                | Kind::Enum(_) => true,
+            };
+            if bound || in_body || !from_url || field.is_map() {
                 continue;
             }
             parameters.push(json!({
@@ -222,6 +243,10 @@ fn well_known(full_name: &str) -> Option<Value> {
         "google.protobuf.Value" => json!({}),
         "google.protobuf.ListValue" => json!({"type": "array", "items": {}}),
         "google.protobuf.Timestamp" => json!({"type": "string", "format": "date-time"}),
+        "google.protobuf.FieldMask" => json!({
+            "type": "string",
+            "description": "comma-separated field paths in lowerCamelCase, such as spec.trafficPolicy.weight",
+        }),
         _ => return None,
     })
 }

@@ -48,6 +48,38 @@ async fn every_route_is_described_with_the_contract_names() {
     ] {
         assert!(create["responses"][status].is_object(), "{status}");
     }
+    // PATCH, with its mask as an optional query parameter (REST derives it
+    // from the body otherwise).
+    let patch =
+        &doc["paths"]["/v2/meshes/{mesh_id}/namespaces/{namespace}/releases/{name}"]["patch"];
+    assert_eq!(patch["operationId"], "PatchRelease");
+    let mask = patch["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "updateMask")
+        .expect("updateMask");
+    assert_eq!(
+        (&mask["in"], &mask["schema"]["type"]),
+        (&Value::from("query"), &Value::from("string"))
+    );
+    let policy = &doc["components"]["schemas"]["TrafficPolicy"]["properties"];
+    assert_eq!(policy["weight"]["type"], "integer", "{policy}");
+    assert_eq!(
+        policy["match"]["items"]["$ref"],
+        "#/components/schemas/MatchRule"
+    );
+    let rule = &doc["components"]["schemas"]["MatchRule"]["properties"];
+    for name in ["headers", "queryParams", "cookie", "os", "browsers"] {
+        assert!(rule[name].is_object(), "{name} in {rule}");
+    }
+    let status = &doc["components"]["schemas"]["ReleaseStatus"]["properties"];
+    for name in ["conditions", "observedGeneration", "traffic", "plan"] {
+        assert!(status[name].is_object(), "{name} in {status}");
+    }
+    assert!(
+        doc["components"]["schemas"]["ReleaseMetadata"]["properties"]["generation"].is_object()
+    );
     // JSON names, as clients write them.
     let spec = &doc["components"]["schemas"]["ReleaseSpec"]["properties"];
     for name in [

@@ -1,0 +1,283 @@
+//! The planner's output for a table of situations, compared with files in
+//! `tests/plan/golden/` written as Kubernetes YAML (one document per object,
+//! with the cluster and the action in a comment above it). After a change
+//! to the planner: `UPDATE_GOLDEN=1 cargo test --test plan`, then read the
+//! diff of those files as a reviewer would.
+
+use meshrelease::domain::phase::Move;
+use meshrelease::domain::plan::{ObjectKind, Plan, plan};
+use meshrelease::domain::release::Phase;
+use meshrelease::domain::traffic::{MatchRule, MatchValue, StringMatch};
+use meshrelease::domain::{Release, ReleaseType, TrafficPolicy};
+use serde_json::{Value, json};
+
+use crate::world::*;
+
+fn render(rounds: &[(&str, &Plan)]) -> String {
+    let mut out = String::new();
+    for (title, plan) in rounds {
+        out.push_str(&format!("# --- {title}\n"));
+        out.push_str(&format!(
+            "# step: {}\n",
+            plan.step.map_or("none".to_owned(), |s| format!("{s:?}"))
+        ));
+        if let Some(traffic) = &plan.traffic {
+            out.push_str(&format!("# traffic: {}\n", describe(traffic)));
+        }
+        for (kind, status, reason, message) in &plan.conditions {
+            out.push_str(&format!(
+                "# condition {kind}={status} {reason}: {message}\n"
+            ));
+        }
+        for change in &plan.changes {
+            out.push_str(&format!(
+                "---\n# {} {} in {}\n",
+                change.change.as_str(),
+                change.kind.as_str(),
+                change.cluster_id
+            ));
+            out.push_str(&serde_yaml_ng::to_string(&change.object).unwrap());
+        }
+    }
+    out
+}
+
+fn describe(policy: &TrafficPolicy) -> String {
+    match policy {
+        TrafficPolicy::Weight(w) => format!("weight {w}"),
+        TrafficPolicy::Match(rules) => format!("{} match rule(s)", rules.len()),
+    }
+}
+
+fn check(file: &str, actual: &str) {
+    let path = format!("{}/tests/plan/golden/{file}", env!("CARGO_MANIFEST_DIR"));
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e}; run with UPDATE_GOLDEN=1 to write it"));
+    if expected != actual {
+        let first = expected
+            .lines()
+            .zip(actual.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(expected.lines().count().min(actual.lines().count()));
+        panic!(
+            "{file} differs from the plan at line {}:\n  expected: {:?}\n  actual:   {:?}\n\
+             if the change is intended, run UPDATE_GOLDEN=1 cargo test --test plan and review the diff",
+            first + 1,
+            expected.lines().nth(first),
+            actual.lines().nth(first)
+        );
+    }
+}
+
+/// The owners' VirtualService: a route for /api with its own timeout, a
+/// route to another host, and the default route, with a field this
+/// service does not model (`retries`).
+fn owners_virtual_service() -> Value {
+    json!({
+        "apiVersion": "networking.istio.io/v1beta1",
+        "kind": "VirtualService",
+        "metadata": {"name": "reviews-routes", "namespace": NS, "resourceVersion": "4711",
+                     "labels": {"team": "shop"}},
+        "spec": {
+            "hosts": ["reviews"],
+            "gateways": ["mesh"],
+            "http": [
+                {"name": "legacy", "match": [{"uri": {"prefix": "/legacy"}}],
+                 "route": [{"destination": {"host": "ratings", "port": {"number": 9080}}}]},
+                {"name": "api", "match": [{"uri": {"prefix": "/api"}}], "timeout": "3s",
+                 "route": [{"destination": {"host": "reviews.shop.svc.cluster.local", "port": {"number": 9080}}}]},
+                {"name": "default", "retries": {"attempts": 3, "perTryTimeout": "2s"},
+                 "route": [{"destination": {"host": "reviews"}}]}
+            ]
+        }
+    })
+}
+
+/// The owners' DestinationRule: a traffic policy that must survive.
+fn owners_destination_rule() -> Value {
+    json!({
+        "apiVersion": "networking.istio.io/v1beta1",
+        "kind": "DestinationRule",
+        "metadata": {"name": "reviews", "namespace": NS, "resourceVersion": "815"},
+        "spec": {
+            "host": "reviews",
+            "trafficPolicy": {"connectionPool": {"http": {"http1MaxPendingRequests": 100}},
+                              "tls": {"mode": "ISTIO_MUTUAL"}}
+        }
+    })
+}
+
+fn owned_world() -> World {
+    World::new(vec![
+        (ObjectKind::VirtualService, owners_virtual_service()),
+        (ObjectKind::DestinationRule, owners_destination_rule()),
+    ])
+}
+
+/// Pending -> Deploying -> Running.
+fn to_running(release: &mut Release, world: &mut World) {
+    settle(release, world, 5);
+    assert_eq!(release.status.phase, Phase::Running);
+}
+
+/// One round: plan, carry out, record.
+fn round(release: &mut Release, world: &mut World) -> Plan {
+    let p = plan(release, &world.observe(release), &context());
+    world.carry_out(&p);
+    record(release, &p, world.now);
+    p
+}
+
+#[test]
+fn a_fresh_canary_with_no_routing_of_its_owners() {
+    let mut world = World::new(vec![]);
+    let mut release = release(ReleaseType::Canary, TrafficPolicy::Weight(0));
+    let pending = round(&mut release, &mut world);
+    let deploying = round(&mut release, &mut world);
+    let running = round(&mut release, &mut world);
+    check(
+        "01-fresh-canary.yaml",
+        &render(&[
+            ("Pending: checks, saves the routing", &pending),
+            (
+                "Deploying: gray Deployment, subsets, all traffic to v1",
+                &deploying,
+            ),
+            ("Deploying, gray ready: Running", &running),
+        ]),
+    );
+}
+
+#[test]
+fn weight_30_splits_only_the_routes_of_the_service() {
+    let mut world = owned_world();
+    let mut release = release(ReleaseType::Canary, TrafficPolicy::Weight(0));
+    to_running(&mut release, &mut world);
+    release.traffic_policy = TrafficPolicy::Weight(30);
+    let p = round(&mut release, &mut world);
+    check("02-weight-30.yaml", &render(&[("Running, weight 30", &p)]));
+}
+
+#[test]
+fn header_and_cookie_rules_go_in_front_of_each_route() {
+    let mut world = owned_world();
+    let mut release = release(ReleaseType::Canary, TrafficPolicy::Weight(0));
+    to_running(&mut release, &mut world);
+    release.traffic_policy = TrafficPolicy::Match(vec![
+        MatchRule {
+            headers: vec![StringMatch {
+                name: "x-user".into(),
+                value: MatchValue::Exact("alice".into()),
+            }],
+            cookie: Some("^(.*?;)?(group=beta)(;.*)?$".into()),
+            ..MatchRule::default()
+        },
+        MatchRule {
+            os: vec![meshrelease::domain::traffic::Os::Ios],
+            browsers: vec![meshrelease::domain::traffic::Browser::Safari],
+            query_params: vec![StringMatch {
+                name: "beta".into(),
+                value: MatchValue::Regex("^(1|true)$".into()),
+            }],
+            ..MatchRule::default()
+        },
+    ]);
+    let p = round(&mut release, &mut world);
+    check(
+        "03-header-cookie-match.yaml",
+        &render(&[("Running, match rules", &p)]),
+    );
+}
+
+#[test]
+fn a_blue_green_switch() {
+    let mut world = owned_world();
+    let mut release = release(ReleaseType::BlueGreen, TrafficPolicy::Weight(0));
+    to_running(&mut release, &mut world);
+    release.traffic_policy = TrafficPolicy::Weight(100);
+    let p = round(&mut release, &mut world);
+    check(
+        "04-blue-green-switch.yaml",
+        &render(&[("Running, switched to v2", &p)]),
+    );
+}
+
+#[test]
+fn an_end_moves_traffic_before_it_deletes_the_original() {
+    let mut world = owned_world();
+    let mut release = release(ReleaseType::Canary, TrafficPolicy::Weight(0));
+    to_running(&mut release, &mut world);
+    release.traffic_policy = TrafficPolicy::Weight(100);
+    round(&mut release, &mut world);
+    client(&mut release, Move::End);
+    let first = round(&mut release, &mut world);
+    let second = round(&mut release, &mut world);
+    let third = round(&mut release, &mut world);
+    assert_eq!(release.status.phase, Phase::Ended);
+    assert!(
+        world
+            .get("cluster-a", ObjectKind::Deployment, "reviews-v1")
+            .is_none()
+    );
+    check(
+        "05-end.yaml",
+        &render(&[
+            ("Ending: the original's subset out of the routes", &first),
+            ("Ending: routing holds, the original goes", &second),
+            ("Ended: nothing more", &third),
+        ]),
+    );
+}
+
+#[test]
+fn a_cancel_restores_the_owners_routing_then_deletes_the_gray_version() {
+    let mut world = owned_world();
+    let before = world.clone();
+    let mut release = release(ReleaseType::Canary, TrafficPolicy::Weight(0));
+    to_running(&mut release, &mut world);
+    release.traffic_policy = TrafficPolicy::Weight(40);
+    round(&mut release, &mut world);
+    release.traffic_policy = TrafficPolicy::Weight(0);
+    round(&mut release, &mut world);
+    client(&mut release, Move::Cancel);
+    let first = round(&mut release, &mut world);
+    let second = round(&mut release, &mut world);
+    assert_eq!(release.status.phase, Phase::Canceled);
+    assert_eq!(
+        world.objects, before.objects,
+        "everything as the owners left it"
+    );
+    check(
+        "06-cancel.yaml",
+        &render(&[
+            ("Canceling: the routing restored", &first),
+            ("Canceling: the gray Deployment goes", &second),
+        ]),
+    );
+}
+
+#[test]
+fn a_gray_version_never_ready_fails_with_traffic_on_the_original() {
+    let mut world = owned_world();
+    world.gray_becomes_ready = false;
+    let mut release = release(ReleaseType::Canary, TrafficPolicy::Weight(50));
+    round(&mut release, &mut world);
+    let waiting = round(&mut release, &mut world);
+    world.now += chrono::TimeDelta::seconds(301);
+    let failing = round(&mut release, &mut world);
+    assert_eq!(release.status.phase, Phase::Failed);
+    let failed = round(&mut release, &mut world);
+    assert!(failed.changes.is_empty(), "{failed:?}");
+    check(
+        "07-failed.yaml",
+        &render(&[
+            ("Deploying: applied, not ready, weight held at 0", &waiting),
+            ("Deploying past progressDeadlineSeconds: Failed", &failing),
+            ("Failed: routing stays on the original", &failed),
+        ]),
+    );
+}
