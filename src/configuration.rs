@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
-use serde::Deserialize;
+use figment::Figment;
+use figment::providers::{Format as _, Serialized, Toml};
+use serde::{Deserialize, Serialize};
 
 use crate::auth::TokenEntry;
 use crate::auth::credentials::CredentialEntry;
@@ -20,7 +22,7 @@ use crate::domain::{Action, Condition, ConditionKey, Effect, Mesh, Principal, St
 
 /// Command-line flags; each has a `MESHRELEASE_*` environment variable, and
 /// each but `--config` a key of the same name (with `_`) in the file.
-#[derive(Debug, Default, Parser)]
+#[derive(Debug, Default, Parser, Serialize)]
 #[command(
     name = "meshrelease",
     version,
@@ -84,30 +86,57 @@ pub struct Cli {
     pub credentials: Option<String>,
 }
 
-/// The configuration file; every key optional.
-#[derive(Debug, Default, Deserialize)]
+/// Every key of the configuration with its default: the shape of the file,
+/// and of each layer figment merges (defaults, the file, then environment and
+/// flags through [`Cli`]).
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileSettings {
-    listen: Option<String>,
-    data_dir: Option<PathBuf>,
-    store: Option<String>,
+struct Layered {
+    listen: String,
+    data_dir: PathBuf,
+    store: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     database: Option<String>,
-    database_pool_size: Option<usize>,
-    log_format: Option<String>,
-    log_level: Option<String>,
-    max_body_bytes: Option<usize>,
-    header_read_timeout_secs: Option<u64>,
-    body_read_timeout_secs: Option<u64>,
-    idle_timeout_secs: Option<u64>,
-    max_concurrent_streams: Option<u32>,
-    max_connections: Option<usize>,
-    drain_timeout_secs: Option<u64>,
-    meshes: Option<Vec<MeshConfig>>,
-    tokens: Option<Vec<TokenConfig>>,
-    credentials: Option<Vec<CredentialConfig>>,
+    database_pool_size: usize,
+    log_format: String,
+    log_level: String,
+    max_body_bytes: usize,
+    header_read_timeout_secs: u64,
+    body_read_timeout_secs: u64,
+    idle_timeout_secs: u64,
+    max_concurrent_streams: u32,
+    max_connections: usize,
+    drain_timeout_secs: u64,
+    meshes: Vec<MeshConfig>,
+    tokens: Vec<TokenConfig>,
+    credentials: Vec<CredentialConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+impl Default for Layered {
+    fn default() -> Self {
+        Layered {
+            listen: DEFAULT_LISTEN.to_owned(),
+            data_dir: PathBuf::from("./data"),
+            store: "sqlite".to_owned(),
+            database: None,
+            database_pool_size: 16,
+            log_format: "text".to_owned(),
+            log_level: "info".to_owned(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 30,
+            idle_timeout_secs: 60,
+            max_concurrent_streams: 200,
+            max_connections: 4096,
+            drain_timeout_secs: 30,
+            meshes: Vec::new(),
+            tokens: Vec::new(),
+            credentials: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MeshConfig {
     pub id: String,
@@ -129,7 +158,7 @@ pub struct MeshConfig {
     pub original_on_end: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
     pub subject: String,
@@ -141,7 +170,7 @@ pub struct TokenConfig {
 }
 
 /// `rate_limit = { requests_per_second = 50, burst = 100 }`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     pub requests_per_second: f64,
@@ -150,7 +179,7 @@ pub struct RateLimitConfig {
     pub burst: Option<u32>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialConfig {
     pub subject: String,
@@ -162,7 +191,7 @@ pub struct CredentialConfig {
     pub rate_limit: Option<RateLimitConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StatementConfig {
     #[serde(default)]
@@ -175,7 +204,7 @@ pub struct StatementConfig {
 }
 
 /// A condition's value: one string ("equals") or a list ("in a list").
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum OneOrMany {
     One(String),
@@ -230,35 +259,39 @@ fn fail<T>(message: impl Into<String>) -> Result<T, ConfigError> {
 }
 
 impl Settings {
-    /// Defaults, then the file named by `cli.config`, then environment and flags.
+    /// Defaults, then the file named by `cli.config`, then environment and
+    /// flags (clap reads each flag's `MESHRELEASE_*` variable; a flag wins).
     pub fn load(cli: &Cli) -> Result<Self, ConfigError> {
-        let file = match &cli.config {
-            Some(path) => read_file(path)?,
-            None => FileSettings::default(),
-        };
-        let listen_text = cli
-            .listen
-            .clone()
-            .or(file.listen)
-            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-        let Ok(listen) = listen_text.parse::<SocketAddr>() else {
+        let mut figment = Figment::from(Serialized::defaults(Layered::default()));
+        if let Some(path) = &cli.config {
+            if !path.is_file() {
+                return fail(format!("reading {}: no such file", path.display()));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let layered: Layered = figment
+            .merge(Serialized::defaults(cli.overrides()?))
+            .extract()
+            .map_err(|e| ConfigError(e.to_string()))?;
+        Self::validate(layered)
+    }
+
+    fn validate(l: Layered) -> Result<Self, ConfigError> {
+        let Ok(listen) = l.listen.parse::<SocketAddr>() else {
             return fail(format!(
-                "listen: {listen_text:?} is not an address such as 127.0.0.1:8080"
+                "listen: {:?} is not an address such as 127.0.0.1:8080",
+                l.listen
             ));
         };
-        let database = cli
-            .database
-            .clone()
-            .or(file.database)
-            .filter(|d| !d.is_empty());
-        let store = match cli.store.clone().or(file.store).as_deref() {
+        let database = l.database.filter(|d| !d.is_empty());
+        let store = match l.store.as_str() {
             _ if database.is_some() => StoreKind::Postgres,
-            None | Some("sqlite") => StoreKind::Sqlite,
-            Some("memory") => StoreKind::Memory,
-            Some("postgres") => {
+            "sqlite" => StoreKind::Sqlite,
+            "memory" => StoreKind::Memory,
+            "postgres" => {
                 return fail("store: \"postgres\" needs `database`, a postgres:// URL");
             }
-            Some(other) => {
+            other => {
                 return fail(format!(
                     "store: must be \"sqlite\" or \"memory\" (or set `database` for PostgreSQL), got {other:?}"
                 ));
@@ -271,20 +304,10 @@ impl Settings {
                 "database: not a PostgreSQL URL such as postgres://user@127.0.0.1:5432/db",
             );
         }
-        let database_pool_size = cli
-            .database_pool_size
-            .or(file.database_pool_size)
-            .unwrap_or(16);
-        if database_pool_size < 2 {
+        if l.database_pool_size < 2 {
             return fail("database_pool_size: must be at least 2");
         }
-        let log_format = match cli
-            .log_format
-            .clone()
-            .or(file.log_format)
-            .as_deref()
-            .unwrap_or("text")
-        {
+        let log_format = match l.log_format.as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
             other => {
@@ -293,103 +316,72 @@ impl Settings {
                 ));
             }
         };
-        let log_level = cli
-            .log_level
-            .clone()
-            .or(file.log_level)
-            .unwrap_or_else(|| "info".to_owned());
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&l.log_level) {
             return fail(format!("log_level: {e}"));
         }
-        let max_body_bytes = cli
-            .max_body_bytes
-            .or(file.max_body_bytes)
-            .unwrap_or(DEFAULT_MAX_BODY_BYTES);
-        if !(1024..=64 * 1024 * 1024).contains(&max_body_bytes) {
+        if !(1024..=64 * 1024 * 1024).contains(&l.max_body_bytes) {
             return fail("max_body_bytes: must be between 1024 and 67108864");
         }
-        let header_read_timeout_secs = cli
-            .header_read_timeout_secs
-            .or(file.header_read_timeout_secs)
-            .unwrap_or(10);
-        let max_concurrent_streams = cli
-            .max_concurrent_streams
-            .or(file.max_concurrent_streams)
-            .unwrap_or(200);
-        let max_connections = cli.max_connections.or(file.max_connections).unwrap_or(4096);
-        let drain_timeout_secs = cli
-            .drain_timeout_secs
-            .or(file.drain_timeout_secs)
-            .unwrap_or(30);
-        let body_read_timeout_secs = cli
-            .body_read_timeout_secs
-            .or(file.body_read_timeout_secs)
-            .unwrap_or(30);
-        if body_read_timeout_secs == 0 {
-            return fail("body_read_timeout_secs: must be at least 1");
+        for (key, value, least) in [
+            ("body_read_timeout_secs", l.body_read_timeout_secs, 1),
+            ("idle_timeout_secs", l.idle_timeout_secs, 2),
+            ("header_read_timeout_secs", l.header_read_timeout_secs, 1),
+            (
+                "max_concurrent_streams",
+                u64::from(l.max_concurrent_streams),
+                1,
+            ),
+            ("max_connections", l.max_connections as u64, 1),
+        ] {
+            if value < least {
+                return fail(format!("{key}: must be at least {least}"));
+            }
         }
-        let idle_timeout_secs = cli
-            .idle_timeout_secs
-            .or(file.idle_timeout_secs)
-            .unwrap_or(60);
-        if idle_timeout_secs < 2 {
-            return fail("idle_timeout_secs: must be at least 2");
-        }
-        if header_read_timeout_secs == 0 {
-            return fail("header_read_timeout_secs: must be at least 1");
-        }
-        if max_concurrent_streams == 0 {
-            return fail("max_concurrent_streams: must be at least 1");
-        }
-        if max_connections == 0 {
-            return fail("max_connections: must be at least 1");
-        }
-
-        let meshes = match &cli.meshes {
-            Some(text) => inline_array("meshes", text)?,
-            None => file.meshes.unwrap_or_default(),
-        };
-        let tokens = match &cli.tokens {
-            Some(text) => inline_array("tokens", text)?,
-            None => file.tokens.unwrap_or_default(),
-        };
-        let credentials = match &cli.credentials {
-            Some(text) => inline_array("credentials", text)?,
-            None => file.credentials.unwrap_or_default(),
-        };
-
         Ok(Settings {
             listen,
-            data_dir: cli
-                .data_dir
-                .clone()
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from("./data")),
+            data_dir: l.data_dir,
             store,
             database,
-            database_pool_size,
+            database_pool_size: l.database_pool_size,
             log_format,
-            log_level,
-            max_body_bytes,
-            header_read_timeout: Duration::from_secs(header_read_timeout_secs),
-            body_read_timeout: Duration::from_secs(body_read_timeout_secs),
-            idle_timeout: Duration::from_secs(idle_timeout_secs),
-            max_concurrent_streams,
-            max_connections,
-            drain_timeout: Duration::from_secs(drain_timeout_secs),
-            meshes: validate_meshes(meshes)?,
-            tokens: validate_tokens(tokens)?,
-            credentials: validate_credentials(credentials)?,
+            log_level: l.log_level,
+            max_body_bytes: l.max_body_bytes,
+            header_read_timeout: Duration::from_secs(l.header_read_timeout_secs),
+            body_read_timeout: Duration::from_secs(l.body_read_timeout_secs),
+            idle_timeout: Duration::from_secs(l.idle_timeout_secs),
+            max_concurrent_streams: l.max_concurrent_streams,
+            max_connections: l.max_connections,
+            drain_timeout: Duration::from_secs(l.drain_timeout_secs),
+            meshes: validate_meshes(l.meshes)?,
+            tokens: validate_tokens(l.tokens)?,
+            credentials: validate_credentials(l.credentials)?,
         })
     }
 }
 
-fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) => return fail(format!("reading {}: {e}", path.display())),
-    };
-    toml::from_str(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
+impl Cli {
+    /// The keys set by flags or their environment variables, as a figment
+    /// layer: the inline TOML arrays (`--meshes` and the like) parsed.
+    fn overrides(&self) -> Result<serde_json::Map<String, serde_json::Value>, ConfigError> {
+        let mut layer = match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(map)) => map,
+            Ok(_) | Err(_) => return fail("flags: cannot be read"),
+        };
+        layer.retain(|key, value| !value.is_null() && key != "config");
+        for (key, text) in [
+            ("meshes", &self.meshes),
+            ("tokens", &self.tokens),
+            ("credentials", &self.credentials),
+        ] {
+            if let Some(text) = text {
+                let array: Vec<toml::Value> = inline_array(key, text)?;
+                let json =
+                    serde_json::to_value(array).map_err(|e| ConfigError(format!("{key}: {e}")))?;
+                layer.insert(key.to_owned(), json);
+            }
+        }
+        Ok(layer)
+    }
 }
 
 fn inline_array<T: serde::de::DeserializeOwned>(
@@ -840,6 +832,38 @@ mod tests {
         .unwrap();
         assert_eq!(s.listen.port(), 0);
         assert_eq!(s.meshes[0].id, "m2");
+    }
+
+    #[test]
+    fn mesh_cluster_settings_are_read_and_checked() {
+        let mesh =
+            |extra: &str| format!("[[meshes]]\nid = \"m\"\nclusters = [\"a\", \"b\"]\n{extra}");
+        let s = load(
+            &mesh("istio_config_cluster = \"b\"\nistio_api_version = \"v1\"\noriginal_on_end = \"scale-to-zero\""),
+            Cli::default(),
+        )
+        .unwrap();
+        assert_eq!(s.meshes[0].istio_config_cluster.as_deref(), Some("b"));
+        assert_eq!(s.meshes[0].istio_api, IstioApi::V1);
+        assert_eq!(s.meshes[0].original_on_end, OriginalOnEnd::ScaleToZero);
+        let s = load(&mesh(""), Cli::default()).unwrap();
+        assert_eq!(s.meshes[0].istio_api, IstioApi::V1beta1);
+        assert_eq!(s.meshes[0].original_on_end, OriginalOnEnd::Delete);
+        let err = |extra: &str| load(&mesh(extra), Cli::default()).unwrap_err().to_string();
+        assert!(err("istio_config_cluster = \"z\"").contains("meshes[0].istio_config_cluster"));
+        assert!(err("istio_api_version = \"v1alpha3\"").contains("meshes[0].istio_api_version"));
+        assert!(err("original_on_end = \"keep\"").contains("meshes[0].original_on_end"));
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_key_and_the_file() {
+        let err = load("max_connections = \"many\"", Cli::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("max_connections") && err.contains("c.toml"),
+            "{err}"
+        );
     }
 
     #[test]

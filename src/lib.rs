@@ -2,11 +2,16 @@
 //! service mesh, served over gRPC and over REST/JSON transcoded from the same
 //! proto annotations.
 //!
-//! - `domain`: the release rules and operations, protocol-free.
-//! - `store`: where releases are kept (SQLite, in memory), behind one trait.
-//! - `api`: the gRPC service both protocols call, and the error mapping.
+//! - `domain`: the release rules and operations, protocol-free: validation,
+//!   the traffic policy, the phase machine, the planner of cluster objects,
+//!   and the ports it needs (`domain::ports`).
+//! - `store`: the store port's backends (SQLite, PostgreSQL, in memory).
+//! - `api`: the gRPC service both protocols call, field masks, and the one
+//!   error mapping.
 //! - `transcode`: REST routes read from `google.api.http`, turned into RPCs.
 //! - `http`: the listener, limits, authentication, request ids, health.
+//! - `auth`: tokens, AK/SK signatures, rate limits.
+//! - `pb`: the generated wire types.
 //! - `metrics`: what `/metrics` reports.
 //! - `configuration`, `telemetry`, `shutdown`, `startup`: running it.
 

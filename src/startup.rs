@@ -4,7 +4,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
 use axum::Router;
@@ -13,6 +12,7 @@ use axum::middleware;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
 use crate::api::ReleaseApi;
@@ -42,7 +42,9 @@ pub struct Application {
     store: Arc<dyn ReleaseStore>,
     manager: Arc<ReleaseManager>,
     health: tonic_health::server::HealthReporter,
-    shutting_down: Arc<AtomicBool>,
+    /// The one shutdown signal: readiness, health, watch streams and the
+    /// accept loop all follow it.
+    shutdown: CancellationToken,
 }
 
 impl Application {
@@ -71,10 +73,11 @@ impl Application {
         settings: Settings,
         store: Arc<dyn ReleaseStore>,
     ) -> anyhow::Result<Self> {
-        let manager = Arc::new(ReleaseManager::new(
-            Meshes::new(settings.meshes.clone()),
-            store.clone(),
-        ));
+        let shutdown = CancellationToken::new();
+        let manager = Arc::new(
+            ReleaseManager::new(Meshes::new(settings.meshes.clone()), store.clone())
+                .with_shutdown(shutdown.clone()),
+        );
         let api = Arc::new(ReleaseApi::new(manager.clone()));
 
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -134,7 +137,6 @@ impl Application {
             serde_json::to_vec(&crate::transcode::openapi::describe(&table))
                 .context("writing the OpenAPI description")?,
         );
-        let shutting_down = Arc::new(AtomicBool::new(false));
         let rest = Router::new()
             .route("/healthz", get(healthz))
             .route(
@@ -155,7 +157,7 @@ impl Application {
                 "/readyz",
                 get(readyz).with_state(Readiness {
                     store: store.clone(),
-                    shutting_down: shutting_down.clone(),
+                    shutdown: shutdown.clone(),
                 }),
             )
             .fallback(transcode)
@@ -216,12 +218,18 @@ impl Application {
             store,
             manager,
             health,
-            shutting_down,
+            shutdown,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The service's shutdown signal: cancelling it stops the service as a
+    /// SIGTERM does.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
     }
 
     /// The release operations, as the cluster driver reaches them.
@@ -237,18 +245,23 @@ impl Application {
             app,
             limits,
             store,
-            manager,
             health,
-            shutting_down,
+            shutdown: token,
             ..
         } = self;
-        let stop = async move {
-            shutdown.await;
-            shutting_down.store(true, Ordering::Relaxed);
-            manager.begin_shutdown();
+        let fired = token.clone();
+        tokio::spawn(async move {
+            fired.cancelled().await;
             health
                 .set_not_serving::<ReleaseServiceServer<ReleaseApi>>()
                 .await;
+        });
+        let trigger = token.clone();
+        let stop = async move {
+            tokio::select! {
+                () = shutdown => trigger.cancel(),
+                () = trigger.cancelled() => {}
+            }
         };
         serve(listener, app, limits, stop).await;
         store.close().await;

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 use crate::api::errors::ApiError;
 use crate::domain::release::API_VERSION;
@@ -47,6 +48,26 @@ fn release_ref(mesh_id: String, namespace: String, name: String) -> ReleaseRef {
     }
 }
 
+/// The span of one RPC, inside the request's span (which names the request
+/// id): the operation, the mesh and the release, each cut to 128 characters
+/// so that no client value reaches a log line unbounded.
+fn rpc_span(rpc: &'static str, mesh: &str, namespace: &str, name: &str) -> tracing::Span {
+    tracing::info_span!(
+        "rpc",
+        rpc,
+        mesh = bounded(mesh),
+        namespace = bounded(namespace),
+        release = bounded(name),
+    )
+}
+
+fn bounded(text: &str) -> &str {
+    match text.char_indices().nth(128) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
+}
+
 fn optional(text: String) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
@@ -72,6 +93,13 @@ impl ReleaseService for ReleaseApi {
             ),
         };
         let request = request.into_inner();
+        let name = request
+            .release
+            .as_ref()
+            .and_then(|r| r.metadata.as_ref())
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        let span = rpc_span("CreateRelease", &request.mesh_id, &request.namespace, &name);
         let draft = ReleaseDraft::try_from(request.release.unwrap_or_default())?;
         let created = self
             .manager
@@ -85,6 +113,7 @@ impl ReleaseService for ReleaseApi {
                     client_token,
                 },
             )
+            .instrument(span)
             .await?;
         Ok(Response::new(created.into()))
     }
@@ -95,9 +124,14 @@ impl ReleaseService for ReleaseApi {
     ) -> Result<Response<pb::Release>, Status> {
         let principal = principal(&request)?;
         let r = request.into_inner();
+        let span = rpc_span("GetRelease", &r.mesh_id, &r.namespace, &r.name);
         let target = release_ref(r.mesh_id, r.namespace, r.name);
         Ok(Response::new(
-            self.manager.get(&principal, target).await?.into(),
+            self.manager
+                .get(&principal, target)
+                .instrument(span)
+                .await?
+                .into(),
         ))
     }
 
@@ -107,6 +141,7 @@ impl ReleaseService for ReleaseApi {
     ) -> Result<Response<ReleaseList>, Status> {
         let principal = principal(&request)?;
         let r = request.into_inner();
+        let span = rpc_span("ListReleases", &r.mesh_id, &r.namespace, "");
         let page = self
             .manager
             .list(
@@ -120,6 +155,7 @@ impl ReleaseService for ReleaseApi {
                     phase: optional(r.phase),
                 },
             )
+            .instrument(span)
             .await?;
         Ok(Response::new(ReleaseList {
             kind: "ReleaseList".into(),
@@ -137,6 +173,7 @@ impl ReleaseService for ReleaseApi {
     ) -> Result<Response<pb::Release>, Status> {
         let principal = principal(&request)?;
         let r = request.into_inner();
+        let span = rpc_span("UpdateRelease", &r.mesh_id, &r.namespace, &r.name);
         let draft = ReleaseDraft::try_from(r.release.unwrap_or_default())?;
         let updated = self
             .manager
@@ -148,6 +185,7 @@ impl ReleaseService for ReleaseApi {
                     dry_run: r.dry_run,
                 },
             )
+            .instrument(span)
             .await?;
         Ok(Response::new(updated.into()))
     }
@@ -158,6 +196,7 @@ impl ReleaseService for ReleaseApi {
     ) -> Result<Response<pb::Release>, Status> {
         let principal = principal(&request)?;
         let r = request.into_inner();
+        let span = rpc_span("PatchRelease", &r.mesh_id, &r.namespace, &r.name);
         let release = r.release.unwrap_or_default();
         let message = super::field_mask::pool()
             .get_message_by_name("asm.v2.Release")
@@ -193,6 +232,7 @@ impl ReleaseService for ReleaseApi {
                     dry_run: r.dry_run,
                 },
             )
+            .instrument(span)
             .await?;
         Ok(Response::new(patched.into()))
     }
@@ -203,10 +243,12 @@ impl ReleaseService for ReleaseApi {
     ) -> Result<Response<pb::Release>, Status> {
         let principal = principal(&request)?;
         let r = request.into_inner();
+        let span = rpc_span("DeleteRelease", &r.mesh_id, &r.namespace, &r.name);
         let target = release_ref(r.mesh_id, r.namespace, r.name);
         Ok(Response::new(
             self.manager
                 .delete(&principal, target, &r.action)
+                .instrument(span)
                 .await?
                 .into(),
         ))
@@ -220,6 +262,7 @@ impl ReleaseService for ReleaseApi {
     ) -> Result<Response<Self::WatchReleasesStream>, Status> {
         let principal = principal(&request)?;
         let r = request.into_inner();
+        let span = rpc_span("WatchReleases", &r.mesh_id, &r.namespace, "");
         let events = self
             .manager
             .watch(
@@ -230,6 +273,7 @@ impl ReleaseService for ReleaseApi {
                     resource_version: r.resource_version,
                 },
             )
+            .instrument(span)
             .await?;
         let stream = ReceiverStream::new(events).map(|event| {
             event

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::authz::{Action, Principal};
@@ -117,7 +118,8 @@ pub struct WatchReleases {
 pub struct ReleaseManager {
     meshes: Meshes,
     store: Arc<dyn ReleaseStore>,
-    stopping: watch::Sender<bool>,
+    /// The service's one shutdown signal: watch streams end when it fires.
+    shutdown: CancellationToken,
     /// Watch streams open now.
     watchers: Arc<AtomicUsize>,
 }
@@ -127,7 +129,7 @@ impl ReleaseManager {
         Self {
             meshes,
             store,
-            stopping: watch::channel(false).0,
+            shutdown: CancellationToken::new(),
             watchers: Arc::default(),
         }
     }
@@ -141,9 +143,10 @@ impl ReleaseManager {
         self.watchers.load(Ordering::Relaxed)
     }
 
-    /// Ends every watch stream (the server is shutting down).
-    pub fn begin_shutdown(&self) {
-        self.stopping.send_replace(true);
+    /// Ties the watch streams to the service's shutdown signal.
+    pub fn with_shutdown(mut self, shutdown: CancellationToken) -> Self {
+        self.shutdown = shutdown;
+        self
     }
 
     fn mesh(
@@ -633,7 +636,7 @@ impl ReleaseManager {
         let namespace = request.namespace.filter(|ns| !ns.is_empty());
         let store = self.store.clone();
         let mut revisions = store.revisions();
-        let mut stopping = self.stopping.subscribe();
+        let shutdown = self.shutdown.clone();
         let (sender, receiver) = mpsc::channel(WATCH_BUFFER);
         let mut initial: Vec<Event> = Vec::new();
         let mut last = match resume {
@@ -687,7 +690,7 @@ impl ReleaseManager {
                 if events.is_empty() {
                     tokio::select! {
                         changed = revisions.changed() => if changed.is_err() { return },
-                        _ = stopping.wait_for(|s| *s) => return,
+                        () = shutdown.cancelled() => return,
                         () = sender.closed() => return,
                     }
                     continue;

@@ -2,12 +2,12 @@
 //! writable, and the service is not shutting down).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
 use crate::api::errors::ApiError;
 use crate::store::ReleaseStore;
@@ -15,7 +15,7 @@ use crate::store::ReleaseStore;
 #[derive(Clone)]
 pub struct Readiness {
     pub store: Arc<dyn ReleaseStore>,
-    pub shutting_down: Arc<AtomicBool>,
+    pub shutdown: CancellationToken,
 }
 
 pub async fn healthz() -> Response {
@@ -23,7 +23,7 @@ pub async fn healthz() -> Response {
 }
 
 pub async fn readyz(State(readiness): State<Readiness>) -> Response {
-    if readiness.shutting_down.load(Ordering::Relaxed) {
+    if readiness.shutdown.is_cancelled() {
         return ApiError::Unavailable("shutting down".into()).into_response();
     }
     match readiness.store.check_writable().await {

@@ -1,6 +1,7 @@
 //! The HTTP side of the one listener: connection handling and limits
-//! (`server`), per-request middleware (`request_id`, `authenticate`), and the
-//! health endpoints.
+//! (`server`, `idle`), per-request middleware (`request_id`, `authenticate`,
+//! `body_deadline`, `observe` for metrics), gRPC error normalisation
+//! (`grpc_errors`), and the health endpoints (`health`).
 
 pub mod authenticate;
 pub mod body_deadline;
