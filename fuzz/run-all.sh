@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 seconds="${1:-600}"
 export RUSTC_BOOTSTRAP=1   # cargo fuzz needs nightly flags; the stable toolchain takes them so
-for target in rest_body grpc_message path_and_query; do
+for target in rest_body grpc_message path_and_query patch_release; do
   mkdir -p "corpus/$target"
   echo "== $target for ${seconds}s"
   cargo fuzz run -O "$target" "corpus/$target" "seeds/$target" -- \

@@ -18,6 +18,7 @@ pub struct Harness {
     runtime: tokio::runtime::Runtime,
     transcoder: Transcoder,
     pub api: Arc<ReleaseApi>,
+    pub manager: Arc<ReleaseManager>,
     pub principal: Principal,
 }
 
@@ -32,7 +33,7 @@ pub fn harness() -> &'static Harness {
             ..Mesh::default()
         }]);
         let manager = Arc::new(ReleaseManager::new(meshes, Arc::new(MemoryStore::new())));
-        let api = Arc::new(ReleaseApi::new(manager));
+        let api = Arc::new(ReleaseApi::new(manager.clone()));
         let table = RouteTable::from_descriptor_set(
             meshrelease::pb::FILE_DESCRIPTOR_SET,
             release_service_methods(api.clone()),
@@ -48,6 +49,7 @@ pub fn harness() -> &'static Harness {
                 max_body_bytes: 4 * 1024 * 1024,
             },
             api,
+            manager,
             principal: Principal {
                 subject: "fuzzer".into(),
                 statements: vec![Statement {

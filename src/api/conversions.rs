@@ -201,60 +201,92 @@ impl From<Release> for pb::Release {
     }
 }
 
-/// A `Struct` as JSON; refuses objects deeper than [`MAX_OBJECT_DEPTH`] and
-/// numbers JSON cannot carry, naming `field`.
+/// A `Struct` as JSON; refuses objects deeper than [`MAX_OBJECT_DEPTH`],
+/// numbers JSON cannot carry, and numbers beyond 2^53 in magnitude (a double
+/// cannot tell them from their neighbours, so they may already have been
+/// rounded), naming the path of the value below `field`.
 pub fn struct_to_json(object: wkt::Struct, field: &str) -> Result<JsonObject, ApiError> {
-    struct_fields(object, field, 1)
+    struct_fields(object, 1).map_err(|refusal| {
+        // Built only on the way out of an error: the happy path allocates no paths.
+        let mut path = field.to_owned();
+        for segment in refusal.segments.iter().rev() {
+            path.push_str(segment);
+        }
+        ApiError::invalid_field(path, refusal.reason)
+    })
 }
 
-fn struct_fields(object: wkt::Struct, field: &str, depth: usize) -> Result<JsonObject, ApiError> {
+/// A refused value: the path to it, innermost segment first.
+struct Refusal {
+    segments: Vec<String>,
+    reason: String,
+}
+
+impl Refusal {
+    fn new(reason: impl Into<String>) -> Self {
+        Refusal {
+            segments: Vec::new(),
+            reason: reason.into(),
+        }
+    }
+
+    fn under(mut self, segment: String) -> Self {
+        self.segments.push(segment);
+        self
+    }
+}
+
+fn struct_fields(object: wkt::Struct, depth: usize) -> Result<JsonObject, Refusal> {
     if depth > MAX_OBJECT_DEPTH {
-        return Err(ApiError::invalid_field(
-            field,
-            format!("nests deeper than {MAX_OBJECT_DEPTH} levels"),
-        ));
+        return Err(Refusal::new(format!(
+            "nests deeper than {MAX_OBJECT_DEPTH} levels"
+        )));
     }
     object
         .into_fields()
         .into_iter()
-        .map(|(key, value)| Ok((key, value_to_json(value, field, depth)?)))
+        .map(|(key, value)| match value_to_json(value, depth) {
+            Ok(json) => Ok((key, json)),
+            Err(refusal) => Err(refusal.under(format!(".{key}"))),
+        })
         .collect()
 }
 
-fn value_to_json(
-    value: wkt::Value,
-    field: &str,
-    depth: usize,
-) -> Result<serde_json::Value, ApiError> {
+fn value_to_json(value: wkt::Value, depth: usize) -> Result<serde_json::Value, Refusal> {
     use wkt::value::Kind;
     Ok(match value.kind {
         None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
         Some(Kind::BoolValue(b)) => serde_json::Value::Bool(b),
         Some(Kind::StringValue(s)) => serde_json::Value::String(s),
         Some(Kind::NumberValue(n)) => {
-            let number = if n.fract() == 0.0 && n.abs() < 9_007_199_254_740_992.0 {
+            if n.abs() > crate::transcode::json_strict::MAX_EXACT {
+                return Err(Refusal::new(
+                    "is a number beyond 2^53 in magnitude, which this API cannot keep exactly",
+                ));
+            }
+            let number = if n.fract() == 0.0 {
                 Some(serde_json::Number::from(n as i64))
             } else {
                 serde_json::Number::from_f64(n)
             };
-            number.map(serde_json::Value::Number).ok_or_else(|| {
-                ApiError::invalid_field(field, "holds a number that is not finite")
-            })?
+            number
+                .map(serde_json::Value::Number)
+                .ok_or_else(|| Refusal::new("holds a number that is not finite"))?
         }
-        Some(Kind::StructValue(s)) => {
-            serde_json::Value::Object(struct_fields(s, field, depth + 1)?)
-        }
+        Some(Kind::StructValue(s)) => serde_json::Value::Object(struct_fields(s, depth + 1)?),
         Some(Kind::ListValue(list)) => {
             if depth + 1 > MAX_OBJECT_DEPTH {
-                return Err(ApiError::invalid_field(
-                    field,
-                    format!("nests deeper than {MAX_OBJECT_DEPTH} levels"),
-                ));
+                return Err(Refusal::new(format!(
+                    "nests deeper than {MAX_OBJECT_DEPTH} levels"
+                )));
             }
             serde_json::Value::Array(
                 list.values
                     .into_iter()
-                    .map(|v| value_to_json(v, field, depth + 1))
+                    .enumerate()
+                    .map(|(i, v)| {
+                        value_to_json(v, depth + 1).map_err(|r| r.under(format!("[{i}]")))
+                    })
                     .collect::<Result<_, _>>()?,
             )
         }

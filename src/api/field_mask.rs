@@ -74,7 +74,11 @@ pub fn to_json_path(
                 let Some(f) = m.get_field_by_name(part) else {
                     return Err(Violation::new(
                         field,
-                        format!("names {path:?}, which is not a field of {}", message.name()),
+                        format!(
+                            "names {}, which is not a field of {}",
+                            crate::domain::names::quoted(path),
+                            message.name()
+                        ),
                     ));
                 };
                 out.push(f.json_name().to_owned());

@@ -111,7 +111,12 @@ impl CredentialRegistry {
         let (entry, bucket) = self
             .by_access_key
             .get(&authorization.access_key)
-            .ok_or_else(|| format!("access key {:?} is not known", authorization.access_key))?;
+            .ok_or_else(|| {
+                format!(
+                    "access key {} is not known",
+                    crate::domain::names::quoted(&authorization.access_key)
+                )
+            })?;
         let canonical = signature::canonical_request(
             request.method,
             request.path,
@@ -125,7 +130,10 @@ impl CredentialRegistry {
             &signature::string_to_sign(date.trim(), &canonical),
         );
         if !bool::from(expected.as_slice().ct_eq(&authorization.signature)) {
-            tracing::debug!(canonical_request = %canonical, "signature mismatch");
+            tracing::debug!(
+                canonical_request = %crate::domain::names::bounded_to(&canonical, 2048),
+                "signature mismatch"
+            );
             return Err(
                 "the signature does not match the request (method, path, query, signed headers and body are all signed)"
                     .into(),

@@ -48,13 +48,21 @@ pub fn parse_authorization(value: &str) -> Result<Authorization, String> {
     for part in rest.split(',') {
         let part = part.trim();
         let Some((name, value)) = part.split_once('=') else {
-            return Err(format!("Authorization has a part without '=': {part:?}"));
+            return Err(format!(
+                "Authorization has a part without '=': {}",
+                crate::domain::names::quoted(part)
+            ));
         };
         let slot = match name.trim() {
             "Access" => &mut access,
             "SignedHeaders" => &mut signed,
             "Signature" => &mut signature,
-            other => return Err(format!("Authorization has an unknown part {other:?}")),
+            other => {
+                return Err(format!(
+                    "Authorization has an unknown part {}",
+                    crate::domain::names::quoted(other)
+                ));
+            }
         };
         if slot.replace(value.trim()).is_some() {
             return Err(format!("Authorization names {} twice", name.trim()));
@@ -169,8 +177,12 @@ pub fn canonical_request(
     sorted.sort();
     let mut canonical_headers = String::new();
     for name in &sorted {
-        let value =
-            header(name).ok_or_else(|| format!("signed header {name:?} is not in the request"))?;
+        let value = header(name).ok_or_else(|| {
+            format!(
+                "signed header {} is not in the request",
+                crate::domain::names::quoted(name)
+            )
+        })?;
         canonical_headers.push_str(name);
         canonical_headers.push(':');
         canonical_headers.push_str(value.trim());

@@ -65,7 +65,10 @@ pub fn check_and_complete(
             if let (true, Err(e)) = (derivable, names::check_dns_subdomain(&derived_name)) {
                 out.push(
                     "metadata.name",
-                    format!("is missing, and the derived name {derived_name:?} {e}"),
+                    format!(
+                        "is missing, and the derived name {} {e}",
+                        names::quoted(&derived_name)
+                    ),
                 );
             }
             Some(derived_name)
@@ -130,7 +133,8 @@ pub fn check_and_complete(
         Some(other) => out.push(
             "spec.template.metadata.labels.version",
             format!(
-                "is {other}, but the pods of this gray Deployment must carry version {:?} (spec.version)",
+                "is {}, but the pods of this gray Deployment must carry version {:?} (spec.version)",
+                names::bounded(&other.to_string()),
                 ctx.version
             ),
         ),
@@ -372,7 +376,7 @@ impl Checker<'_, '_> {
                 Some(Value::String(name)) => match names::check_dns_label(name) {
                     Ok(()) if seen.contains(&name) => self.push(
                         &format!("{path}[{i}].name"),
-                        format!("{name:?} is used by another container"),
+                        format!("{} is used by another container", names::quoted(name)),
                     ),
                     Ok(()) => seen.push(name),
                     Err(e) => self.push(&format!("{path}[{i}].name"), e),

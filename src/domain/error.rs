@@ -15,9 +15,15 @@ pub struct Violation {
 }
 
 impl Violation {
+    /// A violation; a field path longer than [`super::names::MAX_ECHO`]
+    /// characters (one built from a client's keys) is cut.
     pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        let field = field.into();
         Self {
-            field: field.into(),
+            field: match super::names::bounded(&field) {
+                std::borrow::Cow::Borrowed(_) => field,
+                std::borrow::Cow::Owned(cut) => cut,
+            },
             description: description.into(),
         }
     }

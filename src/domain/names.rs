@@ -108,9 +108,42 @@ pub fn check_label_key(key: &str) -> Result<(), String> {
     check_label_value(name).map_err(|e| format!("name {e}"))
 }
 
+/// The most characters of a client's value that an error message or a log
+/// line quotes.
+pub const MAX_ECHO: usize = 128;
+
+/// `text` cut to [`MAX_ECHO`] characters, with an ellipsis where it was cut:
+/// what an error may quote of a value the client sent.
+pub fn bounded(text: &str) -> std::borrow::Cow<'_, str> {
+    bounded_to(text, MAX_ECHO)
+}
+
+/// `text` cut to `max` characters, with an ellipsis where it was cut.
+pub fn bounded_to(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(max) {
+        None => std::borrow::Cow::Borrowed(text),
+        Some((end, _)) => std::borrow::Cow::Owned(format!("{}…", &text[..end])),
+    }
+}
+
+/// `text` quoted as `{:?}` would, cut as [`bounded`] cuts.
+pub fn quoted(text: &str) -> String {
+    format!("{:?}", bounded(text))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn echoes_are_bounded() {
+        assert_eq!(bounded("short"), "short");
+        let long = "é".repeat(5000);
+        let cut = bounded(&long);
+        assert_eq!(cut.chars().count(), MAX_ECHO + 1);
+        assert!(cut.ends_with('…'));
+        assert_eq!(quoted(&long).chars().count(), MAX_ECHO + 3);
+    }
     use proptest::prelude::*;
 
     fn reference_release_name(name: &str) -> bool {

@@ -14,6 +14,7 @@ use super::authz::{Action, Principal};
 use super::cursor::{self, Cursor};
 use super::error::{DomainError, Violation};
 use super::mesh::{Mesh, Meshes};
+use super::names::quoted;
 use super::phase::{self, Move, Outcome};
 use super::plan;
 use super::ports::{
@@ -164,7 +165,7 @@ impl ReleaseManager {
                 mesh_id: mesh_id.to_owned(),
             });
         }
-        mesh.ok_or_else(|| DomainError::NotFound(format!("mesh {mesh_id:?} not found")))
+        mesh.ok_or_else(|| DomainError::NotFound(format!("mesh {} not found", quoted(mesh_id))))
     }
 
     /// Validates and stores a new release; it is durable when this returns Ok.
@@ -225,8 +226,10 @@ impl ReleaseManager {
             .map_err(store_error)?
             .ok_or_else(|| {
                 DomainError::NotFound(format!(
-                    "release {:?} not found in mesh {:?}, namespace {:?}",
-                    target.name, target.mesh_id, target.namespace
+                    "release {} not found in mesh {}, namespace {}",
+                    quoted(&target.name),
+                    quoted(&target.mesh_id),
+                    quoted(&target.namespace)
                 ))
             })
     }
@@ -323,8 +326,8 @@ impl ReleaseManager {
             violations.push(Violation::new(
                 "metadata.name",
                 format!(
-                    "is immutable: must be {:?}, the name in the path",
-                    target.name
+                    "is immutable: must be {}, the name in the path",
+                    quoted(&target.name)
                 ),
             ));
         }
@@ -430,7 +433,7 @@ impl ReleaseManager {
             other => {
                 return Err(DomainError::invalid_field(
                     "action",
-                    format!("must be cancel or end, got {other:?}"),
+                    format!("must be cancel or end, got {}", quoted(other)),
                 ));
             }
         };
@@ -803,7 +806,7 @@ fn read_mask(
         if got != want {
             violations.push(Violation::new(
                 field,
-                format!("must be {want:?} where given"),
+                format!("must be {} where given", quoted(want)),
             ));
         }
     };
@@ -843,7 +846,8 @@ fn read_mask(
             "spec" | "metadata" | "*" | "" => violations.push(Violation::new(
                 "updateMask",
                 format!(
-                    "names {path:?}, which is too wide: name spec.trafficPolicy or spec.grayDeployments (PUT replaces a release)"
+                    "names {}, which is too wide: name spec.trafficPolicy or spec.grayDeployments (PUT replaces a release)",
+                    quoted(path)
                 ),
             )),
             other if other.starts_with("status.") => {
@@ -863,7 +867,7 @@ fn read_mask(
             }
             other => violations.push(Violation::new(
                 "updateMask",
-                format!("names {other:?}, which is not a field of Release"),
+                format!("names {}, which is not a field of Release", quoted(other)),
             )),
         }
     }

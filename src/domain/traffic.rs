@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::error::Violation;
+use super::names::quoted;
 use super::release::ReleaseType;
 
 /// Most match rules in one policy, and most headers or query parameters in
@@ -356,14 +357,14 @@ fn string_matches(
             violations.push(Violation::new(
                 &name_field,
                 format!(
-                    "{:?} is not a lowercase HTTP header name (letters, digits and '-', as Istio requires)",
-                    draft.name
+                    "{} is not a lowercase HTTP header name (letters, digits and '-', as Istio requires)",
+                    quoted(&draft.name)
                 ),
             ));
         } else if drafts[..i].iter().any(|d| d.name == draft.name) {
             violations.push(Violation::new(
                 &name_field,
-                format!("{:?} is matched twice in this rule", draft.name),
+                format!("{} is matched twice in this rule", quoted(&draft.name)),
             ));
         }
         let value = match (&draft.exact, &draft.regex) {
@@ -448,14 +449,14 @@ fn named<T: Copy + Ord>(
         match known.iter().copied().find(|k| name(*k) == value) {
             Some(k) if out.contains(&k) => violations.push(Violation::new(
                 format!("{field}[{i}]"),
-                format!("{value:?} is named twice"),
+                format!("{} is named twice", quoted(value)),
             )),
             Some(k) => out.push(k),
             None => {
                 let list: Vec<&str> = known.iter().map(|k| name(*k)).collect();
                 violations.push(Violation::new(
                     format!("{field}[{i}]"),
-                    format!("must be one of {}, got {value:?}", list.join(", ")),
+                    format!("must be one of {}, got {}", list.join(", "), quoted(value)),
                 ));
             }
         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::deployment::{self, TemplateContext};
 use super::error::Violation;
 use super::mesh::Mesh;
-use super::names;
+use super::names::{self, quoted};
 use super::release::{
     API_VERSION, GrayDeployment, GrayDeploymentDraft, JsonObject, KIND, ReleaseDraft, ReleaseType,
 };
@@ -71,7 +71,10 @@ pub fn validate(
     } else if draft.namespace != namespace {
         fail(
             "metadata.namespace",
-            format!("must be {namespace:?}, the namespace of the request path"),
+            format!(
+                "must be {}, the namespace of the request path",
+                quoted(namespace)
+            ),
         );
     }
     required(
@@ -105,8 +108,8 @@ pub fn validate(
             fail(
                 "spec.type",
                 format!(
-                    "must be \"canary\" or \"blue-green\", got {:?}",
-                    draft.release_type
+                    "must be \"canary\" or \"blue-green\", got {}",
+                    quoted(&draft.release_type)
                 ),
             );
         }
@@ -171,7 +174,9 @@ pub fn validate(
                 violations.push(Violation::new(
                     format!("{field}.metadata.name"),
                     format!(
-                        "{name:?} is used by another gray Deployment in cluster {cluster_id:?}"
+                        "{} is used by another gray Deployment in cluster {}",
+                        quoted(&name),
+                        quoted(cluster_id)
                     ),
                 ));
             }
@@ -226,7 +231,11 @@ fn check_cluster(cluster_id: &str, field: &str, mesh: &Mesh, fail: &mut impl FnM
     } else if !mesh.has_cluster(cluster_id) {
         fail(
             field,
-            format!("{cluster_id:?} is not a cluster of mesh {:?}", mesh.id),
+            format!(
+                "{} is not a cluster of mesh {:?}",
+                quoted(cluster_id),
+                mesh.id
+            ),
         );
     }
 }

@@ -35,7 +35,7 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
         "request",
         request_id = %id,
         method = %request.method(),
-        path = %request.uri().path(),
+        path = %crate::domain::names::bounded(request.uri().path()),
         subject = tracing::field::Empty,
     );
     request.extensions_mut().insert(RequestId(id.clone()));

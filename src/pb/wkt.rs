@@ -297,7 +297,7 @@ impl Serialize for Value {
             // Whole numbers are written without a fraction (`1`, not `1.0`),
             // as Kubernetes manifests write replicas and ports.
             Some(value::Kind::NumberValue(n))
-                if n.fract() == 0.0 && n.abs() < 9_007_199_254_740_992.0 =>
+                if n.fract() == 0.0 && n.abs() <= 9_007_199_254_740_992.0 =>
             {
                 serializer.serialize_i64(*n as i64)
             }

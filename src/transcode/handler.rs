@@ -13,6 +13,7 @@ use super::request::assemble;
 use super::routes::{Found, Route, RouteTable};
 use crate::api::errors::ApiError;
 use crate::api::errors::WireError;
+use crate::domain::names::bounded;
 use crate::http::body_deadline::read_limited;
 
 /// How deep a JSON body may nest. Kubernetes Deployments nest about fifteen
@@ -37,12 +38,16 @@ pub async fn transcode(State(transcoder): State<Transcoder>, request: Request) -
                 .map(http::Method::as_str)
                 .collect::<Vec<_>>()
                 .join(", ");
-            let mut response = WireError::method_not_allowed(format!(
-                "{} is not allowed on {}; allowed: {allow}",
-                parts.method,
-                parts.uri.path()
-            ))
-            .into_response();
+            let mut response = if parts.method == http::Method::OPTIONS {
+                StatusCode::NO_CONTENT.into_response()
+            } else {
+                WireError::method_not_allowed(format!(
+                    "{} is not allowed on {}; allowed: {allow}",
+                    bounded(parts.method.as_str()),
+                    bounded(parts.uri.path())
+                ))
+                .into_response()
+            };
             if let Ok(value) = HeaderValue::from_str(&allow) {
                 response.headers_mut().insert(header::ALLOW, value);
             }
@@ -50,8 +55,8 @@ pub async fn transcode(State(transcoder): State<Transcoder>, request: Request) -
         }
         Found::Nothing => WireError::from(ApiError::NotFound(format!(
             "no operation at {} {}",
-            parts.method,
-            parts.uri.path()
+            bounded(parts.method.as_str()),
+            bounded(parts.uri.path())
         )))
         .into_response(),
     }
@@ -109,8 +114,8 @@ fn check_content_type(headers: &http::HeaderMap) -> Result<(), ApiError> {
     match essence {
         Some(ct) if ct.eq_ignore_ascii_case("application/json") => Ok(()),
         Some(_) => Err(ApiError::UnsupportedMediaType(format!(
-            "Content-Type must be application/json, got {:?}",
-            content_type.unwrap_or_default()
+            "Content-Type must be application/json, got {}",
+            crate::domain::names::quoted(content_type.unwrap_or_default())
         ))),
         None => Err(ApiError::UnsupportedMediaType(
             "Content-Type must be application/json; none was sent".into(),
@@ -135,8 +140,14 @@ async fn read_json(
             format!("JSON nests deeper than {MAX_JSON_DEPTH} levels (at byte {at})"),
         ));
     }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::invalid_field("body", format!("malformed JSON: {e}")))
+    super::json_strict::parse(&bytes).map_err(|refusal| {
+        let field = if refusal.path.is_empty() {
+            "body".to_owned()
+        } else {
+            refusal.path
+        };
+        ApiError::invalid_field(field, refusal.reason)
+    })
 }
 
 /// A message decoding failure, named in the client's terms: the path within

@@ -9,6 +9,7 @@
 
 mod handler;
 pub mod json_depth;
+pub mod json_strict;
 pub mod openapi;
 pub mod request;
 pub mod routes;

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::api::errors::ApiError;
 use crate::domain::Violation;
+use crate::domain::names::quoted;
 
 /// The field at a dotted path of proto names (`release.metadata.name`).
 pub fn field_by_path(message: &MessageDescriptor, path: &str) -> Option<FieldDescriptor> {
@@ -77,15 +78,25 @@ pub fn assemble(
         }
     }
 
+    let mut given: Vec<String> = Vec::new();
     for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         let field = query_field(input, &key, body_field, &bound);
         match field {
             Err(e) => violations.push(Violation::new(key.as_ref(), e)),
-            Ok((path, field)) => match scalar(&field, &value) {
-                Ok(json) if field.is_list() => push_path(&mut request, &path, json),
-                Ok(json) => set_path(&mut request, &path, json),
-                Err(e) => violations.push(Violation::new(key.as_ref(), e)),
-            },
+            Ok((path, field)) if !field.is_list() && given.contains(&path) => {
+                violations.push(Violation::new(
+                    key.as_ref(),
+                    "is given more than once; it takes one value",
+                ));
+            }
+            Ok((path, field)) => {
+                given.push(path.clone());
+                match scalar(&field, &value) {
+                    Ok(json) if field.is_list() => push_path(&mut request, &path, json),
+                    Ok(json) => set_path(&mut request, &path, json),
+                    Err(e) => violations.push(Violation::new(key.as_ref(), e)),
+                }
+            }
         }
     }
     if violations.is_empty() {
@@ -196,7 +207,7 @@ fn scalar(field: &FieldDescriptor, text: &str) -> Result<Value, String> {
         Kind::Bool => match text {
             "true" => Ok(Value::Bool(true)),
             "false" => Ok(Value::Bool(false)),
-            _ => Err(format!("must be true or false, got {text:?}")),
+            _ => Err(format!("must be true or false, got {}", quoted(text))),
         },
         Kind::Int32
         | Kind::Sint32
@@ -206,17 +217,17 @@ fn scalar(field: &FieldDescriptor, text: &str) -> Result<Value, String> {
         | Kind::Sfixed64 => text
             .parse::<i64>()
             .map(Value::from)
-            .map_err(|_| format!("must be a whole number, got {text:?}")),
+            .map_err(|_| format!("must be a whole number, got {}", quoted(text))),
         Kind::Uint32 | Kind::Fixed32 | Kind::Uint64 | Kind::Fixed64 => text
             .parse::<u64>()
             .map(Value::from)
-            .map_err(|_| format!("must be a non-negative whole number, got {text:?}")),
+            .map_err(|_| format!("must be a non-negative whole number, got {}", quoted(text))),
         Kind::Float | Kind::Double => text
             .parse::<f64>()
             .ok()
             .and_then(serde_json::Number::from_f64)
             .map(Value::Number)
-            .ok_or_else(|| format!("must be a number, got {text:?}")),
+            .ok_or_else(|| format!("must be a number, got {}", quoted(text))),
         Kind::Enum(_) => Ok(Value::from(text)),
         Kind::Message(m) if m.full_name() == FIELD_MASK => Ok(Value::from(text)),
         Kind::Message(m) => Err(format!(

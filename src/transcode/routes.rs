@@ -97,21 +97,32 @@ impl RouteTable {
         &self.routes
     }
 
+    /// The route for `method` at `path`. HEAD is served wherever GET is (the
+    /// caller sends no body), as HTTP requires; the methods a path allows
+    /// include HEAD and OPTIONS accordingly.
     pub fn find(&self, method: &http::Method, path: &str) -> Found<'_> {
+        let wanted = if method == http::Method::HEAD {
+            &http::Method::GET
+        } else {
+            method
+        };
         let mut allowed = Vec::new();
         for route in &self.routes {
             if let Some(bindings) = route.template.matches(path) {
-                if route.http_method == *method {
+                if route.http_method == *wanted {
                     return Found::Route(route, bindings);
                 }
                 allowed.push(route.http_method.clone());
             }
         }
         if allowed.is_empty() {
-            Found::Nothing
-        } else {
-            Found::WrongMethod(allowed)
+            return Found::Nothing;
         }
+        if allowed.contains(&http::Method::GET) {
+            allowed.push(http::Method::HEAD);
+        }
+        allowed.push(http::Method::OPTIONS);
+        Found::WrongMethod(allowed)
     }
 }
 
