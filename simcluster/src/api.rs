@@ -1,0 +1,626 @@
+//! The Kubernetes HTTP API over the store: discovery, get, list (label
+//! selectors), watch, create, replace, merge / JSON / server-side-apply
+//! patches, delete, and Deployments' `status` subresource.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt as _;
+use http::{HeaderMap, Method, StatusCode, Uri};
+use serde_json::{Value, json};
+use tokio_stream::wrappers::BroadcastStream;
+
+use crate::Sim;
+use crate::errors::KubeError;
+use crate::resources::{ALL, Resource};
+use crate::selector::{Selector, labels_of};
+use crate::store::Writer;
+
+pub const SERVER_VERSION: &str = "v1.33.0-meshrelease-sim";
+
+/// Every request lands here; the path is read by hand (it has too many
+/// shapes for a route table).
+pub async fn handle(
+    State(sim): State<Arc<Sim>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    sim.requests.record(&method, uri.path());
+    if let Some(fault) = sim.faults.before(&method).await {
+        return fault.into_response();
+    }
+    match route(&sim, &method, &uri, &headers, body).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn json_response(code: StatusCode, value: &Value) -> Response {
+    (
+        code,
+        [(http::header::CONTENT_TYPE, "application/json")],
+        value.to_string(),
+    )
+        .into_response()
+}
+
+struct Query {
+    pairs: Vec<(String, String)>,
+}
+
+impl Query {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+async fn route(
+    sim: &Arc<Sim>,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, KubeError> {
+    let segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
+    let query = Query {
+        pairs: form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect(),
+    };
+    let (group, version, rest) = match segments.as_slice() {
+        ["version"] => {
+            return Ok(json_response(
+                StatusCode::OK,
+                &json!({"major": "1", "minor": "33", "gitVersion": SERVER_VERSION, "platform": "linux/amd64"}),
+            ));
+        }
+        ["api"] => {
+            return Ok(json_response(
+                StatusCode::OK,
+                &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}),
+            ));
+        }
+        ["apis"] => return Ok(json_response(StatusCode::OK, &group_list())),
+        ["openapi", "v3"] => return Ok(json_response(StatusCode::OK, &openapi_index())),
+        ["openapi", "v3", "api", "v1"] => {
+            return Ok(json_response(StatusCode::OK, &openapi_document("", "v1")));
+        }
+        ["openapi", "v3", "apis", group, version] => {
+            return Ok(json_response(
+                StatusCode::OK,
+                &openapi_document(group, version),
+            ));
+        }
+        ["api", "v1"] => return Ok(json_response(StatusCode::OK, &resource_list("", "v1"))),
+        ["apis", group, version] => {
+            if !ALL
+                .iter()
+                .any(|r| r.group == *group && r.versions.contains(version))
+            {
+                return Err(KubeError::bad_request(format!(
+                    "no group version {group}/{version}"
+                )));
+            }
+            return Ok(json_response(
+                StatusCode::OK,
+                &resource_list(group, version),
+            ));
+        }
+        ["api", "v1", rest @ ..] => ("", "v1", rest),
+        ["apis", group, version, rest @ ..] => (*group, *version, rest),
+        _ => {
+            return Err(KubeError::bad_request(format!(
+                "no route for {}",
+                uri.path()
+            )));
+        }
+    };
+    let (namespace, plural, name, status) = match rest {
+        ["namespaces", ns, plural] => (Some(*ns), *plural, None, false),
+        ["namespaces", ns, plural, name] => (Some(*ns), *plural, Some(*name), false),
+        ["namespaces", ns, plural, name, "status"] => (Some(*ns), *plural, Some(*name), true),
+        [plural] => (None, *plural, None, false),
+        _ => {
+            return Err(KubeError::bad_request(format!(
+                "no route for {}",
+                uri.path()
+            )));
+        }
+    };
+    let Some(resource) = Resource::find(group, version, plural) else {
+        return Err(KubeError::bad_request(format!(
+            "the server could not find the requested resource {plural} in {group}/{version}"
+        )));
+    };
+    if status && !resource.has_status() {
+        return Err(KubeError::not_found(resource, name.unwrap_or_default()));
+    }
+    let api_version = resource.api_version(version);
+    let manager = query
+        .get("fieldManager")
+        .map(str::to_owned)
+        .unwrap_or_else(|| default_manager(headers));
+    let writer = Writer {
+        manager: &manager,
+        api_version: &api_version,
+        status,
+    };
+    let serve = |object: Value| as_version(object, resource, &api_version);
+    match (method, namespace, name) {
+        (&Method::GET, _, None) if query.get("watch").is_some_and(|w| w == "true" || w == "1") => {
+            watch(sim, resource, namespace, &api_version, &query)
+        }
+        (&Method::GET, _, None) => {
+            let selector = Selector::parse(query.get("labelSelector").unwrap_or_default())
+                .map_err(KubeError::bad_request)?;
+            let store = sim.store.lock().await;
+            let items: Vec<Value> = store
+                .list(resource, namespace)
+                .into_iter()
+                .filter(|o| selector.matches(&labels_of(o)))
+                .map(serve)
+                .collect();
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({
+                    "kind": format!("{}List", resource.kind),
+                    "apiVersion": api_version,
+                    "metadata": {"resourceVersion": store.revision().to_string()},
+                    "items": items,
+                }),
+            ))
+        }
+        (&Method::GET, Some(ns), Some(name)) => {
+            let store = sim.store.lock().await;
+            let object = store
+                .get(resource, ns, name)
+                .ok_or_else(|| KubeError::not_found(resource, name))?;
+            Ok(json_response(StatusCode::OK, &serve(object)))
+        }
+        (&Method::POST, Some(ns), None) => {
+            let object = parse_json(&body)?;
+            check_kind(&object, resource, &api_version)?;
+            if dry_run(&query) {
+                return Ok(json_response(StatusCode::CREATED, &serve(object)));
+            }
+            let created = sim
+                .store
+                .lock()
+                .await
+                .create(resource, ns, object, &writer)?;
+            Ok(json_response(StatusCode::CREATED, &serve(created)))
+        }
+        (&Method::PUT, Some(ns), Some(name)) => {
+            let object = parse_json(&body)?;
+            check_kind(&object, resource, &api_version)?;
+            if sim.faults.take_conflict() {
+                return Err(KubeError::conflict(resource, name));
+            }
+            let updated = sim
+                .store
+                .lock()
+                .await
+                .update(resource, ns, name, object, &writer)?;
+            Ok(json_response(StatusCode::OK, &serve(updated)))
+        }
+        (&Method::PATCH, Some(ns), Some(name)) => {
+            if sim.faults.take_conflict() {
+                return Err(KubeError::conflict(resource, name));
+            }
+            let content_type = headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase();
+            let mut store = sim.store.lock().await;
+            let patched = match content_type.as_str() {
+                "application/apply-patch+yaml" => {
+                    if query.get("fieldManager").is_none() {
+                        return Err(KubeError::bad_request(
+                            "PATCH, application/apply-patch+yaml: fieldManager is required for apply requests",
+                        ));
+                    }
+                    let config: Value = serde_yaml_ng::from_slice(&body)
+                        .map_err(|e| KubeError::bad_request(format!("error decoding YAML: {e}")))?;
+                    check_kind(&config, resource, &api_version)?;
+                    let force = query.get("force").is_some_and(|f| f == "true");
+                    store.apply(resource, ns, name, config, &writer, force)?
+                }
+                "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+                    let patch = parse_json(&body)?;
+                    let mut object = store
+                        .get(resource, ns, name)
+                        .ok_or_else(|| KubeError::not_found(resource, name))?;
+                    strip_version_unless_given(&mut object, &patch);
+                    json_patch::merge(&mut object, &patch);
+                    store.update(resource, ns, name, object, &writer)?
+                }
+                "application/json-patch+json" => {
+                    let patch: json_patch::Patch = serde_json::from_slice(&body)
+                        .map_err(|e| KubeError::bad_request(format!("invalid JSON patch: {e}")))?;
+                    let mut object = store
+                        .get(resource, ns, name)
+                        .ok_or_else(|| KubeError::not_found(resource, name))?;
+                    let before = object["metadata"]["resourceVersion"].clone();
+                    json_patch::patch(&mut object, &patch).map_err(|e| {
+                        KubeError::invalid(resource, name, &format!("the JSON patch failed: {e}"))
+                    })?;
+                    if object["metadata"]["resourceVersion"] == before {
+                        // Not pinned by the patch itself: applies to the latest.
+                        crate::store::meta_mut(&mut object).remove("resourceVersion");
+                    }
+                    store.update(resource, ns, name, object, &writer)?
+                }
+                other => return Err(KubeError::unsupported_media_type(other)),
+            };
+            Ok(json_response(StatusCode::OK, &serve(patched)))
+        }
+        (&Method::DELETE, Some(ns), Some(name)) => {
+            let deleted = sim.store.lock().await.delete(resource, ns, name)?;
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({
+                    "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                    "details": {"name": name, "group": resource.group, "kind": resource.plural,
+                                "uid": deleted["metadata"]["uid"]},
+                }),
+            ))
+        }
+        _ => Err(KubeError {
+            code: 405,
+            reason: "MethodNotAllowed",
+            message: format!(
+                "the server does not allow this method on the requested resource: {method}"
+            ),
+            details: json!({}),
+        }),
+    }
+}
+
+fn dry_run(query: &Query) -> bool {
+    query.get("dryRun").is_some_and(|d| d == "All")
+}
+
+/// A merge patch that does not name a resourceVersion applies to the latest.
+fn strip_version_unless_given(object: &mut Value, patch: &Value) {
+    if patch["metadata"]["resourceVersion"].is_null() {
+        crate::store::meta_mut(object).remove("resourceVersion");
+    }
+}
+
+fn parse_json(body: &[u8]) -> Result<Value, KubeError> {
+    serde_json::from_slice(body).map_err(|e| {
+        KubeError::bad_request(format!("the body of the request could not be decoded: {e}"))
+    })
+}
+
+fn check_kind(object: &Value, resource: Resource, api_version: &str) -> Result<(), KubeError> {
+    let kind = object["kind"].as_str();
+    if kind.is_some_and(|k| k != resource.kind) {
+        return Err(KubeError::bad_request(format!(
+            "the kind {:?} does not match the resource {}",
+            kind.unwrap_or_default(),
+            resource.plural
+        )));
+    }
+    let given = object["apiVersion"].as_str();
+    if given.is_some_and(|v| {
+        !resource
+            .versions
+            .iter()
+            .any(|version| resource.api_version(version) == v)
+    }) {
+        return Err(KubeError::bad_request(format!(
+            "the apiVersion {:?} is not served for {}; use {api_version}",
+            given.unwrap_or_default(),
+            resource.plural
+        )));
+    }
+    Ok(())
+}
+
+/// kubectl and client-go name the manager after the program when the
+/// request does not.
+fn default_manager(headers: &HeaderMap) -> String {
+    headers
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ua| ua.split('/').next())
+        .filter(|m| !m.is_empty())
+        .unwrap_or("unknown")
+        .to_owned()
+}
+
+fn as_version(mut object: Value, resource: Resource, api_version: &str) -> Value {
+    if let Value::Object(map) = &mut object {
+        map.insert("apiVersion".into(), json!(api_version));
+        map.insert("kind".into(), json!(resource.kind));
+    }
+    object
+}
+
+fn watch(
+    sim: &Arc<Sim>,
+    resource: Resource,
+    namespace: Option<&str>,
+    api_version: &str,
+    query: &Query,
+) -> Result<Response, KubeError> {
+    let selector = Selector::parse(query.get("labelSelector").unwrap_or_default())
+        .map_err(KubeError::bad_request)?;
+    let timeout = query
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map_or(Duration::from_secs(1800), Duration::from_secs);
+    // A streaming list (client-go's WatchList): the current objects, then a
+    // bookmark that marks their end.
+    let initial_events = query.get("sendInitialEvents") == Some("true");
+    let from = query
+        .get("resourceVersion")
+        .filter(|v| !v.is_empty() && *v != "0" && !initial_events);
+    let namespace = namespace.map(str::to_owned);
+    let api_version = api_version.to_owned();
+    let sim = sim.clone();
+    let from = match from {
+        None => None,
+        Some(text) => Some(
+            text.parse::<u64>()
+                .map_err(|_| KubeError::bad_request(format!("invalid resourceVersion {text:?}")))?,
+        ),
+    };
+    let keep = move |kind: &str, event_resource: Resource, ns: &str, object: &Value| {
+        event_resource == resource
+            && namespace.as_deref().is_none_or(|n| n == ns)
+            && selector.matches(&labels_of(object))
+            && !kind.is_empty()
+    };
+    let body = async_stream(
+        sim,
+        from,
+        initial_events,
+        keep,
+        resource,
+        api_version,
+        timeout,
+    );
+    Ok((
+        StatusCode::OK,
+        [(http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
+}
+
+fn async_stream(
+    sim: Arc<Sim>,
+    from: Option<u64>,
+    end_bookmark: bool,
+    keep: impl Fn(&str, Resource, &str, &Value) -> bool + Send + Sync + 'static,
+    resource: Resource,
+    api_version: String,
+    timeout: Duration,
+) -> Body {
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    tokio::spawn(async move {
+        let line = |kind: &str, object: Value| {
+            let mut text =
+                json!({"type": kind, "object": as_version(object, resource, &api_version)})
+                    .to_string();
+            text.push('\n');
+            Ok(Bytes::from(text))
+        };
+        let (initial, live, mut last) = {
+            let store = sim.store.lock().await;
+            let live = store.subscribe();
+            let initial: Vec<(String, Value)> = match from {
+                None => store
+                    .list(resource, None)
+                    .into_iter()
+                    .filter(|o| {
+                        keep(
+                            "ADDED",
+                            resource,
+                            o["metadata"]["namespace"].as_str().unwrap_or_default(),
+                            o,
+                        )
+                    })
+                    .map(|o| ("ADDED".to_owned(), o))
+                    .collect(),
+                Some(revision) => match store.events_after(revision) {
+                    Some(events) => events
+                        .into_iter()
+                        .filter(|e| keep(e.kind, e.resource, &e.namespace, &e.object))
+                        .map(|e| (e.kind.to_owned(), e.object))
+                        .collect(),
+                    None => {
+                        let gone = KubeError::gone(format!(
+                            "too old resource version: {revision} ({})",
+                            store.revision()
+                        ));
+                        let _ = sender.send(line("ERROR", gone.status())).await;
+                        return;
+                    }
+                },
+            };
+            (initial, live, store.revision())
+        };
+        for (kind, object) in initial {
+            if sender.send(line(&kind, object)).await.is_err() {
+                return;
+            }
+        }
+        if end_bookmark {
+            let bookmark = json!({"metadata": {
+                "resourceVersion": last.to_string(),
+                "annotations": {"k8s.io/initial-events-end": "true"},
+            }});
+            if sender.send(line("BOOKMARK", bookmark)).await.is_err() {
+                return;
+            }
+        }
+        let mut live = BroadcastStream::new(live);
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                () = &mut deadline => return,
+                () = sender.closed() => return,
+                next = live.next() => match next {
+                    Some(Ok(event)) => {
+                        if event.revision <= last || !keep(event.kind, event.resource, &event.namespace, &event.object) {
+                            continue;
+                        }
+                        last = event.revision;
+                        if sender.send(line(event.kind, event.object)).await.is_err() {
+                            return;
+                        }
+                    }
+                    // Fell behind: end the watch; the client resumes from its last version.
+                    Some(Err(_)) | None => return,
+                },
+            }
+        }
+    });
+    Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(receiver))
+}
+
+fn group_list() -> Value {
+    let mut groups: Vec<Value> = Vec::new();
+    for group in ["apps", "networking.istio.io"] {
+        let versions: Vec<&str> = ALL
+            .iter()
+            .filter(|r| r.group == group)
+            .flat_map(|r| r.versions.iter().copied())
+            .fold(Vec::new(), |mut acc, v| {
+                if !acc.contains(&v) {
+                    acc.push(v);
+                }
+                acc
+            });
+        groups.push(json!({
+            "name": group,
+            "versions": versions.iter().map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v})).collect::<Vec<_>>(),
+            "preferredVersion": {"groupVersion": format!("{group}/{}", versions[0]), "version": versions[0]},
+        }));
+    }
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+fn resource_list(group: &str, version: &str) -> Value {
+    let mut resources = Vec::new();
+    for r in ALL
+        .iter()
+        .filter(|r| r.group == group && r.versions.contains(&version))
+    {
+        resources.push(json!({
+            "name": r.plural, "singularName": r.singular, "namespaced": true, "kind": r.kind,
+            "verbs": r.verbs(), "shortNames": r.short_names,
+        }));
+        if r.has_status() {
+            resources.push(json!({
+                "name": format!("{}/status", r.plural), "singularName": "", "namespaced": true,
+                "kind": r.kind, "verbs": ["get", "patch", "update"],
+            }));
+        }
+    }
+    let group_version = if group.is_empty() {
+        version.to_owned()
+    } else {
+        format!("{group}/{version}")
+    };
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources})
+}
+
+/// `/openapi/v3`: one document per group version, as the API server lists
+/// them. kubectl reads it to learn that the server validates fields itself
+/// (`fieldValidation`), and then leaves validation to it.
+fn openapi_index() -> Value {
+    let mut paths = serde_json::Map::new();
+    for r in ALL {
+        for version in r.versions {
+            let key = if r.group.is_empty() {
+                format!("api/{version}")
+            } else {
+                format!("apis/{}/{version}", r.group)
+            };
+            paths.insert(
+                key.clone(),
+                json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash=sim")}),
+            );
+        }
+    }
+    json!({"paths": paths})
+}
+
+/// A small OpenAPI v3 document for one group version: its paths and
+/// operations (each tagged with its kind and taking `fieldValidation`), and
+/// an open schema per kind.
+fn openapi_document(group: &str, version: &str) -> Value {
+    let mut paths = serde_json::Map::new();
+    let mut schemas = serde_json::Map::new();
+    let prefix = if group.is_empty() {
+        format!("/api/{version}")
+    } else {
+        format!("/apis/{group}/{version}")
+    };
+    for r in ALL
+        .iter()
+        .filter(|r| r.group == group && r.versions.contains(&version))
+    {
+        let gvk = json!({"group": group, "version": version, "kind": r.kind});
+        let schema_name = format!(
+            "{}.{version}.{}",
+            if group.is_empty() { "core" } else { group },
+            r.kind
+        );
+        let reference = json!({"$ref": format!("#/components/schemas/{schema_name}")});
+        let parameters = json!([
+            {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}},
+            {"name": "fieldManager", "in": "query", "schema": {"type": "string"}},
+            {"name": "dryRun", "in": "query", "schema": {"type": "string"}},
+        ]);
+        let operation = |action: &str| {
+            json!({
+                "x-kubernetes-action": action,
+                "x-kubernetes-group-version-kind": gvk,
+                "parameters": parameters,
+                "requestBody": {"content": {"application/json": {"schema": reference}}},
+                "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": reference}}}},
+            })
+        };
+        paths.insert(
+            format!("{prefix}/namespaces/{{namespace}}/{}", r.plural),
+            json!({"get": operation("list"), "post": operation("post")}),
+        );
+        paths.insert(
+            format!("{prefix}/namespaces/{{namespace}}/{}/{{name}}", r.plural),
+            json!({"get": operation("get"), "put": operation("put"), "patch": operation("patch"), "delete": operation("delete")}),
+        );
+        schemas.insert(
+            schema_name,
+            json!({
+                "type": "object",
+                "x-kubernetes-group-version-kind": [gvk],
+                "x-kubernetes-preserve-unknown-fields": true,
+            }),
+        );
+    }
+    json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes (meshrelease simulated cluster)", "version": SERVER_VERSION},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    })
+}

@@ -1,0 +1,76 @@
+//! Faults a test asks for: answers of 503, added latency, write conflicts,
+//! and Deployments that never become ready.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::errors::KubeError;
+
+#[derive(Debug, Default)]
+pub struct Faults {
+    unavailable: AtomicU32,
+    conflicts: AtomicU32,
+    latency_ms: AtomicU64,
+    ready_delay_ms: AtomicU64,
+    never_ready: AtomicBool,
+}
+
+impl Faults {
+    /// The next `n` requests answer 503.
+    pub fn fail_next(&self, n: u32) {
+        self.unavailable.store(n, Ordering::SeqCst);
+    }
+
+    /// The next `n` writes (PUT, PATCH) answer 409 Conflict, as a storm of
+    /// concurrent writers would cause.
+    pub fn conflict_next(&self, n: u32) {
+        self.conflicts.store(n, Ordering::SeqCst);
+    }
+
+    /// Every request waits this long first.
+    pub fn set_latency(&self, latency: Duration) {
+        self.latency_ms.store(
+            latency.as_millis().try_into().unwrap_or(u64::MAX),
+            Ordering::SeqCst,
+        );
+    }
+
+    pub fn set_ready_delay(&self, delay: Duration) {
+        self.ready_delay_ms.store(
+            delay.as_millis().try_into().unwrap_or(u64::MAX),
+            Ordering::SeqCst,
+        );
+    }
+
+    pub fn ready_delay(&self) -> Duration {
+        Duration::from_millis(self.ready_delay_ms.load(Ordering::SeqCst))
+    }
+
+    /// Deployments stop becoming ready (or start again).
+    pub fn set_never_ready(&self, never: bool) {
+        self.never_ready.store(never, Ordering::SeqCst);
+    }
+
+    pub fn never_ready(&self) -> bool {
+        self.never_ready.load(Ordering::SeqCst)
+    }
+
+    pub(crate) async fn before(&self, _method: &http::Method) -> Option<KubeError> {
+        let latency = self.latency_ms.load(Ordering::SeqCst);
+        if latency > 0 {
+            tokio::time::sleep(Duration::from_millis(latency)).await;
+        }
+        take(&self.unavailable)
+            .then(|| KubeError::unavailable("injected fault: the server is unavailable"))
+    }
+
+    pub(crate) fn take_conflict(&self) -> bool {
+        take(&self.conflicts)
+    }
+}
+
+fn take(counter: &AtomicU32) -> bool {
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}

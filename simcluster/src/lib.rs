@@ -1,0 +1,200 @@
+//! A simulated Kubernetes API server for the objects meshrelease uses
+//! (Deployments, Services, Istio VirtualServices and DestinationRules in
+//! `v1` and `v1beta1`), served over real HTTP on loopback so that clients
+//! reach it exactly as they reach a real cluster: kube-rs, kubectl, the
+//! Python client.
+//!
+//! It keeps objects as the API server does (resourceVersions, generations,
+//! managedFields, watches that resume), runs a Deployment controller that
+//! reports Deployments ready after a delay, and injects faults on request
+//! (503s, latency, conflicts, a closed port).
+
+pub mod api;
+pub mod controller;
+pub mod errors;
+mod faults;
+pub mod resources;
+pub mod selector;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, oneshot};
+
+pub use faults::Faults;
+use resources::Resource;
+use store::{Store, Writer};
+
+/// What the server shares between requests.
+#[derive(Debug, Default)]
+pub struct Sim {
+    pub store: Mutex<Store>,
+    pub faults: Faults,
+    pub requests: RequestLog,
+}
+
+/// Every request seen, by method and path (for counting writes).
+#[derive(Debug, Default)]
+pub struct RequestLog(std::sync::Mutex<Vec<(http::Method, String)>>);
+
+impl RequestLog {
+    fn record(&self, method: &http::Method, path: &str) {
+        if let Ok(mut log) = self.0.lock() {
+            log.push((method.clone(), path.to_owned()));
+        }
+    }
+
+    /// Requests whose method is not GET (writes), so far.
+    pub fn writes(&self) -> usize {
+        self.0
+            .lock()
+            .map(|log| log.iter().filter(|(m, _)| m != http::Method::GET).count())
+            .unwrap_or_default()
+    }
+
+    pub fn all(&self) -> Vec<(http::Method, String)> {
+        self.0.lock().map(|log| log.clone()).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// How long the Deployment controller takes to report a Deployment ready.
+    pub ready_delay: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ready_delay: Duration::from_millis(100),
+        }
+    }
+}
+
+/// A running simulated cluster.
+pub struct SimCluster {
+    pub sim: Arc<Sim>,
+    address: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl SimCluster {
+    pub async fn start(config: Config) -> std::io::Result<Self> {
+        let sim = Arc::new(Sim::default());
+        sim.faults.set_ready_delay(config.ready_delay);
+        controller::spawn(sim.clone());
+        let (address, stop, served) = serve(sim.clone(), config.listen).await?;
+        Ok(SimCluster {
+            sim,
+            address,
+            stop: Some(stop),
+            served: Some(served),
+        })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    pub fn faults(&self) -> &Faults {
+        &self.sim.faults
+    }
+
+    /// A kubeconfig whose one context, named `context`, points here.
+    pub fn kubeconfig(&self, context: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: {context}\n  cluster:\n    server: {url}\ncontexts:\n- name: {context}\n  context:\n    cluster: {context}\n    user: {context}\n    namespace: default\ncurrent-context: {context}\nusers:\n- name: {context}\n  user: {{}}\n",
+            url = self.url()
+        )
+    }
+
+    /// Stores an object as a client would create it (for a test's starting
+    /// state), through the same path as a POST.
+    pub async fn put(&self, resource: Resource, object: serde_json::Value) -> serde_json::Value {
+        let namespace = object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default")
+            .to_owned();
+        let version = object["apiVersion"]
+            .as_str()
+            .and_then(|v| v.rsplit('/').next())
+            .unwrap_or(resource.versions[0])
+            .to_owned();
+        let api_version = resource.api_version(&version);
+        let writer = Writer {
+            manager: "simcluster-seed",
+            api_version: &api_version,
+            status: false,
+        };
+        self.sim
+            .store
+            .lock()
+            .await
+            .create(resource, &namespace, object, &writer)
+            .unwrap_or_else(|e| panic!("seeding {}: {}", resource.kind, e.message))
+    }
+
+    /// An object as stored, if it exists.
+    pub async fn get(
+        &self,
+        resource: Resource,
+        namespace: &str,
+        name: &str,
+    ) -> Option<serde_json::Value> {
+        self.sim.store.lock().await.get(resource, namespace, name)
+    }
+
+    /// Closes the port, as a cluster that went away; [`SimCluster::resume`]
+    /// opens it again with the same objects.
+    pub async fn pause(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(served) = self.served.take() {
+            let _ = served.await;
+        }
+    }
+
+    pub async fn resume(&mut self) -> std::io::Result<()> {
+        let (_, stop, served) = serve(self.sim.clone(), self.address).await?;
+        self.stop = Some(stop);
+        self.served = Some(served);
+        Ok(())
+    }
+}
+
+type Serving = (SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>);
+
+async fn serve(sim: Arc<Sim>, listen: SocketAddr) -> std::io::Result<Serving> {
+    let listener = TcpListener::bind(listen).await?;
+    let address = listener.local_addr()?;
+    let app = axum::Router::new().fallback(api::handle).with_state(sim);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let served = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    Ok((address, stop, served))
+}
+
+impl Drop for SimCluster {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
