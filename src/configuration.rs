@@ -12,6 +12,7 @@ use figment::Figment;
 use figment::providers::{Format as _, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+use crate::actuate::ClusterSettings;
 use crate::auth::TokenEntry;
 use crate::auth::credentials::CredentialEntry;
 use crate::auth::rate_limit::RateLimit;
@@ -84,6 +85,12 @@ pub struct Cli {
     /// The AK/SK credentials, as a TOML array of tables (replaces the file's).
     #[arg(long, env = "MESHRELEASE_CREDENTIALS")]
     pub credentials: Option<String>,
+    /// The clusters to connect, as a TOML array of tables (replaces the file's).
+    #[arg(long, env = "MESHRELEASE_CLUSTERS")]
+    pub clusters: Option<String>,
+    /// Milliseconds between two resyncs of every active release.
+    #[arg(long, env = "MESHRELEASE_RESYNC_INTERVAL_MS")]
+    pub resync_interval_ms: Option<u64>,
 }
 
 /// Every key of the configuration with its default: the shape of the file,
@@ -110,6 +117,19 @@ struct Layered {
     meshes: Vec<MeshConfig>,
     tokens: Vec<TokenConfig>,
     credentials: Vec<CredentialConfig>,
+    clusters: Vec<ClusterConfig>,
+    resync_interval_ms: u64,
+}
+
+/// `[[clusters]]`: how to reach one Kubernetes cluster.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    pub id: String,
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+    #[serde(default)]
+    pub context: Option<String>,
 }
 
 impl Default for Layered {
@@ -132,6 +152,8 @@ impl Default for Layered {
             meshes: Vec::new(),
             tokens: Vec::new(),
             credentials: Vec::new(),
+            clusters: Vec::new(),
+            resync_interval_ms: 5000,
         }
     }
 }
@@ -245,6 +267,8 @@ pub struct Settings {
     pub meshes: Vec<Mesh>,
     pub tokens: Vec<TokenEntry>,
     pub credentials: Vec<CredentialEntry>,
+    pub clusters: Vec<ClusterSettings>,
+    pub resync_interval: Duration,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -332,6 +356,7 @@ impl Settings {
                 1,
             ),
             ("max_connections", l.max_connections as u64, 1),
+            ("resync_interval_ms", l.resync_interval_ms, 10),
         ] {
             if value < least {
                 return fail(format!("{key}: must be at least {least}"));
@@ -355,6 +380,8 @@ impl Settings {
             meshes: validate_meshes(l.meshes)?,
             tokens: validate_tokens(l.tokens)?,
             credentials: validate_credentials(l.credentials)?,
+            clusters: validate_clusters(l.clusters)?,
+            resync_interval: Duration::from_millis(l.resync_interval_ms),
         })
     }
 }
@@ -372,6 +399,7 @@ impl Cli {
             ("meshes", &self.meshes),
             ("tokens", &self.tokens),
             ("credentials", &self.credentials),
+            ("clusters", &self.clusters),
         ] {
             if let Some(text) = text {
                 let array: Vec<toml::Value> = inline_array(key, text)?;
@@ -474,6 +502,32 @@ fn validate_meshes(meshes: Vec<MeshConfig>) -> Result<Vec<Mesh>, ConfigError> {
             istio_config_cluster: mesh.istio_config_cluster,
             istio_api,
             original_on_end,
+        });
+    }
+    Ok(out)
+}
+
+fn validate_clusters(clusters: Vec<ClusterConfig>) -> Result<Vec<ClusterSettings>, ConfigError> {
+    let mut out: Vec<ClusterSettings> = Vec::new();
+    for (i, c) in clusters.into_iter().enumerate() {
+        if c.id.is_empty() {
+            return fail(format!("clusters[{i}].id: must not be empty"));
+        }
+        if out.iter().any(|o| o.id == c.id) {
+            return fail(format!("clusters[{i}].id: {:?} is declared twice", c.id));
+        }
+        if let Some(path) = &c.kubeconfig
+            && !path.is_file()
+        {
+            return fail(format!(
+                "clusters[{i}].kubeconfig: {} is not a readable file",
+                path.display()
+            ));
+        }
+        out.push(ClusterSettings {
+            id: c.id,
+            kubeconfig: c.kubeconfig,
+            context: c.context,
         });
     }
     Ok(out)

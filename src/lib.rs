@@ -5,6 +5,7 @@
 //! - `domain`: the release rules and operations, protocol-free: validation,
 //!   the traffic policy, the phase machine, the planner of cluster objects,
 //!   and the ports it needs (`domain::ports`).
+//! - `actuate`: the clusters through kube-rs, and the reconcile loop.
 //! - `store`: the store port's backends (SQLite, PostgreSQL, in memory).
 //! - `api`: the gRPC service both protocols call, field masks, and the one
 //!   error mapping.
@@ -15,6 +16,7 @@
 //! - `metrics`: what `/metrics` reports.
 //! - `configuration`, `telemetry`, `shutdown`, `startup`: running it.
 
+pub mod actuate;
 pub mod api;
 pub mod auth;
 pub mod configuration;

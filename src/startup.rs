@@ -42,9 +42,10 @@ pub struct Application {
     store: Arc<dyn ReleaseStore>,
     manager: Arc<ReleaseManager>,
     health: tonic_health::server::HealthReporter,
-    /// The one shutdown signal: readiness, health, watch streams and the
-    /// accept loop all follow it.
+    /// The one shutdown signal: readiness, health, watch streams, the
+    /// cluster driver and the accept loop all follow it.
     shutdown: CancellationToken,
+    driver: crate::actuate::Driver,
 }
 
 impl Application {
@@ -74,11 +75,20 @@ impl Application {
         store: Arc<dyn ReleaseStore>,
     ) -> anyhow::Result<Self> {
         let shutdown = CancellationToken::new();
+        let clusters: Arc<dyn crate::domain::ports::ClusterPort> =
+            Arc::new(crate::actuate::KubeClusters::connect(&settings.clusters).await);
         let manager = Arc::new(
             ReleaseManager::new(Meshes::new(settings.meshes.clone()), store.clone())
-                .with_shutdown(shutdown.clone()),
+                .with_shutdown(shutdown.clone())
+                .with_clusters(clusters.clone()),
         );
         let api = Arc::new(ReleaseApi::new(manager.clone()));
+        let driver = crate::actuate::Driver {
+            manager: manager.clone(),
+            clusters,
+            interval: settings.resync_interval,
+            shutdown: shutdown.clone(),
+        };
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health
@@ -219,6 +229,7 @@ impl Application {
             manager,
             health,
             shutdown,
+            driver,
         })
     }
 
@@ -247,8 +258,10 @@ impl Application {
             store,
             health,
             shutdown: token,
+            driver,
             ..
         } = self;
+        let driving = driver.spawn();
         let fired = token.clone();
         tokio::spawn(async move {
             fired.cancelled().await;
@@ -264,6 +277,8 @@ impl Application {
             }
         };
         serve(listener, app, limits, stop).await;
+        token.cancel();
+        let _ = driving.await;
         store.close().await;
         tracing::info!("stopped");
     }

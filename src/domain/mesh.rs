@@ -48,4 +48,8 @@ impl Meshes {
     pub fn get(&self, id: &str) -> Option<&Mesh> {
         self.by_id.get(id)
     }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Mesh> {
+        self.by_id.values()
+    }
 }

@@ -215,3 +215,39 @@ pub trait ReleaseStore: Send + Sync + 'static {
     /// Finishes pending writes and releases the store's resources.
     async fn close(&self) {}
 }
+
+/// Why a cluster request failed, in the driver's terms.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClusterError {
+    /// The cluster did not answer (or answered 5xx): wait and retry.
+    #[error("cluster {cluster} is unreachable: {message}")]
+    Unreachable { cluster: String, message: String },
+    /// A write lost a race (409 on a pinned replace): read again and retry.
+    #[error("cluster {cluster}: {message}")]
+    Conflict { cluster: String, message: String },
+    /// The cluster refused for good (403, a field another manager owns, an
+    /// invalid object): the release fails with the cluster's words.
+    #[error("cluster {cluster} refused: {message}")]
+    Refused { cluster: String, message: String },
+}
+
+/// The clusters, as the driver reaches them: read what the planner needs,
+/// carry out one planned change.
+#[async_trait]
+pub trait ClusterPort: Send + Sync + 'static {
+    /// Whether the service has a connection configured for `cluster`.
+    fn connected(&self, cluster: &str) -> bool;
+
+    /// Reads the release's original Deployment and Service, the Istio
+    /// objects of its namespace in the Istio config cluster, and its gray
+    /// Deployments. Clusters that do not answer are listed in
+    /// `Observation::unreachable`.
+    async fn observe(
+        &self,
+        release: &Release,
+        context: &super::plan::Context,
+    ) -> super::plan::Observation;
+
+    /// Carries out one change of a plan.
+    async fn carry_out(&self, change: &super::plan::PlannedObject) -> Result<(), ClusterError>;
+}

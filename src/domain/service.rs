@@ -18,7 +18,7 @@ use super::names::quoted;
 use super::phase::{self, Move, Outcome};
 use super::plan;
 use super::ports::{
-    Created, Event, EventType, IdempotencyKey, ListQuery, ReleaseStore, StoreError,
+    ClusterPort, Created, Event, EventType, IdempotencyKey, ListQuery, ReleaseStore, StoreError,
 };
 use super::release::{
     JsonObject, Phase, Release, ReleaseDraft, ReleaseStatus, SavedRouting, StatusCondition,
@@ -121,6 +121,8 @@ pub struct ReleaseManager {
     store: Arc<dyn ReleaseStore>,
     /// The service's one shutdown signal: watch streams end when it fires.
     shutdown: CancellationToken,
+    /// The clusters, where the service drives releases.
+    clusters: Option<Arc<dyn ClusterPort>>,
     /// Watch streams open now.
     watchers: Arc<AtomicUsize>,
 }
@@ -131,6 +133,7 @@ impl ReleaseManager {
             meshes,
             store,
             shutdown: CancellationToken::new(),
+            clusters: None,
             watchers: Arc::default(),
         }
     }
@@ -142,6 +145,25 @@ impl ReleaseManager {
     /// Watch streams open now.
     pub fn watchers(&self) -> usize {
         self.watchers.load(Ordering::Relaxed)
+    }
+
+    /// The clusters the service reaches: a release whose clusters are not
+    /// all connected is recorded only, and its first status says so.
+    pub fn with_clusters(mut self, clusters: Arc<dyn ClusterPort>) -> Self {
+        self.clusters = Some(clusters);
+        self
+    }
+
+    /// Why a release of `mesh` cannot be driven, if it cannot: the first of
+    /// its clusters with no connection.
+    pub fn unconnected_cluster(&self, mesh: &Mesh, release: &Release) -> Option<String> {
+        let clusters = self.clusters.as_ref()?;
+        let context = plan::Context::for_release(mesh, release);
+        std::iter::once(&release.cluster_id)
+            .chain(std::iter::once(&context.istio_cluster))
+            .chain(release.gray_deployments.iter().map(|g| &g.cluster_id))
+            .find(|c| !clusters.connected(c))
+            .cloned()
     }
 
     /// Ties the watch streams to the service's shutdown signal.
@@ -182,7 +204,17 @@ impl ReleaseManager {
         let valid = validation::validate(&request.draft, mesh, &request.namespace)
             .map_err(DomainError::invalid)?;
         let now = now();
-        let release = new_release(request.mesh_id, request.namespace, valid, now);
+        let mut release = new_release(request.mesh_id, request.namespace, valid, now);
+        if let Some(cluster) = self.unconnected_cluster(mesh, &release) {
+            set_condition(
+                &mut release.status.conditions,
+                plan::REACHABLE,
+                false,
+                NOT_CONNECTED.into(),
+                not_connected_message(&cluster),
+                now,
+            );
+        }
         if request.dry_run {
             self.store
                 .check_create(&release)
@@ -599,6 +631,11 @@ impl ReleaseManager {
         if next.status.saved_routing.is_none() {
             next.status.saved_routing = update.saved_routing;
         }
+        next.status.update_time = current.status.update_time;
+        if next == current {
+            // Nothing new: no write, so no event and no new round of the driver.
+            return Ok(current);
+        }
         next.status.update_time = now;
         self.store
             .update(&next, expected)
@@ -725,6 +762,15 @@ impl Drop for WatcherCount {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// The reason of the condition a release of an unconnected cluster carries.
+pub const NOT_CONNECTED: &str = "NotConnected";
+
+pub fn not_connected_message(cluster: &str) -> String {
+    format!(
+        "cluster {cluster:?} has no connection configured ([[clusters]]); the release is recorded and validated only"
+    )
 }
 
 /// A change of the spec by PUT or PATCH, checked against the phase machine.

@@ -10,6 +10,7 @@ mod conditions;
 mod crash;
 mod create_grpc;
 mod create_rest;
+mod driver;
 mod errors;
 mod exact_roundtrip;
 mod helpers;

@@ -1,0 +1,427 @@
+//! The cluster driver against two simulated clusters over real HTTP, through
+//! kube-rs, exactly as it would reach real ones: a canary from create to
+//! Running, weight 30, a header rule, take-over and end; a cancel that puts
+//! the owners' routing back byte for byte; a gray version never ready; a
+//! cluster that goes away and comes back; another field manager owning our
+//! fields.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use simcluster::resources::{DEPLOYMENTS, DESTINATION_RULES, SERVICES, VIRTUAL_SERVICES};
+use simcluster::{Config, SimCluster};
+
+use crate::helpers::*;
+
+struct Clusters {
+    a: SimCluster,
+    b: SimCluster,
+    _dir: tempfile::TempDir,
+    flag: String,
+}
+
+/// cluster-a holds the original Deployment and the Service (and the Istio
+/// objects), cluster-b the gray Deployment.
+async fn clusters() -> Clusters {
+    let config = Config {
+        ready_delay: Duration::from_millis(50),
+        ..Config::default()
+    };
+    let a = SimCluster::start(config.clone()).await.unwrap();
+    let b = SimCluster::start(config).await.unwrap();
+    for service in ["reviews", "ratings"] {
+        a.put(
+            DEPLOYMENTS,
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                   "metadata": {"name": format!("{service}-v1"), "namespace": "default"},
+                   "spec": {"replicas": 2, "selector": {"matchLabels": {"app": service}},
+                            "template": {"metadata": {"labels": {"app": service, "version": "v1"}},
+                                         "spec": {"containers": [{"name": service, "image": format!("{service}:1")}]}}}}),
+        )
+        .await;
+        a.put(
+            SERVICES,
+            json!({"apiVersion": "v1", "kind": "Service",
+                   "metadata": {"name": service, "namespace": "default"},
+                   "spec": {"selector": {"app": service}, "ports": [{"port": 9080}]}}),
+        )
+        .await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut flag = String::from("[");
+    for (id, cluster) in [("cluster-a", &a), ("cluster-b", &b)] {
+        let path = dir.path().join(format!("{id}.kubeconfig"));
+        std::fs::write(&path, cluster.kubeconfig(id)).unwrap();
+        flag.push_str(&format!(
+            "{{ id = \"{id}\", kubeconfig = \"{}\" }},",
+            path.display()
+        ));
+    }
+    flag.push(']');
+    Clusters {
+        a,
+        b,
+        _dir: dir,
+        flag,
+    }
+}
+
+async fn app_for(clusters: &Clusters) -> TestApp {
+    let flag = clusters.flag.clone();
+    spawn_app_with(move |cli| {
+        cli.clusters = Some(flag);
+        cli.resync_interval_ms = Some(100);
+    })
+    .await
+}
+
+/// Waits (bounded) until `check` holds for the release as read over REST.
+async fn until(app: &TestApp, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..300 {
+        let (_, release) = json_of(app.get(name).await).await;
+        if check(&release) {
+            return release;
+        }
+        last = release;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{name} never reached {what}; last seen: {last}");
+}
+
+async fn until_object(
+    cluster: &SimCluster,
+    kind: simcluster::resources::Resource,
+    name: &str,
+    what: &str,
+    check: impl Fn(Option<&Value>) -> bool,
+) -> Option<Value> {
+    for _ in 0..300 {
+        let object = cluster.get(kind, "default", name).await;
+        if check(object.as_ref()) {
+            return object;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "{} {name} never reached {what}: {:?}",
+        kind.kind,
+        cluster.get(kind, "default", name).await
+    );
+}
+
+fn phase_is(phase: &'static str) -> impl Fn(&Value) -> bool {
+    move |r| r["status"]["phase"] == phase
+}
+
+fn routes(vs: &Value) -> Vec<(String, i64)> {
+    vs["spec"]["http"][0]["route"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["destination"]["subset"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                d["weight"].as_i64().unwrap_or(100),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_canary_runs_moves_traffic_and_ends() {
+    let clusters = clusters().await;
+    let app = app_for(&clusters).await;
+    let (status, created) = json_of(app.create(&release_body("drive-me", "reviews")).await).await;
+    assert_eq!(status, 200, "{created}");
+    let running = until(&app, "drive-me", "Running", phase_is("Running")).await;
+    assert_eq!(running["status"]["traffic"], json!({"weight": 0}));
+    assert_eq!(running["status"]["observedGeneration"], 1);
+    let gray = clusters
+        .b
+        .get(DEPLOYMENTS, "default", "reviews-v1-v2")
+        .await
+        .expect("the gray Deployment");
+    assert_eq!(
+        gray["metadata"]["managedFields"][0]["manager"],
+        "meshrelease"
+    );
+    assert_eq!(
+        gray["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "meshrelease"
+    );
+    let vs = clusters
+        .a
+        .get(VIRTUAL_SERVICES, "default", "reviews")
+        .await
+        .expect("a VirtualService");
+    assert_eq!(routes(&vs), vec![("v1".to_owned(), 100)]);
+    let dr = clusters
+        .a
+        .get(DESTINATION_RULES, "default", "reviews")
+        .await
+        .expect("a DestinationRule");
+    assert_eq!(dr["spec"]["subsets"].as_array().unwrap().len(), 2);
+
+    // Weight 30: the VirtualService splits 70/30.
+    app.patch(
+        "drive-me",
+        &json!({"spec": {"trafficPolicy": {"weight": 30}}}),
+    )
+    .await;
+    until_object(&clusters.a, VIRTUAL_SERVICES, "reviews", "70/30", |vs| {
+        vs.is_some_and(|vs| routes(vs) == vec![("v1".to_owned(), 70), ("v2".to_owned(), 30)])
+    })
+    .await;
+    until(&app, "drive-me", "traffic 30 applied", |r| {
+        r["status"]["traffic"] == json!({"weight": 30})
+    })
+    .await;
+
+    // A header rule: a gray route in front, the rest to v1.
+    app.patch(
+        "drive-me",
+        &json!({"spec": {"trafficPolicy": {"match": [{"headers": [{"name": "x-user", "exact": "alice"}]}]}}}),
+    )
+    .await;
+    let vs = until_object(
+        &clusters.a,
+        VIRTUAL_SERVICES,
+        "reviews",
+        "a header route",
+        |vs| vs.is_some_and(|vs| vs["spec"]["http"].as_array().is_some_and(|h| h.len() == 2)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        vs["spec"]["http"][0]["match"][0]["headers"]["x-user"]["exact"],
+        "alice"
+    );
+    assert_eq!(
+        vs["spec"]["http"][0]["route"][0]["destination"]["subset"],
+        "v2"
+    );
+
+    // Take over, then end: the original goes.
+    app.patch(
+        "drive-me",
+        &json!({"spec": {"trafficPolicy": {"weight": 100}}}),
+    )
+    .await;
+    until(&app, "drive-me", "traffic 100 applied", |r| {
+        r["status"]["traffic"] == json!({"weight": 100})
+    })
+    .await;
+    let (status, ending) = json_of(app.delete("drive-me", Some("end")).await).await;
+    assert_eq!(status, 200, "{ending}");
+    until(&app, "drive-me", "Ended", phase_is("Ended")).await;
+    assert!(
+        clusters
+            .a
+            .get(DEPLOYMENTS, "default", "reviews-v1")
+            .await
+            .is_none(),
+        "the original is deleted"
+    );
+    let vs = clusters
+        .a
+        .get(VIRTUAL_SERVICES, "default", "reviews")
+        .await
+        .unwrap();
+    assert_eq!(routes(&vs), vec![("v2".to_owned(), 100)]);
+}
+
+#[tokio::test]
+async fn a_cancel_restores_the_owners_routing_byte_for_byte() {
+    let clusters = clusters().await;
+    let owners_vs = clusters
+        .a
+        .put(
+            VIRTUAL_SERVICES,
+            json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService",
+                   "metadata": {"name": "ratings-routes", "namespace": "default", "labels": {"team": "shop"}},
+                   "spec": {"hosts": ["ratings"], "http": [
+                       {"name": "legacy", "match": [{"uri": {"prefix": "/legacy"}}], "route": [{"destination": {"host": "details"}}]},
+                       {"name": "default", "timeout": "3s", "route": [{"destination": {"host": "ratings"}}]}]}}),
+        )
+        .await;
+    let owners_dr = clusters
+        .a
+        .put(
+            DESTINATION_RULES,
+            json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "DestinationRule",
+                   "metadata": {"name": "ratings", "namespace": "default"},
+                   "spec": {"host": "ratings", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}}}),
+        )
+        .await;
+    let app = app_for(&clusters).await;
+    app.create(&release_body("cancel-me", "ratings")).await;
+    until(&app, "cancel-me", "Running", phase_is("Running")).await;
+    app.patch(
+        "cancel-me",
+        &json!({"spec": {"trafficPolicy": {"weight": 40}}}),
+    )
+    .await;
+    until(&app, "cancel-me", "weight 40", |r| {
+        r["status"]["traffic"] == json!({"weight": 40})
+    })
+    .await;
+    let during = clusters
+        .a
+        .get(VIRTUAL_SERVICES, "default", "ratings-routes")
+        .await
+        .unwrap();
+    assert_eq!(
+        during["spec"]["http"][0], owners_vs["spec"]["http"][0],
+        "the route to another host is untouched"
+    );
+    app.patch(
+        "cancel-me",
+        &json!({"spec": {"trafficPolicy": {"weight": 0}}}),
+    )
+    .await;
+    until(&app, "cancel-me", "weight 0", |r| {
+        r["status"]["traffic"] == json!({"weight": 0})
+    })
+    .await;
+    let (status, _) = json_of(app.delete("cancel-me", Some("cancel")).await).await;
+    assert_eq!(status, 200);
+    until(&app, "cancel-me", "Canceled", phase_is("Canceled")).await;
+    let vs = clusters
+        .a
+        .get(VIRTUAL_SERVICES, "default", "ratings-routes")
+        .await
+        .unwrap();
+    let dr = clusters
+        .a
+        .get(DESTINATION_RULES, "default", "ratings")
+        .await
+        .unwrap();
+    for (restored, owners) in [(&vs, &owners_vs), (&dr, &owners_dr)] {
+        assert_eq!(restored["spec"], owners["spec"]);
+        assert_eq!(restored["metadata"]["labels"], owners["metadata"]["labels"]);
+        assert_eq!(
+            restored["metadata"]["annotations"],
+            owners["metadata"]["annotations"]
+        );
+    }
+    assert!(
+        clusters
+            .b
+            .get(DEPLOYMENTS, "default", "ratings-v1-v2")
+            .await
+            .is_none(),
+        "the gray Deployment is gone"
+    );
+    assert!(
+        clusters
+            .a
+            .get(DEPLOYMENTS, "default", "ratings-v1")
+            .await
+            .is_some(),
+        "the original stays"
+    );
+}
+
+#[tokio::test]
+async fn a_gray_version_never_ready_fails_with_traffic_on_the_original() {
+    let clusters = clusters().await;
+    clusters.b.faults().set_never_ready(true);
+    let app = app_for(&clusters).await;
+    let mut body = release_body("never-ready", "reviews");
+    body["spec"]["grayDeployments"][0]["template"]["spec"]["progressDeadlineSeconds"] = json!(1);
+    body["spec"]["trafficPolicy"] = json!({"weight": 50});
+    app.create(&body).await;
+    let failed = until(&app, "never-ready", "Failed", phase_is("Failed")).await;
+    let conditions = failed["status"]["conditions"].as_array().unwrap();
+    assert!(
+        conditions
+            .iter()
+            .any(|c| c["type"] == "GrayReady" && c["reason"] == "ProgressDeadlineExceeded"),
+        "{failed}"
+    );
+    let vs = clusters
+        .a
+        .get(VIRTUAL_SERVICES, "default", "reviews")
+        .await
+        .unwrap();
+    assert_eq!(
+        routes(&vs),
+        vec![("v1".to_owned(), 100)],
+        "no weight to a version that is not ready"
+    );
+    assert!(
+        clusters
+            .b
+            .get(DEPLOYMENTS, "default", "reviews-v1-v2")
+            .await
+            .is_some(),
+        "kept for inspection"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_cluster_makes_the_release_wait_then_complete() {
+    let mut clusters = clusters().await;
+    clusters.b.pause().await;
+    let app = app_for(&clusters).await;
+    app.create(&release_body("waiting", "reviews")).await;
+    let waiting = until(&app, "waiting", "an Unreachable condition", |r| {
+        r["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "ClustersReachable" && c["status"] == "False")
+        })
+    })
+    .await;
+    assert_eq!(waiting["status"]["phase"], "Pending");
+    clusters.b.resume().await.unwrap();
+    until(&app, "waiting", "Running", phase_is("Running")).await;
+}
+
+#[tokio::test]
+async fn another_field_manager_owning_our_fields_fails_the_release_clearly() {
+    let clusters = clusters().await;
+    // Someone else already applies a Deployment of the gray name, with a
+    // different image.
+    let http = reqwest::Client::new();
+    let response = http
+        .patch(format!("{}/apis/apps/v1/namespaces/default/deployments/reviews-v1-v2?fieldManager=someone-else", clusters.b.url()))
+        .header("Content-Type", "application/apply-patch+yaml")
+        .body(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "reviews-v1-v2"},
+                     "spec": {"replicas": 7}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let app = app_for(&clusters).await;
+    app.create(&release_body("contested", "reviews")).await;
+    let failed = until(&app, "contested", "Failed", phase_is("Failed")).await;
+    let message = failed["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Failed")
+        .map(|c| c["message"].as_str().unwrap().to_owned())
+        .unwrap();
+    assert!(message.contains("someone-else"), "{message}");
+    let gray = clusters
+        .b
+        .get(DEPLOYMENTS, "default", "reviews-v1-v2")
+        .await
+        .unwrap();
+    assert_eq!(gray["spec"]["replicas"], 7, "nothing overwritten");
+}
+
+#[tokio::test]
+async fn a_mesh_cluster_without_a_connection_is_recorded_only_and_says_so() {
+    let app = spawn_app().await;
+    app.create(&release_body("unconnected", "reviews")).await;
+    let release = until(&app, "unconnected", "a NotConnected condition", |r| {
+        r["status"]["conditions"][0]["reason"] == "NotConnected"
+    })
+    .await;
+    assert_eq!(release["status"]["phase"], "Pending");
+}
