@@ -433,19 +433,30 @@ impl ReleaseManager {
             if request.dry_run {
                 return Ok(with_plan(next, mesh));
             }
-            match self.store.update(&next, current.resource_version).await {
-                Ok(stored) => return Ok(stored),
-                Err(StoreError::Stale { .. }) if pinned.is_none() => continue,
-                Err(StoreError::Stale { current: now_at }) => {
-                    return Err(DomainError::Aborted(format!(
-                        "release {:?} changed while updating: its resourceVersion is now {now_at}",
-                        current.name
-                    )));
-                }
-                Err(e) => return Err(store_error(e)),
+            if let Some(stored) = self.write_spec(&next, &current, pinned).await? {
+                return Ok(stored);
             }
         }
         Err(busy(target))
+    }
+
+    /// Stores a spec change made from `current`. `None`: it lost a race that
+    /// a retry may win (the client pinned no resourceVersion).
+    async fn write_spec(
+        &self,
+        next: &Release,
+        current: &Release,
+        pinned: Option<u64>,
+    ) -> Result<Option<Release>, DomainError> {
+        match self.store.update(next, current.resource_version).await {
+            Ok(stored) => Ok(Some(stored)),
+            Err(StoreError::Stale { .. }) if pinned.is_none() => Ok(None),
+            Err(StoreError::Stale { current: now_at }) => Err(DomainError::Aborted(format!(
+                "release {:?} changed while updating: its resourceVersion is now {now_at}",
+                current.name
+            ))),
+            Err(e) => Err(store_error(e)),
+        }
     }
 
     /// `cancel` or `end` a release, as the phase machine allows; remove the
@@ -569,16 +580,8 @@ impl ReleaseManager {
             if next == current {
                 return Ok(current);
             }
-            match self.store.update(&next, current.resource_version).await {
-                Ok(stored) => return Ok(stored),
-                Err(StoreError::Stale { .. }) if masked.pinned.is_none() => continue,
-                Err(StoreError::Stale { current: now_at }) => {
-                    return Err(DomainError::Aborted(format!(
-                        "release {:?} changed while updating: its resourceVersion is now {now_at}",
-                        current.name
-                    )));
-                }
-                Err(e) => return Err(store_error(e)),
+            if let Some(stored) = self.write_spec(&next, &current, masked.pinned).await? {
+                return Ok(stored);
             }
         }
         Err(busy(target))

@@ -136,27 +136,7 @@ fn operation(route: &Route, binding: usize, schemas: &mut BTreeMap<String, Value
         for field in route.input.fields() {
             let bound = route.template.variables().iter().any(|v| v == field.name());
             let in_body = field.name() == route.body;
-            // Messages cannot come from a URL, but for a FieldMask (a string
-            // in proto3 JSON).
-            let from_url = match field.kind() {
-                Kind::Message(m) => m.full_name() == "google.protobuf.FieldMask",
-                Kind::Double
-                | Kind::Float
-                | Kind::Int32
-                | Kind::Int64
-                | Kind::Uint32
-                | Kind::Uint64
-                | Kind::Sint32
-                | Kind::Sint64
-                | Kind::Fixed32
-                | Kind::Fixed64
-                | Kind::Sfixed32
-                | Kind::Sfixed64
-                | Kind::Bool
-                | Kind::String
-                | Kind::Bytes
-                | Kind::Enum(_) => true,
-            };
+            let from_url = super::request::from_url(&field);
             if bound || in_body || !from_url || field.is_map() {
                 continue;
             }

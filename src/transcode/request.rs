@@ -170,26 +170,7 @@ fn query_field(
             let path = path.join(".");
             let taken = bound.contains(&path)
                 || (!body_field.is_empty() && path.split('.').next() == Some(body_field));
-            // A FieldMask is a string in proto3 JSON, so a URL can carry it.
-            let settable = match field.kind() {
-                Kind::Message(m) => m.full_name() == FIELD_MASK,
-                Kind::Double
-                | Kind::Float
-                | Kind::Int32
-                | Kind::Int64
-                | Kind::Uint32
-                | Kind::Uint64
-                | Kind::Sint32
-                | Kind::Sint64
-                | Kind::Fixed32
-                | Kind::Fixed64
-                | Kind::Sfixed32
-                | Kind::Sfixed64
-                | Kind::Bool
-                | Kind::String
-                | Kind::Bytes
-                | Kind::Enum(_) => true,
-            };
+            let settable = from_url(&field);
             if taken || !settable || field.is_map() {
                 return Err(unknown());
             }
@@ -198,6 +179,30 @@ fn query_field(
         current = singular_message(&field).ok_or_else(unknown)?;
     }
     Err(unknown())
+}
+
+/// Whether a URL can set the field: scalars, enums, and a FieldMask (a
+/// string in proto3 JSON); no other message.
+pub fn from_url(field: &FieldDescriptor) -> bool {
+    match field.kind() {
+        Kind::Message(m) => m.full_name() == FIELD_MASK,
+        Kind::Double
+        | Kind::Float
+        | Kind::Int32
+        | Kind::Int64
+        | Kind::Uint32
+        | Kind::Uint64
+        | Kind::Sint32
+        | Kind::Sint64
+        | Kind::Fixed32
+        | Kind::Fixed64
+        | Kind::Sfixed32
+        | Kind::Sfixed64
+        | Kind::Bool
+        | Kind::String
+        | Kind::Bytes
+        | Kind::Enum(_) => true,
+    }
 }
 
 /// A path or query value as the proto3 JSON of the field's scalar type.

@@ -155,19 +155,10 @@ async fn releases_come_back_exactly_from_sqlite() {
 
 #[tokio::test]
 async fn releases_come_back_exactly_from_postgres() {
-    let Ok(url) = std::env::var("MESHRELEASE_TEST_DATABASE_URL") else {
-        eprintln!("skipped: set MESHRELEASE_TEST_DATABASE_URL to run the PostgreSQL round trip");
+    let Some((_, schema)) = fresh_schema().await else {
         return;
     };
-    let schema = format!("mr_exact_{}", uuid::Uuid::new_v4().simple());
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
-        .batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .await
-        .unwrap();
+    let url = std::env::var("MESHRELEASE_TEST_DATABASE_URL").unwrap();
     let store = meshrelease::store::PostgresStore::connect(&url, Some(&schema), 4)
         .await
         .unwrap();
@@ -176,10 +167,7 @@ async fn releases_come_back_exactly_from_postgres() {
         check_store(&app).await;
     })
     .await;
-    client
-        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-        .await
-        .unwrap();
+    drop_schema(&schema).await;
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic.into_panic());
     }

@@ -370,3 +370,38 @@ pub fn assert_one_winner(statuses: &[u16]) {
         "{statuses:?}"
     );
 }
+
+/// A schema of its own in the test database, and a URL whose connections
+/// use it; `None` (and a line saying so) without MESHRELEASE_TEST_DATABASE_URL.
+pub async fn fresh_schema() -> Option<(String, String)> {
+    let Ok(url) = std::env::var("MESHRELEASE_TEST_DATABASE_URL") else {
+        eprintln!("skipped: set MESHRELEASE_TEST_DATABASE_URL to run the PostgreSQL tests");
+        return None;
+    };
+    let schema = format!("mr_replicas_{}", uuid::Uuid::new_v4().simple());
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .unwrap();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    Some((
+        format!("{url}{separator}options=-c%20search_path%3D{schema}"),
+        schema,
+    ))
+}
+
+pub async fn drop_schema(schema: &str) {
+    let url = std::env::var("MESHRELEASE_TEST_DATABASE_URL").unwrap();
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+}

@@ -10,40 +10,6 @@ use tokio_stream::StreamExt as _;
 use crate::binary::{Server, start};
 use crate::helpers::*;
 
-/// A database URL whose connections use a fresh schema of their own.
-async fn fresh_schema() -> Option<(String, String)> {
-    let Ok(url) = std::env::var("MESHRELEASE_TEST_DATABASE_URL") else {
-        eprintln!("skipped: set MESHRELEASE_TEST_DATABASE_URL to run the replica tests");
-        return None;
-    };
-    let schema = format!("mr_replicas_{}", uuid::Uuid::new_v4().simple());
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
-        .batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .await
-        .unwrap();
-    let separator = if url.contains('?') { '&' } else { '?' };
-    Some((
-        format!("{url}{separator}options=-c%20search_path%3D{schema}"),
-        schema,
-    ))
-}
-
-async fn drop_schema(schema: &str) {
-    let url = std::env::var("MESHRELEASE_TEST_DATABASE_URL").unwrap();
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
-        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-        .await
-        .unwrap();
-}
-
 async fn post(base: &str, name: &str, service: &str) -> u16 {
     reqwest::Client::new()
         .post(format!(
