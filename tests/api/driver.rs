@@ -67,10 +67,18 @@ async fn clusters() -> Clusters {
 }
 
 async fn app_for(clusters: &Clusters) -> TestApp {
+    app_with(clusters, "").await
+}
+
+/// With more keys for demo-mesh (`original_on_end = "scale-to-zero"`, say).
+async fn app_with(clusters: &Clusters, mesh_keys: &str) -> TestApp {
     let flag = clusters.flag.clone();
+    let meshes =
+        format!(r#"[{{ id = "{MESH}", clusters = ["cluster-a", "cluster-b"]{mesh_keys} }}]"#);
     spawn_app_with(move |cli| {
         cli.clusters = Some(flag);
         cli.resync_interval_ms = Some(100);
+        cli.meshes = Some(meshes);
     })
     .await
 }
@@ -232,6 +240,92 @@ async fn a_canary_runs_moves_traffic_and_ends() {
         .await
         .unwrap();
     assert_eq!(routes(&vs), vec![("v2".to_owned(), 100)]);
+}
+
+#[tokio::test]
+async fn an_end_can_scale_the_original_to_zero_instead() {
+    let clusters = clusters().await;
+    let app = app_with(
+        &clusters,
+        r#", original_on_end = "scale-to-zero", istio_api_version = "v1""#,
+    )
+    .await;
+    app.create(&release_body("scale-me", "reviews")).await;
+    until(&app, "scale-me", "Running", phase_is("Running")).await;
+    let vs = clusters
+        .a
+        .get(VIRTUAL_SERVICES, "default", "reviews")
+        .await
+        .unwrap();
+    assert_eq!(
+        vs["metadata"]["managedFields"][0]["apiVersion"], "networking.istio.io/v1",
+        "written in v1"
+    );
+    app.patch(
+        "scale-me",
+        &json!({"spec": {"trafficPolicy": {"weight": 100}}}),
+    )
+    .await;
+    until(&app, "scale-me", "traffic 100", |r| {
+        r["status"]["traffic"] == json!({"weight": 100})
+    })
+    .await;
+    app.delete("scale-me", Some("end")).await;
+    until(&app, "scale-me", "Ended", phase_is("Ended")).await;
+    let original = clusters
+        .a
+        .get(DEPLOYMENTS, "default", "reviews-v1")
+        .await
+        .expect("kept");
+    assert_eq!(original["spec"]["replicas"], 0);
+}
+
+#[tokio::test]
+async fn a_restarted_service_carries_on_where_it_stopped() {
+    let clusters = clusters().await;
+    let app = app_for(&clusters).await;
+    app.create(&release_body("restarted", "reviews")).await;
+    // Stopped as soon as the release moves: the cluster work of the next
+    // phase is left to the next process.
+    until(&app, "restarted", "Deploying or later", |r| {
+        r["status"]["phase"] != "Pending"
+    })
+    .await;
+    let data_dir = app.data_dir.clone();
+    app.stop().await;
+    let flag = clusters.flag.clone();
+    let app = spawn_app_in(data_dir, move |cli| {
+        cli.clusters = Some(flag);
+        cli.resync_interval_ms = Some(100);
+    })
+    .await;
+    until(&app, "restarted", "Running", phase_is("Running")).await;
+    app.patch(
+        "restarted",
+        &json!({"spec": {"trafficPolicy": {"weight": 100}}}),
+    )
+    .await;
+    until(&app, "restarted", "traffic 100", |r| {
+        r["status"]["traffic"] == json!({"weight": 100})
+    })
+    .await;
+    app.delete("restarted", Some("end")).await;
+    let data_dir = app.data_dir.clone();
+    app.stop().await;
+    let flag = clusters.flag.clone();
+    let app = spawn_app_in(data_dir, move |cli| {
+        cli.clusters = Some(flag);
+        cli.resync_interval_ms = Some(100);
+    })
+    .await;
+    until(&app, "restarted", "Ended", phase_is("Ended")).await;
+    assert!(
+        clusters
+            .a
+            .get(DEPLOYMENTS, "default", "reviews-v1")
+            .await
+            .is_none()
+    );
 }
 
 #[tokio::test]
