@@ -21,6 +21,7 @@ mod metrics;
 mod openapi;
 mod protocols;
 mod rate_limits;
+mod real_cluster;
 mod replicas;
 mod retries;
 mod roundtrip;
