@@ -83,6 +83,18 @@ async fn app_with(clusters: &Clusters, mesh_keys: &str) -> TestApp {
     .await
 }
 
+/// Stops the service (as on SIGTERM) and starts another on its data.
+async fn restart(app: TestApp, clusters: &Clusters) -> TestApp {
+    let data_dir = app.data_dir.clone();
+    app.stop().await;
+    let flag = clusters.flag.clone();
+    spawn_app_in(data_dir, move |cli| {
+        cli.clusters = Some(flag);
+        cli.resync_interval_ms = Some(100);
+    })
+    .await
+}
+
 /// Waits (bounded) until `check` holds for the release as read over REST.
 async fn until(app: &TestApp, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
     let mut last = Value::Null;
@@ -291,14 +303,7 @@ async fn a_restarted_service_carries_on_where_it_stopped() {
         r["status"]["phase"] != "Pending"
     })
     .await;
-    let data_dir = app.data_dir.clone();
-    app.stop().await;
-    let flag = clusters.flag.clone();
-    let app = spawn_app_in(data_dir, move |cli| {
-        cli.clusters = Some(flag);
-        cli.resync_interval_ms = Some(100);
-    })
-    .await;
+    let app = restart(app, &clusters).await;
     until(&app, "restarted", "Running", phase_is("Running")).await;
     app.patch(
         "restarted",
@@ -310,14 +315,7 @@ async fn a_restarted_service_carries_on_where_it_stopped() {
     })
     .await;
     app.delete("restarted", Some("end")).await;
-    let data_dir = app.data_dir.clone();
-    app.stop().await;
-    let flag = clusters.flag.clone();
-    let app = spawn_app_in(data_dir, move |cli| {
-        cli.clusters = Some(flag);
-        cli.resync_interval_ms = Some(100);
-    })
-    .await;
+    let app = restart(app, &clusters).await;
     until(&app, "restarted", "Ended", phase_is("Ended")).await;
     assert!(
         clusters
