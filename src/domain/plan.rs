@@ -226,7 +226,7 @@ pub fn plan(release: &Release, observed: &Observation, ctx: &Context) -> Plan {
         },
         Phase::Deploying | Phase::Running => deploy(release, observed, ctx, &routing),
         Phase::Failed => {
-            let mut plan = routing.put(observed, ctx, release, &TrafficPolicy::Weight(0));
+            let mut plan = routing.put(ctx, release, &TrafficPolicy::Weight(0));
             plan.traffic = Some(TrafficPolicy::Weight(0));
             plan
         }
@@ -249,7 +249,7 @@ fn deploy(release: &Release, observed: &Observation, ctx: &Context, routing: &Ro
         // Weight never goes to a subset that is not ready.
         TrafficPolicy::Weight(0)
     };
-    let mut plan = routing.put(observed, ctx, release, &policy);
+    let mut plan = routing.put(ctx, release, &policy);
     changes.append(&mut plan.changes);
     plan.changes = changes;
     plan.traffic = Some(policy);
@@ -300,7 +300,7 @@ fn deploy(release: &Release, observed: &Observation, ctx: &Context, routing: &Ro
 /// Ending: traffic all to the gray version first; then, once the routing
 /// the cluster holds says so, the original goes.
 fn end(release: &Release, observed: &Observation, ctx: &Context, routing: &Routing) -> Plan {
-    let final_routes = routing.ended(release, ctx, observed);
+    let final_routes = routing.ended(release, ctx);
     if !final_routes.changes.is_empty() {
         return final_routes;
     }
@@ -341,7 +341,7 @@ fn end(release: &Release, observed: &Observation, ctx: &Context, routing: &Routi
 /// Canceling: the routing restored as its owners left it first; then, once
 /// the cluster holds it, the gray Deployments go.
 fn cancel(release: &Release, observed: &Observation, ctx: &Context, routing: &Routing) -> Plan {
-    let restore = routing.restored(release, ctx, observed);
+    let restore = routing.restored(release, ctx);
     if !restore.changes.is_empty() {
         return restore;
     }
@@ -639,28 +639,8 @@ impl Routing {
 
     /// The objects for traffic split by `policy`, where they differ from
     /// what the cluster holds.
-    fn put(
-        &self,
-        observed: &Observation,
-        ctx: &Context,
-        release: &Release,
-        policy: &TrafficPolicy,
-    ) -> Plan {
-        let mut plan = Plan::default();
-        let subsets = match self.subsets(release, true) {
-            Ok(dr) => dr,
-            Err(message) => return Plan::fail("SubsetConflict", message),
-        };
-        let http = routes_for(
-            &self.base_vs(release),
-            release,
-            &self.original_version,
-            policy,
-        );
-        // Make before break: the subsets exist before a route names them.
-        plan.changes.extend(self.put_dr(release, ctx, subsets));
-        plan.changes.extend(self.put_vs(release, ctx, Some(http)));
-        let _ = observed;
+    fn put(&self, ctx: &Context, release: &Release, policy: &TrafficPolicy) -> Plan {
+        let plan = self.routing_changes(release, ctx, policy, true);
         let applied = plan.changes.is_empty();
         plan.condition(
             TRAFFIC_APPLIED,
@@ -676,30 +656,47 @@ impl Routing {
 
     /// All traffic to the gray version, the original's subset out of the
     /// routes (and of the DestinationRule, where this release added it).
-    fn ended(&self, release: &Release, ctx: &Context, observed: &Observation) -> Plan {
-        let _ = observed;
-        let mut plan = Plan::default();
-        let subsets = match self.subsets(release, false) {
-            Ok(dr) => dr,
+    fn ended(&self, release: &Release, ctx: &Context) -> Plan {
+        self.routing_changes(release, ctx, &TrafficPolicy::Weight(100), false)
+    }
+
+    /// The DestinationRule and VirtualService for `policy`, in the order that
+    /// never leaves a route naming a missing subset: with the original's
+    /// subset kept, make before break (subsets, then routes); without it,
+    /// break after make (routes, then subsets).
+    fn routing_changes(
+        &self,
+        release: &Release,
+        ctx: &Context,
+        policy: &TrafficPolicy,
+        with_original: bool,
+    ) -> Plan {
+        let subsets = match self.subsets(release, with_original) {
+            Ok(subsets) => subsets,
             Err(message) => return Plan::fail("SubsetConflict", message),
         };
         let http = routes_for(
             &self.base_vs(release),
             release,
             &self.original_version,
-            &TrafficPolicy::Weight(100),
+            policy,
         );
-        // Break after make: the routes stop naming the original's subset
-        // before the subset goes.
-        plan.changes.extend(self.put_vs(release, ctx, Some(http)));
-        plan.changes.extend(self.put_dr(release, ctx, subsets));
-        plan
+        let dr = self.put_dr(release, ctx, subsets);
+        let vs = self.put_vs(release, ctx, Some(http));
+        let changes = if with_original {
+            dr.into_iter().chain(vs).collect()
+        } else {
+            vs.into_iter().chain(dr).collect()
+        };
+        Plan {
+            changes,
+            ..Plan::default()
+        }
     }
 
     /// The routing as its owners left it: their objects restored, the ones
     /// this release created deleted.
-    fn restored(&self, release: &Release, ctx: &Context, observed: &Observation) -> Plan {
-        let _ = observed;
+    fn restored(&self, release: &Release, ctx: &Context) -> Plan {
         let mut changes = Vec::new();
         // The routes first, so that no route names a subset that is gone.
         for (kind, saved, current) in [
