@@ -30,7 +30,7 @@ pub async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    sim.requests.record(&method, uri.path());
+    sim.requests.record(&method, uri.path(), &headers);
     if let Some(fault) = sim.faults.before(&method).await {
         return fault.into_response();
     }

@@ -36,14 +36,38 @@ pub struct Sim {
     pub requests: RequestLog,
 }
 
-/// Every request seen, by method and path (for counting writes).
+/// Every request seen, by method, path and who sent it (the bearer token
+/// of its `Authorization` header), for counting writes.
 #[derive(Debug, Default)]
-pub struct RequestLog(std::sync::Mutex<Vec<(http::Method, String)>>);
+pub struct RequestLog(std::sync::Mutex<Vec<Seen>>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub method: http::Method,
+    pub path: String,
+    /// The bearer token, if the request carried one.
+    pub who: Option<String>,
+}
+
+impl Seen {
+    fn is_write(&self) -> bool {
+        self.method != http::Method::GET
+    }
+}
 
 impl RequestLog {
-    fn record(&self, method: &http::Method, path: &str) {
+    fn record(&self, method: &http::Method, path: &str, headers: &http::HeaderMap) {
+        let who = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_owned);
         if let Ok(mut log) = self.0.lock() {
-            log.push((method.clone(), path.to_owned()));
+            log.push(Seen {
+                method: method.clone(),
+                path: path.to_owned(),
+                who,
+            });
         }
     }
 
@@ -51,11 +75,36 @@ impl RequestLog {
     pub fn writes(&self) -> usize {
         self.0
             .lock()
-            .map(|log| log.iter().filter(|(m, _)| m != http::Method::GET).count())
+            .map(|log| log.iter().filter(|s| s.is_write()).count())
             .unwrap_or_default()
     }
 
-    pub fn all(&self) -> Vec<(http::Method, String)> {
+    /// Writes sent with the bearer token `who`, so far.
+    pub fn writes_by(&self, who: &str) -> usize {
+        self.0
+            .lock()
+            .map(|log| {
+                log.iter()
+                    .filter(|s| s.is_write() && s.who.as_deref() == Some(who))
+                    .count()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every request sent with the bearer token `who`, so far.
+    pub fn by(&self, who: &str) -> Vec<Seen> {
+        self.0
+            .lock()
+            .map(|log| {
+                log.iter()
+                    .filter(|s| s.who.as_deref() == Some(who))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn all(&self) -> Vec<Seen> {
         self.0.lock().map(|log| log.clone()).unwrap_or_default()
     }
 }
@@ -113,8 +162,18 @@ impl SimCluster {
 
     /// A kubeconfig whose one context, named `context`, points here.
     pub fn kubeconfig(&self, context: &str) -> String {
+        self.kubeconfig_with_token(context, None)
+    }
+
+    /// As [`SimCluster::kubeconfig`], with a bearer token for its user (the
+    /// simulator accepts any, and logs who sent each request).
+    pub fn kubeconfig_with_token(&self, context: &str, token: Option<&str>) -> String {
+        let user = match token {
+            Some(token) => format!("\n    token: {token}"),
+            None => " {}".to_owned(),
+        };
         format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: {context}\n  cluster:\n    server: {url}\ncontexts:\n- name: {context}\n  context:\n    cluster: {context}\n    user: {context}\n    namespace: default\ncurrent-context: {context}\nusers:\n- name: {context}\n  user: {{}}\n",
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: {context}\n  cluster:\n    server: {url}\ncontexts:\n- name: {context}\n  context:\n    cluster: {context}\n    user: {context}\n    namespace: default\ncurrent-context: {context}\nusers:\n- name: {context}\n  user:{user}\n",
             url = self.url()
         )
     }
@@ -155,8 +214,8 @@ impl SimCluster {
         self.sim.store.lock().await.get(resource, namespace, name)
     }
 
-    /// Closes the port, as a cluster that went away; [`SimCluster::resume`]
-    /// opens it again with the same objects.
+    /// Closes the port and drops every open connection, as a cluster that
+    /// went away; [`SimCluster::resume`] opens it again with the same objects.
     pub async fn pause(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -180,13 +239,30 @@ async fn serve(sim: Arc<Sim>, listen: SocketAddr) -> std::io::Result<Serving> {
     let listener = TcpListener::bind(listen).await?;
     let address = listener.local_addr()?;
     let app = axum::Router::new().fallback(api::handle).with_state(sim);
-    let (stop, stopped) = oneshot::channel::<()>();
+    let (stop, mut stopped) = oneshot::channel::<()>();
     let served = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await;
+        // Every connection is a task of this set: stopping drops them all,
+        // open watches too, and closes the port.
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let (stream, _) = tokio::select! {
+                _ = &mut stopped => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(_) => continue,
+                },
+                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app.clone());
+            connections.spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+            });
+        }
+        connections.abort_all();
     });
     Ok((address, stop, served))
 }
