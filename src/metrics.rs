@@ -1,7 +1,9 @@
 //! What `GET /metrics` reports, in the Prometheus (OpenMetrics) text format:
 //! requests by RPC, protocol and status code, a latency histogram per RPC,
-//! requests in flight, store commit latency and writes per commit, and
-//! watchers connected.
+//! requests in flight, store commit latency and writes per commit,
+//! watchers connected, and the cluster driver's work (reconciles by result,
+//! releases waiting in a round, time from create to `Running`, requests to
+//! each cluster by verb and code).
 //!
 //! Label values are bounded: an RPC label is one of the methods the server
 //! serves (anything else is `unknown`), so a client cannot grow the series
@@ -64,6 +66,68 @@ struct ProtocolLabels {
     protocol: Protocol,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: Cow<'static, str>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterRequestLabels {
+    /// A configured cluster's id: bounded by the configuration.
+    pub cluster: String,
+    pub verb: Cow<'static, str>,
+    /// The HTTP status, or `error` when there was no answer.
+    pub code: Cow<'static, str>,
+}
+
+/// What the cluster driver reports. Cheap to clone: the driver and the
+/// cluster clients hold handles on the same series.
+#[derive(Debug, Clone)]
+pub struct DriverMetrics {
+    pub reconciles: Family<ResultLabels, Counter>,
+    pub queue_depth: Gauge,
+    pub time_to_running: Histogram,
+    pub cluster_requests: Family<ClusterRequestLabels, Counter>,
+}
+
+impl Default for DriverMetrics {
+    fn default() -> Self {
+        Self {
+            reconciles: Family::default(),
+            queue_depth: Gauge::default(),
+            // Seconds: a release reaches Running in seconds to tens of minutes.
+            time_to_running: Histogram::new([
+                1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+            ]),
+            cluster_requests: Family::default(),
+        }
+    }
+}
+
+impl DriverMetrics {
+    pub fn reconciled(&self, result: &'static str) {
+        self.reconciles
+            .get_or_create(&ResultLabels {
+                result: Cow::Borrowed(result),
+            })
+            .inc();
+    }
+
+    pub fn cluster_request(&self, cluster: &str, verb: &'static str, code: Option<u16>) {
+        let code = match code {
+            Some(code) => Cow::Owned(code.to_string()),
+            None => Cow::Borrowed("error"),
+        };
+        self.cluster_requests
+            .get_or_create(&ClusterRequestLabels {
+                cluster: cluster.to_owned(),
+                verb: Cow::Borrowed(verb),
+                code,
+            })
+            .inc();
+    }
+}
+
 /// Seconds: from 50 µs (an in-memory read) to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -112,7 +176,11 @@ pub struct Metrics {
 
 impl Metrics {
     /// `grpc_methods`: every `package.Service/Method` the server serves.
-    pub fn new(grpc_methods: impl IntoIterator<Item = String>, commits: CommitMetrics) -> Self {
+    pub fn new(
+        grpc_methods: impl IntoIterator<Item = String>,
+        commits: CommitMetrics,
+        driver: &DriverMetrics,
+    ) -> Self {
         let mut registry = Registry::with_prefix("meshrelease");
         let requests = Family::<RequestLabels, Counter>::default();
         let durations = Family::<RpcLabels, Histogram, fn() -> Histogram>::new_with_constructor(
@@ -145,6 +213,26 @@ impl Metrics {
             "store_commit_writes",
             "Writes carried by one store commit (group commit)",
             commits.writes,
+        );
+        registry.register(
+            "reconciles",
+            "Reconciles of a release by the cluster driver, by result",
+            driver.reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_queue_depth",
+            "Releases due in the driver's current round and not yet reconciled",
+            driver.queue_depth.clone(),
+        );
+        registry.register(
+            "release_time_to_running_seconds",
+            "Time from a release's create to its Running phase",
+            driver.time_to_running.clone(),
+        );
+        registry.register(
+            "cluster_requests",
+            "Requests to the clusters, by cluster, verb and HTTP status (error: no answer)",
+            driver.cluster_requests.clone(),
         );
         let grpc_methods = grpc_methods
             .into_iter()
@@ -258,6 +346,7 @@ mod tests {
         let metrics = Metrics::new(
             ["asm.v2.ReleaseService/CreateRelease".to_owned()],
             CommitMetrics::default(),
+            &DriverMetrics::default(),
         );
         assert_eq!(
             *metrics.grpc_rpc("/asm.v2.ReleaseService/CreateRelease"),
@@ -272,6 +361,7 @@ mod tests {
         let metrics = Metrics::new(
             ["asm.v2.ReleaseService/GetRelease".to_owned()],
             CommitMetrics::default(),
+            &DriverMetrics::default(),
         );
         let rpc = metrics.grpc_rpc("/asm.v2.ReleaseService/GetRelease");
         metrics.record(

@@ -75,8 +75,10 @@ impl Application {
         store: Arc<dyn ReleaseStore>,
     ) -> anyhow::Result<Self> {
         let shutdown = CancellationToken::new();
-        let clusters: Arc<dyn crate::domain::ports::ClusterPort> =
-            Arc::new(crate::actuate::KubeClusters::connect(&settings.clusters).await);
+        let driver_metrics = crate::metrics::DriverMetrics::default();
+        let clusters: Arc<dyn crate::domain::ports::ClusterPort> = Arc::new(
+            crate::actuate::KubeClusters::connect(&settings.clusters, driver_metrics.clone()).await,
+        );
         let manager = Arc::new(
             ReleaseManager::new(Meshes::new(settings.meshes.clone()), store.clone())
                 .with_shutdown(shutdown.clone())
@@ -86,8 +88,10 @@ impl Application {
         let driver = crate::actuate::Driver {
             manager: manager.clone(),
             clusters,
+            leadership: store.leadership(),
             interval: settings.resync_interval,
             shutdown: shutdown.clone(),
+            metrics: driver_metrics.clone(),
         };
 
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -135,6 +139,7 @@ impl Application {
                 tonic_health::pb::FILE_DESCRIPTOR_SET,
             ])?,
             store.commit_metrics(),
+            &driver_metrics,
         ));
         let table = RouteTable::from_descriptor_set(
             crate::pb::FILE_DESCRIPTOR_SET,

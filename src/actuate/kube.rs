@@ -3,23 +3,31 @@
 //! respects other writers: gray Deployments by server-side apply (field
 //! manager `meshrelease`, never forced), VirtualServices and
 //! DestinationRules by a replace pinned to the resourceVersion read (or a
-//! create), deletes, and a merge patch to scale the original to zero.
+//! create), deletes, and a merge patch to scale the original to zero. Every
+//! request is counted by cluster, verb and code; a watch per cluster on the
+//! Deployments this service manages tells the driver when one changes.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use async_trait::async_trait;
+use futures_util::StreamExt as _;
+use futures_util::stream::BoxStream;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
     PatchParams, PostParams,
 };
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::{WatchStreamExt as _, watcher};
 use serde_json::{Value, json};
 
 use crate::domain::JsonObject;
 use crate::domain::Release;
-use crate::domain::plan::{Change, Context, ObjectKind, Observation, PlannedObject};
+use crate::domain::plan::{
+    Change, Context, MANAGED_BY, MANAGED_BY_LABEL, ObjectKind, Observation, PlannedObject,
+};
 use crate::domain::ports::{ClusterError, ClusterPort};
+use crate::metrics::DriverMetrics;
 
 /// The field manager of every server-side apply this service makes.
 pub const FIELD_MANAGER: &str = "meshrelease";
@@ -36,6 +44,7 @@ pub struct ClusterSettings {
 
 pub struct KubeClusters {
     clients: HashMap<String, kube::Client>,
+    metrics: DriverMetrics,
 }
 
 impl KubeClusters {
@@ -43,7 +52,7 @@ impl KubeClusters {
     /// does not stop the service from starting. A cluster whose
     /// configuration cannot be read is left out, with an error logged, and
     /// its releases say so in their conditions.
-    pub async fn connect(settings: &[ClusterSettings]) -> Self {
+    pub async fn connect(settings: &[ClusterSettings], metrics: DriverMetrics) -> Self {
         let mut clients = HashMap::new();
         for cluster in settings {
             match client_for(cluster).await {
@@ -55,7 +64,29 @@ impl KubeClusters {
                 }
             }
         }
-        KubeClusters { clients }
+        KubeClusters::with_clients(clients, metrics)
+    }
+
+    /// Over clients made elsewhere (the unit tests' mock services).
+    pub fn with_clients(clients: HashMap<String, kube::Client>, metrics: DriverMetrics) -> Self {
+        KubeClusters { clients, metrics }
+    }
+
+    /// The result, counted by cluster, verb and the code the cluster answered.
+    fn counted<T>(
+        &self,
+        cluster: &str,
+        verb: &'static str,
+        ok: u16,
+        result: Result<T, kube::Error>,
+    ) -> Result<T, kube::Error> {
+        let code = match &result {
+            Ok(_) => Some(ok),
+            Err(kube::Error::Api(status)) => Some(status.code),
+            Err(_) => None,
+        };
+        self.metrics.cluster_request(cluster, verb, code);
+        result
     }
 
     fn api(
@@ -82,7 +113,11 @@ impl KubeClusters {
         name: &str,
     ) -> Result<Option<JsonObject>, ClusterError> {
         let api = self.api(cluster, resource, namespace)?;
-        let object = api.get_opt(name).await.map_err(|e| classify(cluster, e))?;
+        let object = api.get_opt(name).await;
+        let code = if matches!(object, Ok(None)) { 404 } else { 200 };
+        let object = self
+            .counted(cluster, "get", code, object)
+            .map_err(|e| classify(cluster, e))?;
         Ok(object.and_then(|o| as_json(&o)))
     }
 
@@ -93,9 +128,9 @@ impl KubeClusters {
         namespace: &str,
     ) -> Result<Vec<JsonObject>, ClusterError> {
         let api = self.api(cluster, resource, namespace)?;
-        let list = api
-            .list(&ListParams::default())
-            .await
+        let list = api.list(&ListParams::default()).await;
+        let list = self
+            .counted(cluster, "list", 200, list)
             .map_err(|e| classify(cluster, e))?;
         Ok(list.items.iter().filter_map(as_json).collect())
     }
@@ -300,15 +335,18 @@ impl ClusterPort for KubeClusters {
         )?;
         let name = name_of(&change.object);
         let object = Value::Object(change.object.clone());
-        let outcome = match (change.change, change.kind) {
-            (Change::Apply, ObjectKind::Deployment) => api
-                .patch(
+        let (verb, ok, outcome) = match (change.change, change.kind) {
+            (Change::Apply, ObjectKind::Deployment) => (
+                "apply",
+                200,
+                api.patch(
                     &name,
                     &PatchParams::apply(FIELD_MANAGER),
                     &Patch::Apply(&object),
                 )
                 .await
                 .map(drop),
+            ),
             (Change::Apply, ObjectKind::VirtualService | ObjectKind::DestinationRule) => {
                 let dynamic: DynamicObject =
                     serde_json::from_value(object).map_err(|e| ClusterError::Refused {
@@ -320,18 +358,24 @@ impl ClusterPort for KubeClusters {
                     ..PostParams::default()
                 };
                 if dynamic.metadata.resource_version.is_some() {
-                    api.replace(&name, &params, &dynamic).await.map(drop)
+                    (
+                        "replace",
+                        200,
+                        api.replace(&name, &params, &dynamic).await.map(drop),
+                    )
                 } else {
-                    api.create(&params, &dynamic).await.map(drop)
+                    ("create", 201, api.create(&params, &dynamic).await.map(drop))
                 }
             }
-            (Change::Delete, _) => match api.delete(&name, &DeleteParams::default()).await {
-                Ok(_) => Ok(()),
-                Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-                Err(e) => Err(e),
-            },
-            (Change::ScaleToZero, _) => api
-                .patch(
+            (Change::Delete, _) => (
+                "delete",
+                200,
+                api.delete(&name, &DeleteParams::default()).await.map(drop),
+            ),
+            (Change::ScaleToZero, _) => (
+                "patch",
+                200,
+                api.patch(
                     &name,
                     &PatchParams {
                         field_manager: Some(FIELD_MANAGER.into()),
@@ -341,7 +385,66 @@ impl ClusterPort for KubeClusters {
                 )
                 .await
                 .map(drop),
+            ),
         };
-        outcome.map_err(|e| classify(cluster, e))
+        match self.counted(cluster, verb, ok, outcome) {
+            Ok(()) => Ok(()),
+            // Gone already: what a delete wants.
+            Err(kube::Error::Api(status)) if verb == "delete" && status.code == 404 => Ok(()),
+            Err(e) => Err(classify(cluster, e)),
+        }
+    }
+
+    fn changes(&self) -> BoxStream<'static, String> {
+        if self.clients.is_empty() {
+            return futures_util::stream::pending().boxed();
+        }
+        let deployments = ApiResource::from_gvk(&GroupVersionKind::gvk("apps", "v1", "Deployment"));
+        let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY}");
+        let watches = self.clients.iter().map(|(id, client)| {
+            let api = Api::<DynamicObject>::all_with(client.clone(), &deployments);
+            let config = watcher::Config::default().labels(&selector);
+            let id = id.clone();
+            let metrics = self.metrics.clone();
+            // The watcher lists, then watches from there, and lists again
+            // when the watch cannot resume; errors back off and retry.
+            watcher(api, config)
+                .default_backoff()
+                .filter_map(move |event| {
+                    let found = match event {
+                        Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => {
+                            Some(id.clone())
+                        }
+                        // A fresh list: anything may have changed meanwhile.
+                        Ok(watcher::Event::InitDone) => Some(id.clone()),
+                        Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => None,
+                        Err(e) => {
+                            let code = match &e {
+                                watcher::Error::InitialListFailed(error)
+                                | watcher::Error::WatchStartFailed(error)
+                                | watcher::Error::WatchFailed(error) => {
+                                    if let kube::Error::Api(status) = error {
+                                        Some(status.code)
+                                    } else {
+                                        None
+                                    }
+                                }
+                                watcher::Error::WatchError(status) => Some(status.code),
+                                watcher::Error::NoResourceVersion => None,
+                            };
+                            metrics.cluster_request(&id, "watch", code);
+                            tracing::debug!(cluster = %id, error = %e, "watching the managed Deployments; retrying");
+                            None
+                        }
+                    };
+                    std::future::ready(found)
+                })
+                .boxed()
+        });
+        futures_util::stream::select_all(watches).boxed()
     }
 }
+
+#[cfg(test)]
+#[path = "kube_http_tests.rs"]
+mod tests;

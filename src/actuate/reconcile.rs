@@ -1,32 +1,85 @@
 //! The reconcile loop: for every active release whose clusters are
 //! connected, observe, plan, carry out the plan in order, and record what
 //! happened through the status-only write. It runs when the store changes
-//! (the same revisions the watch uses) and on a periodic resync, and it is
+//! (the same revisions the watch uses), when a Deployment it manages changes
+//! in a cluster (a watch per cluster), and on a periodic resync. It is
 //! idempotent: the plan is derived from what the clusters hold, so a restart
 //! in any phase carries on where it stopped.
 //!
-//! Not yet (issue 12): watches on the clusters' objects (a Deployment that
-//! becomes ready is seen at the next resync), per-release backoff, and one
-//! driver among several replicas.
+//! A release whose round failed (a cluster that did not answer, a write that
+//! lost a race) waits before its next try: after a cluster that did not
+//! answer, twice as long each time up to [`MAX_BACKOFF`] (news from that
+//! cluster, or a change of the release's spec, ends the wait); after a lost
+//! race, [`CONFLICT_RETRY`], reading afresh. A conflict that is still there after
+//! [`MAX_CONFLICTS`] tries in a row fails the release, with the cluster's
+//! words: someone keeps writing the same objects, and fighting them
+//! silently is worse than stopping.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::{FutureExt as _, StreamExt as _};
 use serde_json::Value;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::phase::Move;
 use crate::domain::plan::{self, Context, FAILED, REACHABLE, TRAFFIC_APPLIED};
-use crate::domain::ports::{ClusterError, ClusterPort};
+use crate::domain::ports::{ClusterError, ClusterPort, Leadership};
 use crate::domain::service::{NOT_CONNECTED, not_connected_message};
 use crate::domain::{DomainError, Mesh, Phase, Release, ReleaseManager, ReleaseRef, StatusUpdate};
+use crate::metrics::DriverMetrics;
+
+/// The first wait after a failed round; it doubles with each failure.
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// The longest wait between two tries of one release.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Conflicts in a row after which a release fails.
+pub const MAX_CONFLICTS: u32 = 8;
+/// The wait after a lost race: short, since the next try reads afresh.
+pub const CONFLICT_RETRY: Duration = Duration::from_millis(50);
 
 pub struct Driver {
     pub manager: Arc<ReleaseManager>,
     pub clusters: Arc<dyn ClusterPort>,
+    /// Whether this replica is the one that drives (with PostgreSQL and
+    /// several replicas, one holds it at a time).
+    pub leadership: Arc<dyn Leadership>,
     /// The periodic resync.
     pub interval: Duration,
     pub shutdown: CancellationToken,
+    pub metrics: DriverMetrics,
+}
+
+/// A release waiting after a failed round.
+#[derive(Debug, Clone)]
+struct Backoff {
+    failures: u32,
+    /// Conflicts in a row (any other outcome resets it).
+    conflicts: u32,
+    until: Instant,
+    /// The spec generation that failed: a new one is tried at once.
+    generation: u32,
+    /// The cluster that did not answer: news from it ends the wait.
+    unreachable: Option<String>,
+}
+
+type Key = (String, String, String);
+
+fn key_of(release: &Release) -> Key {
+    (
+        release.mesh_id.clone(),
+        release.namespace.clone(),
+        release.name.clone(),
+    )
+}
+
+/// How one release's round ended.
+enum Outcome {
+    Done,
+    NotConnected,
+    Failed(ClusterError),
 }
 
 impl Driver {
@@ -36,22 +89,51 @@ impl Driver {
 
     async fn run(self) {
         let mut revisions = self.manager.store().revisions();
+        let mut changes = self.clusters.changes();
         let mut resync = tokio::time::interval(self.interval);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut backoff: HashMap<Key, Backoff> = HashMap::new();
         loop {
+            let wake = backoff.values().map(|b| b.until).min();
+            let sleep = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = self.shutdown.cancelled() => return,
                 changed = revisions.changed() => if changed.is_err() { return },
+                Some(cluster) = changes.next() => {
+                    // One round for a burst of news.
+                    let mut news = vec![cluster];
+                    while let Some(Some(more)) = changes.next().now_or_never() {
+                        news.push(more);
+                    }
+                    for wait in backoff.values_mut() {
+                        if wait.unreachable.as_ref().is_some_and(|c| news.contains(c)) {
+                            wait.until = Instant::now();
+                        }
+                    }
+                }
+                () = sleep => {}
                 _ = resync.tick() => {}
             }
             revisions.borrow_and_update();
-            self.reconcile_all().await;
+            if !self.leadership.hold().await {
+                // Another replica drives; waits here are its business.
+                backoff.clear();
+                continue;
+            }
+            self.reconcile_all(&mut backoff).await;
         }
     }
 
-    async fn reconcile_all(&self) {
+    async fn reconcile_all(&self, backoff: &mut HashMap<Key, Backoff>) {
         let meshes: Vec<Mesh> = self.manager.meshes().iter().cloned().collect();
-        for mesh in meshes {
+        let mut due = Vec::new();
+        let mut active = std::collections::HashSet::new();
+        for mesh in &meshes {
             let releases = match self.manager.store().snapshot(&mesh.id, None).await {
                 Ok((releases, _)) => releases,
                 Err(e) => {
@@ -59,16 +141,76 @@ impl Driver {
                     continue;
                 }
             };
+            let now = Instant::now();
             for release in releases.into_iter().filter(|r| r.status.phase.is_active()) {
-                if self.shutdown.is_cancelled() {
-                    return;
+                let key = key_of(&release);
+                let waiting = backoff
+                    .get(&key)
+                    .is_some_and(|b| b.until > now && b.generation == release.generation);
+                active.insert(key);
+                if !waiting {
+                    due.push((mesh, release));
                 }
-                self.reconcile(&mesh, release).await;
+            }
+        }
+        // Waits of releases that ended or went away are forgotten.
+        backoff.retain(|key, _| active.contains(key));
+        self.metrics
+            .queue_depth
+            .set(i64::try_from(due.len()).unwrap_or(i64::MAX));
+        for (mesh, release) in due {
+            if self.shutdown.is_cancelled() {
+                return;
+            }
+            let key = key_of(&release);
+            let conflicts = backoff.get(&key).map_or(0, |b| b.conflicts);
+            let generation = release.generation;
+            let outcome = self.reconcile(mesh, release, conflicts).await;
+            self.metrics.queue_depth.dec();
+            let result = match &outcome {
+                Outcome::Done => "done",
+                Outcome::NotConnected => "not_connected",
+                Outcome::Failed(ClusterError::Unreachable { .. }) => "unreachable",
+                Outcome::Failed(ClusterError::Conflict { .. }) => "conflict",
+                Outcome::Failed(ClusterError::Refused { .. }) => "refused",
+            };
+            self.metrics.reconciled(result);
+            match outcome {
+                Outcome::Done
+                | Outcome::NotConnected
+                | Outcome::Failed(ClusterError::Refused { .. }) => {
+                    backoff.remove(&key);
+                }
+                Outcome::Failed(error) => {
+                    let previous = backoff.remove(&key);
+                    let failures = previous.as_ref().map_or(0, |b| b.failures) + 1;
+                    let (conflicts, wait) = match error {
+                        ClusterError::Conflict { .. } => (conflicts + 1, CONFLICT_RETRY),
+                        ClusterError::Unreachable { .. } | ClusterError::Refused { .. } => {
+                            (0, backoff_after(failures))
+                        }
+                    };
+                    let unreachable = match error {
+                        ClusterError::Unreachable { cluster, .. } => Some(cluster),
+                        ClusterError::Conflict { .. } | ClusterError::Refused { .. } => None,
+                    };
+                    backoff.insert(
+                        key,
+                        Backoff {
+                            failures,
+                            conflicts,
+                            until: Instant::now() + wait,
+                            generation,
+                            unreachable,
+                        },
+                    );
+                }
             }
         }
     }
 
-    async fn reconcile(&self, mesh: &Mesh, release: Release) {
+    /// One round of one release; `conflicts`: its conflicts in a row so far.
+    async fn reconcile(&self, mesh: &Mesh, release: Release, conflicts: u32) -> Outcome {
         let context = Context::for_release(mesh, &release);
         let target = ReleaseRef {
             mesh_id: release.mesh_id.clone(),
@@ -88,14 +230,28 @@ impl Driver {
                 ..StatusUpdate::default()
             };
             self.record(&target, &release, update).await;
-            return;
+            return Outcome::NotConnected;
         }
         let observed = self.clusters.observe(&release, &context).await;
         let planned = plan::plan(&release, &observed, &context);
         let mut failure = None;
         for change in &planned.changes {
             if let Err(e) = self.clusters.carry_out(change).await {
-                failure = Some(e);
+                failure = Some(match e {
+                    ClusterError::Conflict { cluster, message }
+                        if conflicts + 1 >= MAX_CONFLICTS =>
+                    {
+                        ClusterError::Refused {
+                            cluster,
+                            message: format!(
+                                "a write conflict did not clear after {MAX_CONFLICTS} tries: {message}"
+                            ),
+                        }
+                    }
+                    other @ (ClusterError::Conflict { .. }
+                    | ClusterError::Unreachable { .. }
+                    | ClusterError::Refused { .. }) => other,
+                });
                 break;
             }
             let object = change
@@ -136,7 +292,7 @@ impl Driver {
             gray_deployments,
             ..StatusUpdate::default()
         };
-        match failure {
+        match failure.clone() {
             None => {
                 update.step = planned.step;
                 update.traffic = planned.traffic;
@@ -178,6 +334,15 @@ impl Driver {
             }
         }
         self.record(&target, &release, update).await;
+        match (failure, observed.unreachable.first()) {
+            (Some(e), _) => Outcome::Failed(e),
+            // The plan waited for a cluster that did not answer a read.
+            (None, Some(cluster)) => Outcome::Failed(ClusterError::Unreachable {
+                cluster: cluster.clone(),
+                message: "a read got no answer".into(),
+            }),
+            (None, None) => Outcome::Done,
+        }
     }
 
     async fn record(&self, target: &ReleaseRef, release: &Release, update: StatusUpdate) {
@@ -187,11 +352,19 @@ impl Driver {
             .write_status(target, release.resource_version, update)
             .await
         {
-            Ok(written) if written.status.phase != release.status.phase => tracing::info!(
-                release = %release.name, mesh = %release.mesh_id,
-                from = release.status.phase.as_str(), to = written.status.phase.as_str(),
-                "release moved"
-            ),
+            Ok(written) if written.status.phase != release.status.phase => {
+                tracing::info!(
+                    release = %release.name, mesh = %release.mesh_id,
+                    from = release.status.phase.as_str(), to = written.status.phase.as_str(),
+                    "release moved"
+                );
+                if written.status.phase == Phase::Running {
+                    let took = chrono::Utc::now() - release.status.start_time;
+                    self.metrics
+                        .time_to_running
+                        .observe(took.to_std().unwrap_or_default().as_secs_f64());
+                }
+            }
             Ok(_) => {}
             // Someone wrote since we read: the next round sees it.
             Err(DomainError::Aborted(_)) => {}
@@ -199,5 +372,27 @@ impl Driver {
                 tracing::warn!(release = %release.name, ?step, error = %e, "cannot record the release's status")
             }
         }
+    }
+}
+
+/// The wait after `failures` failed rounds in a row: 200 ms, doubling, at
+/// most [`MAX_BACKOFF`].
+fn backoff_after(failures: u32) -> Duration {
+    FIRST_BACKOFF
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(MAX_BACKOFF)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wait_doubles_up_to_its_cap() {
+        assert_eq!(backoff_after(1), Duration::from_millis(200));
+        assert_eq!(backoff_after(2), Duration::from_millis(400));
+        assert_eq!(backoff_after(5), Duration::from_millis(3200));
+        assert_eq!(backoff_after(9), MAX_BACKOFF);
+        assert_eq!(backoff_after(u32::MAX), MAX_BACKOFF);
     }
 }

@@ -214,6 +214,31 @@ pub trait ReleaseStore: Send + Sync + 'static {
 
     /// Finishes pending writes and releases the store's resources.
     async fn close(&self) {}
+
+    /// Who drives the clusters among the replicas sharing this store. A
+    /// store only one process can open has nothing to elect.
+    fn leadership(&self) -> std::sync::Arc<dyn Leadership> {
+        std::sync::Arc::new(Alone)
+    }
+}
+
+/// Which replica drives the clusters, among those that share a store: one
+/// at a time, so that two never carry out the same release's steps at once.
+#[async_trait]
+pub trait Leadership: Send + Sync + 'static {
+    /// Whether this replica drives now: it keeps what it holds while it can
+    /// prove it still holds it, or tries to take it. Never waits long.
+    async fn hold(&self) -> bool;
+}
+
+/// The one process of a store nobody shares: always the driver.
+pub struct Alone;
+
+#[async_trait]
+impl Leadership for Alone {
+    async fn hold(&self) -> bool {
+        true
+    }
 }
 
 /// Why a cluster request failed, in the driver's terms.
@@ -250,4 +275,10 @@ pub trait ClusterPort: Send + Sync + 'static {
 
     /// Carries out one change of a plan.
     async fn carry_out(&self, change: &super::plan::PlannedObject) -> Result<(), ClusterError>;
+
+    /// The id of a cluster each time an object this service manages changes
+    /// there (a gray Deployment that becomes ready, one someone deleted), so
+    /// that the driver acts at once instead of at its next resync. Watching
+    /// stops when the stream is dropped.
+    fn changes(&self) -> futures_util::stream::BoxStream<'static, String>;
 }

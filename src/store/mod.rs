@@ -4,6 +4,7 @@
 
 mod memory;
 mod postgres;
+mod postgres_leadership;
 mod sqlite;
 #[cfg(test)]
 mod suite;

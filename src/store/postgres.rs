@@ -7,6 +7,7 @@
 //! commit: one transaction, a savepoint per write, one fsync), so the lock is
 //! taken once per group rather than once per write.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,11 +17,13 @@ use tokio::sync::watch;
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
+use super::postgres_leadership::PgLeadership;
 use super::{
     Created, EVENT_RETENTION, Event, EventType, IDEMPOTENCY_WINDOW_SECS, IdempotencyKey, ListQuery,
     Page, ReleaseStore, StoreError,
 };
 use crate::domain::Release;
+use crate::domain::ports::Leadership;
 use crate::metrics::CommitMetrics;
 
 /// Serializes writers (any constant shared by every replica).
@@ -78,6 +81,7 @@ pub struct PostgresStore {
     writer: tokio::task::JoinHandle<()>,
     writes: tokio::sync::mpsc::UnboundedSender<Job>,
     commits: CommitMetrics,
+    leadership: Arc<PgLeadership>,
 }
 
 impl PostgresStore {
@@ -99,6 +103,7 @@ impl PostgresStore {
             );
             config.options(format!("-c search_path={schema}"));
         }
+        let leadership = Arc::new(PgLeadership::new(config.clone()));
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -164,6 +169,7 @@ impl PostgresStore {
             commits.clone(),
         ));
         Ok(Self {
+            leadership,
             pool,
             revisions,
             secret,
@@ -789,7 +795,12 @@ impl ReleaseStore for PostgresStore {
     }
 
     async fn close(&self) {
+        self.leadership.give_up().await;
         self.poller.abort();
         self.pool.close();
+    }
+
+    fn leadership(&self) -> Arc<dyn Leadership> {
+        self.leadership.clone()
     }
 }

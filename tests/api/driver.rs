@@ -13,16 +13,51 @@ use simcluster::{Config, SimCluster};
 
 use crate::helpers::*;
 
-struct Clusters {
-    a: SimCluster,
-    b: SimCluster,
-    _dir: tempfile::TempDir,
+pub struct Clusters {
+    pub a: SimCluster,
+    pub b: SimCluster,
+    dir: tempfile::TempDir,
     flag: String,
+}
+
+impl Clusters {
+    /// `--clusters` for a service whose kubeconfigs carry the bearer token
+    /// `who` (the simulator logs who sent each request).
+    pub fn flag_for(&self, who: &str) -> String {
+        let mut flag = String::from("[");
+        for (id, cluster) in [("cluster-a", &self.a), ("cluster-b", &self.b)] {
+            let path = self.dir.path().join(format!("{id}-{who}.kubeconfig"));
+            std::fs::write(&path, cluster.kubeconfig_with_token(id, Some(who))).unwrap();
+            flag.push_str(&format!(
+                "{{ id = \"{id}\", kubeconfig = \"{}\" }},",
+                path.display()
+            ));
+        }
+        flag.push(']');
+        flag
+    }
+
+    /// Writes sent with the bearer token `who`, at both clusters.
+    pub fn writes_by(&self, who: &str) -> usize {
+        self.a.sim.requests.writes_by(who) + self.b.sim.requests.writes_by(who)
+    }
+
+    /// Requests for the objects of a namespace (reads and writes: what
+    /// driving a release takes) sent with the bearer token `who`, at both
+    /// clusters. The watch of the managed Deployments (cluster-wide, kept by
+    /// every replica) is not among them.
+    pub fn driving_requests_by(&self, who: &str) -> usize {
+        [&self.a, &self.b]
+            .iter()
+            .flat_map(|c| c.sim.requests.by(who))
+            .filter(|seen| seen.path.contains("/namespaces/"))
+            .count()
+    }
 }
 
 /// cluster-a holds the original Deployment and the Service (and the Istio
 /// objects), cluster-b the gray Deployment.
-async fn clusters() -> Clusters {
+pub async fn clusters() -> Clusters {
     let config = Config {
         ready_delay: Duration::from_millis(50),
         ..Config::default()
@@ -58,12 +93,7 @@ async fn clusters() -> Clusters {
         ));
     }
     flag.push(']');
-    Clusters {
-        a,
-        b,
-        _dir: dir,
-        flag,
-    }
+    Clusters { a, b, dir, flag }
 }
 
 async fn app_for(clusters: &Clusters) -> TestApp {
@@ -72,12 +102,16 @@ async fn app_for(clusters: &Clusters) -> TestApp {
 
 /// With more keys for demo-mesh (`original_on_end = "scale-to-zero"`, say).
 async fn app_with(clusters: &Clusters, mesh_keys: &str) -> TestApp {
+    app_resyncing(clusters, mesh_keys, 100).await
+}
+
+async fn app_resyncing(clusters: &Clusters, mesh_keys: &str, resync_ms: u64) -> TestApp {
     let flag = clusters.flag.clone();
     let meshes =
         format!(r#"[{{ id = "{MESH}", clusters = ["cluster-a", "cluster-b"]{mesh_keys} }}]"#);
     spawn_app_with(move |cli| {
         cli.clusters = Some(flag);
-        cli.resync_interval_ms = Some(100);
+        cli.resync_interval_ms = Some(resync_ms);
         cli.meshes = Some(meshes);
     })
     .await
@@ -134,7 +168,7 @@ fn phase_is(phase: &'static str) -> impl Fn(&Value) -> bool {
     move |r| r["status"]["phase"] == phase
 }
 
-fn routes(vs: &Value) -> Vec<(String, i64)> {
+pub fn routes(vs: &Value) -> Vec<(String, i64)> {
     vs["spec"]["http"][0]["route"]
         .as_array()
         .unwrap()
@@ -252,6 +286,93 @@ async fn a_canary_runs_moves_traffic_and_ends() {
         .await
         .unwrap();
     assert_eq!(routes(&vs), vec![("v2".to_owned(), 100)]);
+}
+
+#[tokio::test]
+async fn a_gray_deployment_becoming_ready_moves_the_release_at_once() {
+    let clusters = clusters().await;
+    // A resync far beyond the test's patience: only the watch on the
+    // cluster's Deployments can tell the driver the gray one is ready.
+    let app = app_resyncing(&clusters, "", 600_000).await;
+    app.create(&release_body("watched", "reviews")).await;
+    until(&app, "watched", "Running", phase_is("Running")).await;
+
+    let text = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        r#"meshrelease_reconciles_total{result="done"}"#,
+        r#"meshrelease_cluster_requests_total{cluster="cluster-b",verb="apply",code="200"}"#,
+        r#"meshrelease_cluster_requests_total{cluster="cluster-a",verb="get",code="200"}"#,
+        "meshrelease_release_time_to_running_seconds_count 1",
+        "meshrelease_reconcile_queue_depth ",
+    ] {
+        assert!(text.contains(series), "no {series} in:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn a_lost_race_is_retried_on_a_fresh_read() {
+    let clusters = clusters().await;
+    let app = app_for(&clusters).await;
+    app.create(&release_body("raced", "reviews")).await;
+    until(&app, "raced", "Running", phase_is("Running")).await;
+    clusters.a.faults().conflict_next(3);
+    app.patch("raced", &json!({"spec": {"trafficPolicy": {"weight": 30}}}))
+        .await;
+    until(&app, "raced", "traffic 30 applied", |r| {
+        r["status"]["traffic"] == json!({"weight": 30})
+    })
+    .await;
+    let vs = clusters
+        .a
+        .get(VIRTUAL_SERVICES, "default", "reviews")
+        .await
+        .unwrap();
+    assert_eq!(
+        routes(&vs),
+        vec![("v1".to_owned(), 70), ("v2".to_owned(), 30)]
+    );
+}
+
+#[tokio::test]
+async fn a_conflict_that_never_clears_fails_the_release_in_the_clusters_words() {
+    let clusters = clusters().await;
+    let app = app_for(&clusters).await;
+    app.create(&release_body("stormed", "reviews")).await;
+    until(&app, "stormed", "Running", phase_is("Running")).await;
+    clusters.a.faults().conflict_next(u32::MAX);
+    app.patch(
+        "stormed",
+        &json!({"spec": {"trafficPolicy": {"weight": 30}}}),
+    )
+    .await;
+    let failed = until(&app, "stormed", "Failed", phase_is("Failed")).await;
+    let message = failed["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Failed")
+        .map(|c| c["message"].as_str().unwrap().to_owned())
+        .unwrap();
+    assert!(message.contains("did not clear after 8 tries"), "{message}");
+    assert!(message.contains("cluster-a"), "{message}");
+    let vs = clusters
+        .a
+        .get(VIRTUAL_SERVICES, "default", "reviews")
+        .await
+        .unwrap();
+    assert_eq!(
+        routes(&vs),
+        vec![("v1".to_owned(), 100)],
+        "nothing overwritten"
+    );
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ mod crash;
 mod create_grpc;
 mod create_rest;
 mod driver;
+mod driver_processes;
 mod errors;
 mod exact_roundtrip;
 mod helpers;
