@@ -15,7 +15,7 @@ use tokio_stream::wrappers::BroadcastStream;
 
 use crate::Sim;
 use crate::errors::KubeError;
-use crate::resources::{ALL, Resource};
+use crate::resources::{ALL, NAMESPACES, Resource};
 use crate::selector::{Selector, labels_of};
 use crate::store::Writer;
 
@@ -128,6 +128,7 @@ async fn route(
         ["namespaces", ns, plural, name] => (Some(*ns), *plural, Some(*name), false),
         ["namespaces", ns, plural, name, "status"] => (Some(*ns), *plural, Some(*name), true),
         [plural] => (None, *plural, None, false),
+        [plural, name] => (None, *plural, Some(*name), false),
         _ => {
             return Err(KubeError::bad_request(format!(
                 "no route for {}",
@@ -143,6 +144,18 @@ async fn route(
     if status && !resource.has_status() {
         return Err(KubeError::not_found(resource, name.unwrap_or_default()));
     }
+    // Cluster-scoped objects (Namespaces) are kept under the namespace "";
+    // a named namespaced object needs its namespace in the path.
+    let namespace = match (resource.namespaced, namespace, name) {
+        (false, None, _) => Some(""),
+        (false, Some(_), _) | (true, None, Some(_)) => {
+            return Err(KubeError::bad_request(format!(
+                "no route for {}",
+                uri.path()
+            )));
+        }
+        (true, namespace, _) => namespace,
+    };
     let api_version = resource.api_version(version);
     let manager = query
         .get("fieldManager")
@@ -154,6 +167,14 @@ async fn route(
         status,
     };
     let serve = |object: Value| as_version(object, resource, &api_version);
+    let content_type = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if content_type.starts_with("application/vnd.kubernetes.protobuf") {
+        // Served in JSON and YAML only; a real API server takes protobuf too.
+        return Err(KubeError::unsupported_media_type(content_type));
+    }
     match (method, namespace, name) {
         (&Method::GET, _, None) if query.get("watch").is_some_and(|w| w == "true" || w == "1") => {
             watch(sim, resource, namespace, &api_version, &query)
@@ -268,7 +289,19 @@ async fn route(
             Ok(json_response(StatusCode::OK, &serve(patched)))
         }
         (&Method::DELETE, Some(ns), Some(name)) => {
-            let deleted = sim.store.lock().await.delete(resource, ns, name)?;
+            let mut store = sim.store.lock().await;
+            let deleted = store.delete(resource, ns, name)?;
+            if resource == NAMESPACES {
+                // What the namespace controller does, at once: its objects go too.
+                for kind in ALL.into_iter().filter(|r| r.namespaced) {
+                    for object in store.list(kind, Some(name)) {
+                        if let Some(inner) = object["metadata"]["name"].as_str() {
+                            let _ = store.delete(kind, name, inner);
+                        }
+                    }
+                }
+            }
+            drop(store);
             Ok(json_response(
                 StatusCode::OK,
                 &json!({
@@ -525,7 +558,7 @@ fn resource_list(group: &str, version: &str) -> Value {
         .filter(|r| r.group == group && r.versions.contains(&version))
     {
         resources.push(json!({
-            "name": r.plural, "singularName": r.singular, "namespaced": true, "kind": r.kind,
+            "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
             "verbs": r.verbs(), "shortNames": r.short_names,
         }));
         if r.has_status() {

@@ -12,6 +12,8 @@ pub struct Resource {
     pub singular: &'static str,
     pub kind: &'static str,
     pub short_names: &'static [&'static str],
+    /// Whether its objects live in a namespace (Namespaces themselves do not).
+    pub namespaced: bool,
 }
 
 pub const DEPLOYMENTS: Resource = Resource {
@@ -21,6 +23,7 @@ pub const DEPLOYMENTS: Resource = Resource {
     singular: "deployment",
     kind: "Deployment",
     short_names: &["deploy"],
+    namespaced: true,
 };
 
 pub const SERVICES: Resource = Resource {
@@ -30,6 +33,17 @@ pub const SERVICES: Resource = Resource {
     singular: "service",
     kind: "Service",
     short_names: &["svc"],
+    namespaced: true,
+};
+
+pub const NAMESPACES: Resource = Resource {
+    group: "",
+    versions: &["v1"],
+    plural: "namespaces",
+    singular: "namespace",
+    kind: "Namespace",
+    short_names: &["ns"],
+    namespaced: false,
 };
 
 pub const VIRTUAL_SERVICES: Resource = Resource {
@@ -39,6 +53,7 @@ pub const VIRTUAL_SERVICES: Resource = Resource {
     singular: "virtualservice",
     kind: "VirtualService",
     short_names: &["vs"],
+    namespaced: true,
 };
 
 pub const DESTINATION_RULES: Resource = Resource {
@@ -48,9 +63,16 @@ pub const DESTINATION_RULES: Resource = Resource {
     singular: "destinationrule",
     kind: "DestinationRule",
     short_names: &["dr"],
+    namespaced: true,
 };
 
-pub const ALL: [Resource; 4] = [DEPLOYMENTS, SERVICES, VIRTUAL_SERVICES, DESTINATION_RULES];
+pub const ALL: [Resource; 5] = [
+    DEPLOYMENTS,
+    SERVICES,
+    NAMESPACES,
+    VIRTUAL_SERVICES,
+    DESTINATION_RULES,
+];
 
 impl Resource {
     pub fn find(group: &str, version: &str, plural: &str) -> Option<Resource> {

@@ -147,7 +147,9 @@ impl Store {
         }
         strip_server_fields(&mut object);
         let meta = meta_mut(&mut object);
-        meta.insert("namespace".into(), json!(namespace));
+        if resource.namespaced {
+            meta.insert("namespace".into(), json!(namespace));
+        }
         meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
         meta.insert("creationTimestamp".into(), json!(now()));
         meta.insert("generation".into(), json!(1));

@@ -441,3 +441,58 @@ async fn faults_answer_as_a_struggling_server_would() {
     let (status, list) = c.get(DEPLOYMENTS).await;
     assert_eq!((status, list["items"].as_array().unwrap().len()), (200, 1));
 }
+
+#[tokio::test]
+async fn namespaces_are_cluster_scoped_and_take_their_objects_with_them() {
+    let cluster = cluster().await;
+    let client = Client::new(&cluster);
+    let (status, created) = client
+        .post(
+            "/api/v1/namespaces",
+            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert!(created["metadata"].get("namespace").is_none(), "{created}");
+    let (status, read) = client.get("/api/v1/namespaces/shop").await;
+    assert_eq!((status, &read["metadata"]["name"]), (200, &json!("shop")));
+    let (_, list) = client.get("/api/v1/namespaces").await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
+    let (status, _) = client.get("/api/v1/namespaces/shop/namespaces").await;
+    assert_eq!(status, 400, "a Namespace is not in a namespace");
+
+    let mut inside = deployment("reviews-v1", 1);
+    inside["metadata"]["namespace"] = json!("shop");
+    let (status, _) = client
+        .post("/apis/apps/v1/namespaces/shop/deployments", &inside)
+        .await;
+    assert_eq!(status, 201);
+    let (status, _) = client.delete("/api/v1/namespaces/shop").await;
+    assert_eq!(status, 200);
+    let (status, _) = client
+        .get("/apis/apps/v1/namespaces/shop/deployments/reviews-v1")
+        .await;
+    assert_eq!(status, 404, "deleted with its namespace");
+    let (_, discovery) = client.get("/api/v1").await;
+    let namespaces = discovery["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "namespaces")
+        .unwrap()
+        .clone();
+    assert_eq!(namespaces["namespaced"], false);
+}
+
+#[tokio::test]
+async fn a_protobuf_body_is_refused_with_415() {
+    let cluster = cluster().await;
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/v1/namespaces", cluster.url()))
+        .header("Content-Type", "application/vnd.kubernetes.protobuf")
+        .body(vec![0x6b, 0x38, 0x73, 0x00])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 415);
+}
