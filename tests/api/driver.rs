@@ -3,7 +3,8 @@
 //! Running, weight 30, a header rule, take-over and end; a cancel that puts
 //! the owners' routing back byte for byte; a gray version never ready; a
 //! cluster that goes away and comes back; another field manager owning our
-//! fields.
+//! fields; a watch-driven wake-up; lost races and a conflict storm; and the
+//! same over gRPC.
 
 use std::time::Duration;
 
@@ -637,4 +638,104 @@ async fn a_mesh_cluster_without_a_connection_is_recorded_only_and_says_so() {
     })
     .await;
     assert_eq!(release["status"]["phase"], "Pending");
+}
+
+/// Over gRPC, as internal services drive it: a watch sees the release reach
+/// Running, PatchRelease moves traffic, DeleteRelease cancels.
+#[tokio::test]
+async fn over_grpc_a_watched_canary_runs_moves_traffic_and_cancels() {
+    use meshrelease::pb::asm::v2 as pb;
+    use meshrelease::pb::wkt::FieldMask;
+    use tokio_stream::StreamExt as _;
+
+    let clusters = clusters().await;
+    let app = app_for(&clusters).await;
+    let mut client = app.grpc().await;
+    let mut events = client
+        .watch_releases(authed(pb::WatchReleasesRequest {
+            mesh_id: MESH.into(),
+            namespace: "default".into(),
+            resource_version: String::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    client
+        .create_release(authed(grpc_request("grpc-driven", "reviews")))
+        .await
+        .unwrap();
+    let mut phases = Vec::new();
+    while phases.last().map(String::as_str) != Some("Running") {
+        let event = tokio::time::timeout(Duration::from_secs(15), events.next())
+            .await
+            .expect("a Running release within 15 s")
+            .expect("the stream ended")
+            .unwrap();
+        let phase = event.release.unwrap().status.unwrap().phase;
+        if phases.last() != Some(&phase) {
+            phases.push(phase);
+        }
+    }
+    assert_eq!(phases, ["Pending", "Deploying", "Running"]);
+
+    let weight = |weight: i32| {
+        authed(pb::PatchReleaseRequest {
+            mesh_id: MESH.into(),
+            namespace: "default".into(),
+            name: "grpc-driven".into(),
+            release: Some(pb::Release {
+                spec: Some(pb::ReleaseSpec {
+                    traffic_policy: Some(pb::TrafficPolicy {
+                        weight: Some(weight),
+                        r#match: vec![],
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            update_mask: Some(FieldMask {
+                paths: vec!["spec.traffic_policy.weight".into()],
+            }),
+            dry_run: false,
+        })
+    };
+    let patched = client.patch_release(weight(30)).await.unwrap().into_inner();
+    assert_eq!(
+        patched.spec.unwrap().traffic_policy.unwrap().weight,
+        Some(30)
+    );
+    until_object(&clusters.a, VIRTUAL_SERVICES, "reviews", "70/30", |vs| {
+        vs.is_some_and(|vs| routes(vs) == vec![("v1".to_owned(), 70), ("v2".to_owned(), 30)])
+    })
+    .await;
+
+    // A cancel needs all traffic back on the original first.
+    client.patch_release(weight(0)).await.unwrap();
+    until(&app, "grpc-driven", "weight 0 applied", |r| {
+        r["status"]["traffic"] == json!({"weight": 0})
+    })
+    .await;
+    client
+        .delete_release(authed(pb::DeleteReleaseRequest {
+            mesh_id: MESH.into(),
+            namespace: "default".into(),
+            name: "grpc-driven".into(),
+            action: "cancel".into(),
+        }))
+        .await
+        .unwrap();
+    until(&app, "grpc-driven", "Canceled", phase_is("Canceled")).await;
+    // There was no VirtualService before the release made one: it goes.
+    until_object(&clusters.a, VIRTUAL_SERVICES, "reviews", "gone", |vs| {
+        vs.is_none()
+    })
+    .await;
+    assert!(
+        clusters
+            .b
+            .get(DEPLOYMENTS, "default", "reviews-v1-v2")
+            .await
+            .is_none(),
+        "the gray Deployment is gone"
+    );
 }
