@@ -593,6 +593,41 @@ async fn an_unreachable_cluster_makes_the_release_wait_then_complete() {
     assert_eq!(waiting["status"]["phase"], "Pending");
     clusters.b.resume().await.unwrap();
     until(&app, "waiting", "Running", phase_is("Running")).await;
+
+    // Mid-release: the cluster with the routing goes away while a traffic
+    // change is asked for; the change waits for it, then lands.
+    clusters.a.pause().await;
+    app.patch(
+        "waiting",
+        &json!({"spec": {"trafficPolicy": {"weight": 30}}}),
+    )
+    .await;
+    until(&app, "waiting", "cluster-a reported unreachable", |r| {
+        r["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c["type"] == "ClustersReachable"
+                    && c["status"] == "False"
+                    && c["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("cluster-a"))
+            })
+        })
+    })
+    .await;
+    clusters.a.resume().await.unwrap();
+    until(&app, "waiting", "traffic 30 applied", |r| {
+        r["status"]["traffic"] == json!({"weight": 30})
+    })
+    .await;
+    let vs = clusters
+        .a
+        .get(VIRTUAL_SERVICES, "default", "reviews")
+        .await
+        .unwrap();
+    assert_eq!(
+        routes(&vs),
+        vec![("v1".to_owned(), 70), ("v2".to_owned(), 30)]
+    );
 }
 
 #[tokio::test]
