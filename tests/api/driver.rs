@@ -38,6 +38,30 @@ impl Clusters {
         flag
     }
 
+    /// The routes of the `reviews` VirtualService in cluster-a, as
+    /// (subset, weight).
+    pub async fn reviews_routes(&self) -> Vec<(String, i64)> {
+        let vs = self
+            .a
+            .get(VIRTUAL_SERVICES, "default", "reviews")
+            .await
+            .expect("the reviews VirtualService");
+        routes(&vs)
+    }
+
+    /// What an end leaves: the original Deployment deleted, all of the
+    /// `reviews` traffic on the gray version.
+    pub async fn assert_ended_on_gray(&self) {
+        assert!(
+            self.a
+                .get(DEPLOYMENTS, "default", "reviews-v1")
+                .await
+                .is_none(),
+            "the original is deleted"
+        );
+        assert_eq!(self.reviews_routes().await, vec![("v2".to_owned(), 100)]);
+    }
+
     /// Writes sent with the bearer token `who`, at both clusters.
     pub fn writes_by(&self, who: &str) -> usize {
         self.a.sim.requests.writes_by(who) + self.b.sim.requests.writes_by(who)
@@ -169,6 +193,27 @@ fn phase_is(phase: &'static str) -> impl Fn(&Value) -> bool {
     move |r| r["status"]["phase"] == phase
 }
 
+/// The release's applied traffic is this weight.
+pub fn traffic_is(weight: i64) -> impl Fn(&Value) -> bool {
+    move |r| r["status"]["traffic"] == json!({ "weight": weight })
+}
+
+/// The message of the release's `Failed` condition.
+fn failed_message(release: &Value) -> String {
+    release["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Failed")
+        .and_then(|c| c["message"].as_str())
+        .unwrap_or_else(|| panic!("no Failed condition: {release}"))
+        .to_owned()
+}
+
+pub fn split(v1: i64, v2: i64) -> Vec<(String, i64)> {
+    vec![("v1".to_owned(), v1), ("v2".to_owned(), v2)]
+}
+
 pub fn routes(vs: &Value) -> Vec<(String, i64)> {
     vs["spec"]["http"][0]["route"]
         .as_array()
@@ -228,13 +273,10 @@ async fn a_canary_runs_moves_traffic_and_ends() {
     )
     .await;
     until_object(&clusters.a, VIRTUAL_SERVICES, "reviews", "70/30", |vs| {
-        vs.is_some_and(|vs| routes(vs) == vec![("v1".to_owned(), 70), ("v2".to_owned(), 30)])
+        vs.is_some_and(|vs| routes(vs) == split(70, 30))
     })
     .await;
-    until(&app, "drive-me", "traffic 30 applied", |r| {
-        r["status"]["traffic"] == json!({"weight": 30})
-    })
-    .await;
+    until(&app, "drive-me", "traffic 30 applied", traffic_is(30)).await;
 
     // A header rule: a gray route in front, the rest to v1.
     app.patch(
@@ -266,27 +308,11 @@ async fn a_canary_runs_moves_traffic_and_ends() {
         &json!({"spec": {"trafficPolicy": {"weight": 100}}}),
     )
     .await;
-    until(&app, "drive-me", "traffic 100 applied", |r| {
-        r["status"]["traffic"] == json!({"weight": 100})
-    })
-    .await;
+    until(&app, "drive-me", "traffic 100 applied", traffic_is(100)).await;
     let (status, ending) = json_of(app.delete("drive-me", Some("end")).await).await;
     assert_eq!(status, 200, "{ending}");
     until(&app, "drive-me", "Ended", phase_is("Ended")).await;
-    assert!(
-        clusters
-            .a
-            .get(DEPLOYMENTS, "default", "reviews-v1")
-            .await
-            .is_none(),
-        "the original is deleted"
-    );
-    let vs = clusters
-        .a
-        .get(VIRTUAL_SERVICES, "default", "reviews")
-        .await
-        .unwrap();
-    assert_eq!(routes(&vs), vec![("v2".to_owned(), 100)]);
+    clusters.assert_ended_on_gray().await;
 }
 
 #[tokio::test]
@@ -327,19 +353,8 @@ async fn a_lost_race_is_retried_on_a_fresh_read() {
     clusters.a.faults().conflict_next(3);
     app.patch("raced", &json!({"spec": {"trafficPolicy": {"weight": 30}}}))
         .await;
-    until(&app, "raced", "traffic 30 applied", |r| {
-        r["status"]["traffic"] == json!({"weight": 30})
-    })
-    .await;
-    let vs = clusters
-        .a
-        .get(VIRTUAL_SERVICES, "default", "reviews")
-        .await
-        .unwrap();
-    assert_eq!(
-        routes(&vs),
-        vec![("v1".to_owned(), 70), ("v2".to_owned(), 30)]
-    );
+    until(&app, "raced", "traffic 30 applied", traffic_is(30)).await;
+    assert_eq!(clusters.reviews_routes().await, split(70, 30));
 }
 
 #[tokio::test]
@@ -355,13 +370,7 @@ async fn a_conflict_that_never_clears_fails_the_release_in_the_clusters_words() 
     )
     .await;
     let failed = until(&app, "stormed", "Failed", phase_is("Failed")).await;
-    let message = failed["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Failed")
-        .map(|c| c["message"].as_str().unwrap().to_owned())
-        .unwrap();
+    let message = failed_message(&failed);
     assert!(message.contains("did not clear after 8 tries"), "{message}");
     assert!(message.contains("cluster-a"), "{message}");
     let vs = clusters
@@ -400,10 +409,7 @@ async fn an_end_can_scale_the_original_to_zero_instead() {
         &json!({"spec": {"trafficPolicy": {"weight": 100}}}),
     )
     .await;
-    until(&app, "scale-me", "traffic 100", |r| {
-        r["status"]["traffic"] == json!({"weight": 100})
-    })
-    .await;
+    until(&app, "scale-me", "traffic 100", traffic_is(100)).await;
     app.delete("scale-me", Some("end")).await;
     until(&app, "scale-me", "Ended", phase_is("Ended")).await;
     let original = clusters
@@ -432,10 +438,7 @@ async fn a_restarted_service_carries_on_where_it_stopped() {
         &json!({"spec": {"trafficPolicy": {"weight": 100}}}),
     )
     .await;
-    until(&app, "restarted", "traffic 100", |r| {
-        r["status"]["traffic"] == json!({"weight": 100})
-    })
-    .await;
+    until(&app, "restarted", "traffic 100", traffic_is(100)).await;
     app.delete("restarted", Some("end")).await;
     let app = restart(app, &clusters).await;
     until(&app, "restarted", "Ended", phase_is("Ended")).await;
@@ -479,10 +482,7 @@ async fn a_cancel_restores_the_owners_routing_byte_for_byte() {
         &json!({"spec": {"trafficPolicy": {"weight": 40}}}),
     )
     .await;
-    until(&app, "cancel-me", "weight 40", |r| {
-        r["status"]["traffic"] == json!({"weight": 40})
-    })
-    .await;
+    until(&app, "cancel-me", "weight 40", traffic_is(40)).await;
     let during = clusters
         .a
         .get(VIRTUAL_SERVICES, "default", "ratings-routes")
@@ -497,10 +497,7 @@ async fn a_cancel_restores_the_owners_routing_byte_for_byte() {
         &json!({"spec": {"trafficPolicy": {"weight": 0}}}),
     )
     .await;
-    until(&app, "cancel-me", "weight 0", |r| {
-        r["status"]["traffic"] == json!({"weight": 0})
-    })
-    .await;
+    until(&app, "cancel-me", "weight 0", traffic_is(0)).await;
     let (status, _) = json_of(app.delete("cancel-me", Some("cancel")).await).await;
     assert_eq!(status, 200);
     until(&app, "cancel-me", "Canceled", phase_is("Canceled")).await;
@@ -615,19 +612,8 @@ async fn an_unreachable_cluster_makes_the_release_wait_then_complete() {
     })
     .await;
     clusters.a.resume().await.unwrap();
-    until(&app, "waiting", "traffic 30 applied", |r| {
-        r["status"]["traffic"] == json!({"weight": 30})
-    })
-    .await;
-    let vs = clusters
-        .a
-        .get(VIRTUAL_SERVICES, "default", "reviews")
-        .await
-        .unwrap();
-    assert_eq!(
-        routes(&vs),
-        vec![("v1".to_owned(), 70), ("v2".to_owned(), 30)]
-    );
+    until(&app, "waiting", "traffic 30 applied", traffic_is(30)).await;
+    assert_eq!(clusters.reviews_routes().await, split(70, 30));
 }
 
 #[tokio::test]
@@ -648,13 +634,7 @@ async fn another_field_manager_owning_our_fields_fails_the_release_clearly() {
     let app = app_for(&clusters).await;
     app.create(&release_body("contested", "reviews")).await;
     let failed = until(&app, "contested", "Failed", phase_is("Failed")).await;
-    let message = failed["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Failed")
-        .map(|c| c["message"].as_str().unwrap().to_owned())
-        .unwrap();
+    let message = failed_message(&failed);
     assert!(message.contains("someone-else"), "{message}");
     let gray = clusters
         .b
@@ -740,16 +720,13 @@ async fn over_grpc_a_watched_canary_runs_moves_traffic_and_cancels() {
         Some(30)
     );
     until_object(&clusters.a, VIRTUAL_SERVICES, "reviews", "70/30", |vs| {
-        vs.is_some_and(|vs| routes(vs) == vec![("v1".to_owned(), 70), ("v2".to_owned(), 30)])
+        vs.is_some_and(|vs| routes(vs) == split(70, 30))
     })
     .await;
 
     // A cancel needs all traffic back on the original first.
     client.patch_release(weight(0)).await.unwrap();
-    until(&app, "grpc-driven", "weight 0 applied", |r| {
-        r["status"]["traffic"] == json!({"weight": 0})
-    })
-    .await;
+    until(&app, "grpc-driven", "weight 0 applied", traffic_is(0)).await;
     client
         .delete_release(authed(pb::DeleteReleaseRequest {
             mesh_id: MESH.into(),

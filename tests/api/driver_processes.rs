@@ -7,10 +7,10 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use simcluster::resources::{DEPLOYMENTS, VIRTUAL_SERVICES};
+use simcluster::resources::DEPLOYMENTS;
 
 use crate::binary::{Server, start};
-use crate::driver::{Clusters, clusters, routes};
+use crate::driver::{Clusters, clusters, split, traffic_is};
 use crate::helpers::*;
 
 fn release_url(base: &str, name: &str) -> String {
@@ -115,10 +115,7 @@ async fn killed_in_each_phase_the_service_resumes_and_completes() {
     .await;
     sigkill(service);
     let service = driving(dir.path(), &clusters, "meshrelease", &[]);
-    until(&service.base, "survivor", "traffic 100", |r| {
-        r["status"]["traffic"] == json!({"weight": 100})
-    })
-    .await;
+    until(&service.base, "survivor", "traffic 100", traffic_is(100)).await;
 
     // Killed while Ending: the cluster that holds the original is away, so
     // the end cannot finish before the kill.
@@ -132,20 +129,7 @@ async fn killed_in_each_phase_the_service_resumes_and_completes() {
     clusters.a.resume().await.unwrap();
     let service = driving(dir.path(), &clusters, "meshrelease", &[]);
     until(&service.base, "survivor", "Ended", |r| phase(r) == "Ended").await;
-    assert!(
-        clusters
-            .a
-            .get(DEPLOYMENTS, "default", "reviews-v1")
-            .await
-            .is_none(),
-        "the original is deleted"
-    );
-    let vs = clusters
-        .a
-        .get(VIRTUAL_SERVICES, "default", "reviews")
-        .await
-        .unwrap();
-    assert_eq!(routes(&vs), vec![("v2".to_owned(), 100)]);
+    clusters.assert_ended_on_gray().await;
     assert!(
         clusters
             .b
@@ -192,19 +176,8 @@ async fn of_two_replicas_on_postgresql_one_drives_and_killing_it_moves_the_drive
         json!({"spec": {"trafficPolicy": {"weight": 30}}}),
     )
     .await;
-    until(&survivor.base, "shared", "traffic 30", |r| {
-        r["status"]["traffic"] == json!({"weight": 30})
-    })
-    .await;
-    let vs = clusters
-        .a
-        .get(VIRTUAL_SERVICES, "default", "reviews")
-        .await
-        .unwrap();
-    assert_eq!(
-        routes(&vs),
-        vec![("v1".to_owned(), 70), ("v2".to_owned(), 30)]
-    );
+    until(&survivor.base, "shared", "traffic 30", traffic_is(30)).await;
+    assert_eq!(clusters.reviews_routes().await, split(70, 30));
     assert!(
         clusters.writes_by(survivor_name) > 0,
         "the survivor drives now"
