@@ -65,7 +65,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Rust source for `fn transcoded_methods`, one entry per annotated unary RPC.
+/// Rust source for `fn transcoded_methods`, one entry per annotated RPC
+/// (unary or server-streaming).
 fn method_table(pool: &DescriptorPool) -> Result<String, Box<dyn std::error::Error>> {
     let http = pool
         .get_extension_by_name("google.api.http")
@@ -81,16 +82,22 @@ fn method_table(pool: &DescriptorPool) -> Result<String, Box<dyn std::error::Err
             if !matches!(options.get_extension(&http).as_ref(), Value::Message(_)) {
                 return Err(format!("{}: malformed google.api.http", method.full_name()).into());
             }
-            if method.is_client_streaming() || method.is_server_streaming() {
+            if method.is_client_streaming() {
                 return Err(format!(
-                    "{}: streaming RPCs cannot carry google.api.http here",
+                    "{}: client-streaming RPCs cannot carry google.api.http here",
                     method.full_name()
                 )
                 .into());
             }
+            // The streaming wrapper has one more type to infer: the stream.
+            let (kind, wrap, inferred) = if method.is_server_streaming() {
+                ("ServerStreaming", "server_streaming_method", "_, _, _")
+            } else {
+                ("Unary", "unary_method", "_, _")
+            };
             writeln!(
                 entries,
-                "        (\"{full}\", crate::transcode::unary_method::<{req}, {resp}, _, _>(service.clone(), |s, r| async move {{ {trait_path}::{rpc}(&*s, r).await }})),",
+                "        (\"{full}\", crate::transcode::MethodCall::{kind}(crate::transcode::{wrap}::<{req}, {resp}, {inferred}>(service.clone(), |s, r| async move {{ {trait_path}::{rpc}(&*s, r).await }}))),",
                 full = method.full_name(),
                 req = rust_type(method.input().full_name()),
                 resp = rust_type(method.output().full_name()),
@@ -104,7 +111,7 @@ fn method_table(pool: &DescriptorPool) -> Result<String, Box<dyn std::error::Err
         writeln!(
             services,
             "/// The transcodable methods of `{full}`, keyed by full method name.\n\
-             pub fn {fn_name}_methods<S: {trait_path}>(service: std::sync::Arc<S>) -> Vec<(&'static str, crate::transcode::UnaryMethod)> {{\n    vec![\n{entries}    ]\n}}\n",
+             pub fn {fn_name}_methods<S: {trait_path}>(service: std::sync::Arc<S>) -> Vec<(&'static str, crate::transcode::MethodCall)> {{\n    vec![\n{entries}    ]\n}}\n",
             full = service.full_name(),
             fn_name = snake_case(service.name()),
             trait_path = server_trait(service.package_name(), service.name()),

@@ -41,6 +41,19 @@ mapfile -t examples < <(awk '
 failed=0
 for example in "${examples[@]}"; do
   echo "\$ $example"
+  if [[ "$example" == *releases:watch* ]]; then
+    # A watch streams until stopped: stop it after 3 s, as Ctrl-C would,
+    # and check that it was streaming NDJSON events.
+    set +e
+    output=$(timeout 3 bash -c "$example" 2>&1)
+    status=$?
+    set -e
+    printf '%s\n' "$output" | head -c 600; echo
+    if [ "$status" -ne 124 ] || [[ "$(printf '%s\n' "$output" | head -n1)" != '{"result":{"type":"'* ]]; then
+      echo "FAILED: not a stream of NDJSON events (exit $status)"; failed=$((failed + 1))
+    fi
+    continue
+  fi
   set +e
   output=$(bash -c "$example" 2>&1)
   status=$?

@@ -91,6 +91,10 @@ pub struct Cli {
     /// Milliseconds between two resyncs of every active release.
     #[arg(long, env = "MESHRELEASE_RESYNC_INTERVAL_MS")]
     pub resync_interval_ms: Option<u64>,
+    /// Browser origins allowed to call the service (CORS), comma-separated:
+    /// `https://console.example.com`, or `*` for any. None: CORS is off.
+    #[arg(long, env = "MESHRELEASE_CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub cors_allowed_origins: Option<Vec<String>>,
 }
 
 /// Every key of the configuration with its default: the shape of the file,
@@ -119,6 +123,7 @@ struct Layered {
     credentials: Vec<CredentialConfig>,
     clusters: Vec<ClusterConfig>,
     resync_interval_ms: u64,
+    cors_allowed_origins: Vec<String>,
 }
 
 /// `[[clusters]]`: how to reach one Kubernetes cluster.
@@ -154,6 +159,7 @@ impl Default for Layered {
             credentials: Vec::new(),
             clusters: Vec::new(),
             resync_interval_ms: 5000,
+            cors_allowed_origins: Vec::new(),
         }
     }
 }
@@ -269,6 +275,8 @@ pub struct Settings {
     pub credentials: Vec<CredentialEntry>,
     pub clusters: Vec<ClusterSettings>,
     pub resync_interval: Duration,
+    /// Which browser origins may call the service.
+    pub cors: CorsOrigins,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -382,6 +390,7 @@ impl Settings {
             credentials: validate_credentials(l.credentials)?,
             clusters: validate_clusters(l.clusters)?,
             resync_interval: Duration::from_millis(l.resync_interval_ms),
+            cors: validate_cors(l.cors_allowed_origins)?,
         })
     }
 }
@@ -505,6 +514,44 @@ fn validate_meshes(meshes: Vec<MeshConfig>) -> Result<Vec<Mesh>, ConfigError> {
         });
     }
     Ok(out)
+}
+
+/// `cors_allowed_origins`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// No CORS headers: browsers on other origins are refused by the browser.
+    Off,
+    /// `*`: any origin (never with credentials).
+    Any,
+    /// These origins, each `scheme://host[:port]`, exactly.
+    List(Vec<String>),
+}
+
+fn validate_cors(origins: Vec<String>) -> Result<CorsOrigins, ConfigError> {
+    if origins.is_empty() {
+        return Ok(CorsOrigins::Off);
+    }
+    if origins.iter().any(|o| o == "*") {
+        if origins.len() > 1 {
+            return fail("cors_allowed_origins: \"*\" allows every origin; list it alone");
+        }
+        return Ok(CorsOrigins::Any);
+    }
+    for (i, origin) in origins.iter().enumerate() {
+        let uri = origin.parse::<http::Uri>().ok();
+        let well_formed = uri.as_ref().is_some_and(|uri| {
+            matches!(uri.scheme_str(), Some("http" | "https"))
+                && uri.authority().is_some_and(|a| !a.host().is_empty())
+                && uri.path_and_query().is_none_or(|pq| pq.as_str() == "/")
+                && !origin.ends_with('/')
+        });
+        if !well_formed || http::HeaderValue::from_str(origin).is_err() {
+            return fail(format!(
+                "cors_allowed_origins[{i}]: {origin:?} is not an origin: write scheme://host[:port], as browsers send it (no path, no trailing slash), or \"*\""
+            ));
+        }
+    }
+    Ok(CorsOrigins::List(origins))
 }
 
 fn validate_clusters(clusters: Vec<ClusterConfig>) -> Result<Vec<ClusterSettings>, ConfigError> {
@@ -935,5 +982,50 @@ mod tests {
         );
         assert!(err("[[meshes]]\nid = \"m\"\nclusters = []").contains("meshes[0].clusters"));
         assert!(err("log_format = \"xml\"").contains("log_format"));
+    }
+
+    #[test]
+    fn cors_is_off_unless_origins_are_named_and_each_must_be_an_origin() {
+        let cors = |toml: &str, cli: Cli| load(toml, cli).map(|s| s.cors);
+        assert_eq!(cors("", Cli::default()).unwrap(), CorsOrigins::Off);
+        assert_eq!(
+            cors(
+                "cors_allowed_origins = [\"https://console.example.com\", \"http://127.0.0.1:3000\"]",
+                Cli::default()
+            )
+            .unwrap(),
+            CorsOrigins::List(vec![
+                "https://console.example.com".into(),
+                "http://127.0.0.1:3000".into()
+            ])
+        );
+        assert_eq!(
+            cors("cors_allowed_origins = [\"*\"]", Cli::default()).unwrap(),
+            CorsOrigins::Any
+        );
+        // Flags (comma-separated) replace the file's list.
+        let flags = Cli {
+            cors_allowed_origins: Some(vec!["https://a.example".into()]),
+            ..Cli::default()
+        };
+        assert_eq!(
+            cors("cors_allowed_origins = [\"*\"]", flags).unwrap(),
+            CorsOrigins::List(vec!["https://a.example".into()])
+        );
+        for (bad, key) in [
+            ("[\"*\", \"https://a.example\"]", "cors_allowed_origins:"),
+            ("[\"https://a.example/\"]", "cors_allowed_origins[0]"),
+            (
+                "[\"https://a.example\", \"https://b.example/app\"]",
+                "cors_allowed_origins[1]",
+            ),
+            ("[\"ftp://a.example\"]", "cors_allowed_origins[0]"),
+            ("[\"a.example\"]", "cors_allowed_origins[0]"),
+        ] {
+            let err = cors(&format!("cors_allowed_origins = {bad}"), Cli::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{bad}: {err}");
+        }
     }
 }

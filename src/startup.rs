@@ -211,6 +211,12 @@ impl Application {
                 observe,
             ))
             .layer(middleware::from_fn(request_id));
+        // Outermost, so that a preflight (which carries no token) is
+        // answered before authentication.
+        let app = match crate::http::cors::layer(&settings.cors) {
+            Some(cors) => app.layer(cors),
+            None => app,
+        };
 
         let listener = TcpListener::bind(settings.listen)
             .await

@@ -395,9 +395,9 @@ struct FieldDetail<'a> {
     description: &'a str,
 }
 
-impl IntoResponse for WireError {
-    fn into_response(self) -> Response {
-        let body = ErrorBody {
+impl WireError {
+    fn body(&self) -> ErrorBody<'_> {
+        ErrorBody {
             error_code: self.code.as_str(),
             error_msg: &self.message,
             details: self
@@ -408,8 +408,20 @@ impl IntoResponse for WireError {
                     description: &v.description,
                 })
                 .collect(),
-        };
-        let mut response = (self.code.http_status(), axum::Json(body)).into_response();
+        }
+    }
+
+    /// The contract's error body, as JSON bytes (the last line of a stream
+    /// that failed).
+    pub fn body_json(&self) -> Vec<u8> {
+        // Strings and a list of them: writing cannot fail.
+        serde_json::to_vec(&self.body()).unwrap_or_default()
+    }
+}
+
+impl IntoResponse for WireError {
+    fn into_response(self) -> Response {
+        let mut response = (self.code.http_status(), axum::Json(self.body())).into_response();
         if let Some(wait) = self.retry_after {
             // Whole seconds, rounded up: a client that waits this long gets in.
             let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);

@@ -5,6 +5,7 @@
 
 pub mod authenticate;
 pub mod body_deadline;
+pub mod cors;
 pub mod grpc_errors;
 pub mod health;
 pub mod idle;

@@ -7,10 +7,14 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use tonic::metadata::MetadataMap;
 
-use super::CallError;
+use axum::body::Bytes;
+use futures_util::StreamExt as _;
+use http::HeaderName;
+
 use super::json_depth::check_depth;
 use super::request::assemble;
 use super::routes::{Found, Route, RouteTable};
+use super::{CallError, MethodCall};
 use crate::api::errors::ApiError;
 use crate::api::errors::WireError;
 use crate::domain::names::bounded;
@@ -86,24 +90,73 @@ async fn call(
     )?;
 
     let metadata = MetadataMap::from_headers(parts.headers);
-    match (route.call)(json, metadata, parts.extensions).await {
-        Ok(bytes) => Ok((
-            StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )],
-            bytes,
-        )
-            .into_response()),
-        Err(CallError::Decode { path, message }) => {
-            Err(decode_error(route, &path, &message).into())
+    let answer = match &route.call {
+        MethodCall::Unary(call) => call(json, metadata, parts.extensions).await.map(|bytes| {
+            (
+                StatusCode::OK,
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                bytes,
+            )
+                .into_response()
+        }),
+        MethodCall::ServerStreaming(call) => {
+            call(json, metadata, parts.extensions).await.map(ndjson)
         }
-        Err(CallError::Status(status)) => Err(WireError::from_status(&status)),
-        Err(CallError::Encode(reason)) => {
-            Err(ApiError::Internal(anyhow::anyhow!("writing the response: {reason}")).into())
+    };
+    answer.map_err(|error| match error {
+        CallError::Decode { path, message } => decode_error(route, &path, &message).into(),
+        CallError::Status(status) => WireError::from_status(&status),
+        CallError::Encode(reason) => {
+            ApiError::Internal(anyhow::anyhow!("writing the response: {reason}")).into()
         }
-    }
+    })
+}
+
+/// The media type of a streamed answer: one JSON object per line.
+pub const NDJSON: &str = "application/x-ndjson";
+
+/// A server stream as newline-delimited JSON, grpc-gateway's way: each
+/// message as `{"result": ...}`, and a failure as `{"error": {...}}` on the
+/// last line (the status line went out with the first byte). Nothing is
+/// buffered: each line is written as its message comes, and proxies are
+/// asked not to buffer either.
+fn ndjson(messages: super::JsonStream) -> Response {
+    let lines = futures_util::stream::unfold(Some(messages), |messages| async move {
+        let mut messages = messages?;
+        let (line, more) = match messages.next().await? {
+            Ok(message) => {
+                let mut line = Vec::with_capacity(message.len() + 12);
+                line.extend_from_slice(b"{\"result\":");
+                line.extend_from_slice(&message);
+                line.extend_from_slice(b"}\n");
+                (line, Some(messages))
+            }
+            Err(status) => {
+                let mut line = Vec::with_capacity(128);
+                line.extend_from_slice(b"{\"error\":");
+                line.extend_from_slice(&WireError::from_status(&status).body_json());
+                line.extend_from_slice(b"}\n");
+                (line, None)
+            }
+        };
+        Some((Ok::<_, std::convert::Infallible>(Bytes::from(line)), more))
+    });
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(NDJSON)),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            (
+                HeaderName::from_static("x-accel-buffering"),
+                HeaderValue::from_static("no"),
+            ),
+        ],
+        axum::body::Body::from_stream(lines),
+    )
+        .into_response()
 }
 
 fn check_content_type(headers: &http::HeaderMap) -> Result<(), ApiError> {
@@ -165,4 +218,36 @@ fn decode_error(route: &Route, path: &str, message: &str) -> ApiError {
         field = "body".to_owned();
     }
     ApiError::invalid_field(field, message.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stream_is_one_result_per_line_and_a_failure_is_the_last_line() {
+        let messages = futures_util::stream::iter(vec![
+            Ok(br#"{"type":"ADDED"}"#.to_vec()),
+            Ok(br#"{"type":"MODIFIED"}"#.to_vec()),
+            Err(tonic::Status::unavailable("the service is stopping")),
+            Ok(br#"{"type":"never sent"}"#.to_vec()),
+        ])
+        .boxed();
+        let response = ndjson(messages);
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], NDJSON);
+        assert_eq!(response.headers()["x-accel-buffering"], "no");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        let lines: Vec<&str> = text.split_terminator('\n').collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(lines[0], r#"{"result":{"type":"ADDED"}}"#);
+        assert_eq!(lines[1], r#"{"result":{"type":"MODIFIED"}}"#);
+        let error: serde_json::Value = serde_json::from_str(lines[2]).unwrap();
+        assert_eq!(error["error"]["errorMsg"], "the service is stopping");
+        assert!(error["error"]["errorCode"].is_string(), "{error}");
+        assert!(text.ends_with('\n'));
+    }
 }

@@ -19,11 +19,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use futures_util::StreamExt as _;
+use futures_util::stream::BoxStream;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::metadata::MetadataMap;
 
-pub use handler::{MAX_JSON_DEPTH, Transcoder, transcode};
+pub use handler::{MAX_JSON_DEPTH, NDJSON, Transcoder, transcode};
 pub use routes::{Route, RouteTable};
 
 /// Why an in-process call made no JSON response.
@@ -44,6 +46,37 @@ type CallFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, CallError>> + Send
 pub type UnaryMethod =
     Arc<dyn Fn(serde_json::Value, MetadataMap, http::Extensions) -> CallFuture + Send + Sync>;
 
+/// The messages of a server stream, each as JSON, or the status it ended with.
+pub type JsonStream = BoxStream<'static, Result<Vec<u8>, tonic::Status>>;
+
+type StreamFuture = Pin<Box<dyn Future<Output = Result<JsonStream, CallError>> + Send>>;
+
+/// A server-streaming RPC, callable with its request as JSON; answers a
+/// stream of its messages as JSON.
+pub type StreamingMethod =
+    Arc<dyn Fn(serde_json::Value, MetadataMap, http::Extensions) -> StreamFuture + Send + Sync>;
+
+/// An RPC as the transcoder calls it.
+#[derive(Clone)]
+pub enum MethodCall {
+    Unary(UnaryMethod),
+    ServerStreaming(StreamingMethod),
+}
+
+impl MethodCall {
+    pub fn is_streaming(&self) -> bool {
+        matches!(self, MethodCall::ServerStreaming(_))
+    }
+}
+
+/// The request message from JSON, with the path of what did not fit.
+fn decode<Req: DeserializeOwned>(json: serde_json::Value) -> Result<Req, CallError> {
+    serde_path_to_error::deserialize(json).map_err(|e| CallError::Decode {
+        path: e.path().to_string(),
+        message: e.inner().to_string(),
+    })
+}
+
 /// Wraps a typed unary RPC of `service` as a [`UnaryMethod`] (used by the
 /// code `build.rs` generates).
 pub fn unary_method<Req, Resp, S, Fut>(
@@ -59,11 +92,7 @@ where
     Arc::new(move |json, metadata, extensions| {
         let service = service.clone();
         Box::pin(async move {
-            let message: Req =
-                serde_path_to_error::deserialize(json).map_err(|e| CallError::Decode {
-                    path: e.path().to_string(),
-                    message: e.inner().to_string(),
-                })?;
+            let message: Req = decode(json)?;
             let response = call(
                 service,
                 tonic::Request::from_parts(metadata, extensions, message),
@@ -71,6 +100,42 @@ where
             .await
             .map_err(CallError::Status)?;
             serde_json::to_vec(response.get_ref()).map_err(|e| CallError::Encode(e.to_string()))
+        })
+    })
+}
+
+/// Wraps a typed server-streaming RPC of `service` as a [`StreamingMethod`]
+/// (used by the code `build.rs` generates).
+pub fn server_streaming_method<Req, Resp, St, S, Fut>(
+    service: Arc<S>,
+    call: fn(Arc<S>, tonic::Request<Req>) -> Fut,
+) -> StreamingMethod
+where
+    Req: DeserializeOwned + Send + 'static,
+    Resp: Serialize + Send + 'static,
+    St: futures_util::Stream<Item = Result<Resp, tonic::Status>> + Send + 'static,
+    S: Send + Sync + 'static,
+    Fut: Future<Output = Result<tonic::Response<St>, tonic::Status>> + Send + 'static,
+{
+    Arc::new(move |json, metadata, extensions| {
+        let service = service.clone();
+        Box::pin(async move {
+            let message: Req = decode(json)?;
+            let messages = call(
+                service,
+                tonic::Request::from_parts(metadata, extensions, message),
+            )
+            .await
+            .map_err(CallError::Status)?
+            .into_inner();
+            let json = messages.map(|message| {
+                message.and_then(|m| {
+                    serde_json::to_vec(&m).map_err(|e| {
+                        tonic::Status::internal(format!("writing a stream message: {e}"))
+                    })
+                })
+            });
+            Ok(json.boxed())
         })
     })
 }

@@ -149,13 +149,26 @@ fn operation(route: &Route, binding: usize, schemas: &mut BTreeMap<String, Value
         }
     }
     let mut responses = Map::new();
-    responses.insert(
-        "200".into(),
+    let answer = if route.is_streaming() {
+        // One JSON object per line: each message as `result`, a failure as
+        // `error` on the last line.
+        json!({
+            "description": "A stream of newline-delimited JSON objects, each {\"result\": message} or, last, {\"error\": Error}",
+            "content": {super::NDJSON: {"schema": {
+                "type": "object",
+                "properties": {
+                    "result": message_ref(&route.output, schemas),
+                    "error": {"$ref": "#/components/schemas/Error"},
+                },
+            }}},
+        })
+    } else {
         json!({
             "description": "OK",
             "content": {"application/json": {"schema": message_ref(&route.output, schemas)}},
-        }),
-    );
+        })
+    };
+    responses.insert("200".into(), answer);
     for (status, description) in ERRORS {
         let mut response = json!({
             "description": description,

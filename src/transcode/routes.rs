@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use prost_reflect::{DescriptorPool, MessageDescriptor, MethodDescriptor};
 
-use super::UnaryMethod;
+use super::MethodCall;
 use super::template::PathTemplate;
 use crate::pb::google::api::{HttpRule, http_rule::Pattern};
 
@@ -24,12 +24,19 @@ pub struct Route {
     pub body: String,
     pub input: MessageDescriptor,
     pub output: MessageDescriptor,
-    pub(super) call: UnaryMethod,
+    pub(super) call: MethodCall,
 }
 
 impl std::fmt::Debug for Route {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {} -> {}", self.http_method, self.template, self.rpc)
+    }
+}
+
+impl Route {
+    /// Whether the RPC streams its responses (served as NDJSON).
+    pub fn is_streaming(&self) -> bool {
+        self.call.is_streaming()
     }
 }
 
@@ -59,11 +66,11 @@ impl RouteTable {
     /// binding each to its implementation in `methods`.
     pub fn from_descriptor_set(
         descriptor_set: &[u8],
-        methods: Vec<(&'static str, UnaryMethod)>,
+        methods: Vec<(&'static str, MethodCall)>,
     ) -> Result<Self, RouteTableError> {
         let pool = DescriptorPool::decode(descriptor_set)
             .map_err(|e| RouteTableError::Descriptor(e.to_string()))?;
-        let mut methods: HashMap<&str, UnaryMethod> = methods.into_iter().collect();
+        let mut methods: HashMap<&str, MethodCall> = methods.into_iter().collect();
         let mut routes = Vec::new();
         for service in pool.services() {
             for method in service.methods() {
@@ -154,7 +161,7 @@ fn route(
     rpc: &str,
     method: &MethodDescriptor,
     rule: HttpRule,
-    call: UnaryMethod,
+    call: MethodCall,
 ) -> Result<Route, RouteTableError> {
     let fail = |reason: String| RouteTableError::Rule {
         rpc: rpc.to_owned(),

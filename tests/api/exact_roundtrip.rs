@@ -165,6 +165,7 @@ async fn releases_come_back_exactly_from_postgres() {
     let app = spawn_app_on(Arc::new(store)).await;
     let outcome = tokio::spawn(async move {
         check_store(&app).await;
+        app.stop().await;
     })
     .await;
     drop_schema(&schema).await;

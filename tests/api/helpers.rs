@@ -400,8 +400,22 @@ pub async fn drop_schema(schema: &str) {
         .await
         .unwrap();
     tokio::spawn(connection);
-    client
-        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-        .await
-        .unwrap();
+    // A service still stopping may be reading the schema: DROP can lose a
+    // deadlock to it, and wins on a later try.
+    for attempt in 1.. {
+        match client
+            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .await
+        {
+            Ok(()) => return,
+            Err(e)
+                if attempt < 10
+                    && e.code()
+                        == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("dropping schema {schema}: {e}"),
+        }
+    }
 }
