@@ -20,6 +20,7 @@ pub mod actuate;
 pub mod api;
 pub mod auth;
 pub mod configuration;
+pub mod console;
 pub mod domain;
 pub mod http;
 pub mod metrics;

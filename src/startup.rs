@@ -153,6 +153,7 @@ impl Application {
                 .context("writing the OpenAPI description")?,
         );
         let rest = Router::new()
+            .merge(crate::console::routes())
             .route("/healthz", get(healthz))
             .route(
                 "/openapi.json",

@@ -20,9 +20,11 @@ use crate::auth::{Caller, TOKEN_HEADER, TokenRegistry, signature};
 use crate::domain::Principal;
 
 /// Paths anyone may call: liveness, readiness, metrics, gRPC health and
-/// reflection (so that `grpcurl list` works without a token).
+/// reflection (so that `grpcurl list` works without a token), and the
+/// console's pages (they hold no data; their calls carry the token).
 fn is_public(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz" | "/metrics")
+        || crate::console::is_console(path)
         || path.starts_with("/grpc.health.v1.Health/")
         || path.starts_with("/grpc.reflection.v1.ServerReflection/")
         || path.starts_with("/grpc.reflection.v1alpha.ServerReflection/")

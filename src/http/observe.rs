@@ -21,10 +21,11 @@ use crate::metrics::{self, InFlight, Metrics, Protocol};
 use crate::transcode::RouteTable;
 use crate::transcode::routes::Found;
 
-/// Paths that are not API calls: probes, scrapes and the API description
-/// are not counted.
+/// Paths that are not API calls: probes, scrapes, the API description and
+/// the console's files are not counted.
 fn is_operational(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz" | "/metrics" | "/openapi.json")
+        || crate::console::is_console(path)
 }
 
 /// What the metrics layer needs: where to count, and the REST routes to name

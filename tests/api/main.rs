@@ -7,6 +7,7 @@ mod abuse;
 mod auth;
 mod binary;
 mod conditions;
+mod console;
 mod cors;
 mod crash;
 mod create_grpc;

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The console in a real browser: Debian's Chromium (apt-get) driven by
+# Playwright (PyPI), headless, against the service and two simulated
+# clusters started here. `--shots DIR` also writes the README's screenshots.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+shots=""
+[ "${1:-}" = "--shots" ] && shots=$(realpath "$2")
+
+if ! command -v chromium >/dev/null; then
+  echo "installing chromium (apt-get)"
+  if [ "$(id -u)" = 0 ]; then apt_get=(apt-get); else apt_get=(sudo apt-get); fi
+  DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" install -y -q chromium >/dev/null \
+    || { DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" update -q >/dev/null && DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" install -y -q chromium >/dev/null; }
+fi
+venv="${TMPDIR:-/tmp}/meshrelease-browser-venv"
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import playwright' 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check playwright==1.65.2
+fi
+
+cargo build --quiet -p meshrelease -p meshrelease-simcluster
+work=$(mktemp -d)
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_for() { for _ in $(seq 1 300); do curl -sf "$1" >/dev/null && return 0; sleep 0.2; done; echo "no answer from $1"; return 1; }
+
+port_a=$(free_port); port_b=$(free_port); port=$(free_port)
+./target/debug/meshrelease-simcluster --listen "127.0.0.1:$port_a" --context cluster-a --kubeconfig "$work/a.kubeconfig" --ready-delay-ms 1500 >"$work/a.log" 2>&1 &
+pids+=($!)
+./target/debug/meshrelease-simcluster --listen "127.0.0.1:$port_b" --context cluster-b --kubeconfig "$work/b.kubeconfig" --ready-delay-ms 1500 >"$work/b.log" 2>&1 &
+pids+=($!)
+wait_for "http://127.0.0.1:$port_a/version"; wait_for "http://127.0.0.1:$port_b/version"
+curl -sS --fail-with-body -X POST "http://127.0.0.1:$port_a/apis/apps/v1/namespaces/default/deployments" \
+  -H 'Content-Type: application/json' -d @examples/clusters/reviews-v1.json >/dev/null
+curl -sS --fail-with-body -X POST "http://127.0.0.1:$port_a/api/v1/namespaces/default/services" \
+  -H 'Content-Type: application/json' -d @examples/clusters/reviews-service.json >/dev/null
+sed -e "s|^listen = .*|listen = \"127.0.0.1:$port\"|" \
+    -e "s|/tmp/meshrelease-cluster-a.kubeconfig|$work/a.kubeconfig|" \
+    -e "s|/tmp/meshrelease-cluster-b.kubeconfig|$work/b.kubeconfig|" \
+    examples/clusters.toml >"$work/service.toml"
+./target/debug/meshrelease --config "$work/service.toml" --data-dir "$work/data" >"$work/service.log" 2>&1 &
+pids+=($!)
+wait_for "http://127.0.0.1:$port/readyz"
+
+BASE="http://127.0.0.1:$port" SIM_A="http://127.0.0.1:$port_a" TOKEN=demo-token SHOTS="$shots" \
+  timeout 300 "$venv/bin/python" tests/console/console_test.py || {
+  echo "service log (last lines):"; tail -n 40 "$work/service.log"; exit 1;
+}

@@ -1,0 +1,145 @@
+"""The console in a real browser (Debian's Chromium, headless, driven by
+Playwright) against the real service and two simulated clusters: sign in,
+create a release and watch it go Pending -> Running live, move the weight and
+see the VirtualService follow in the simulator, see a refusal's message, take
+over and end. Run by .ci/console.sh, which starts everything and passes:
+
+  BASE      the service, e.g. http://127.0.0.1:8081
+  SIM_A     cluster-a's simulated API server (the Istio objects live there)
+  TOKEN     a token allowed everything in demo-mesh
+  SHOTS     optional: a directory for 1280x800 screenshots of the list and
+            a release page
+"""
+
+import json
+import os
+import sys
+import time
+import urllib.request
+
+from playwright.sync_api import expect, sync_playwright
+
+BASE = os.environ["BASE"]
+SIM_A = os.environ["SIM_A"]
+TOKEN = os.environ["TOKEN"]
+SHOTS = os.environ.get("SHOTS")
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+
+
+def virtual_service_routes():
+    url = f"{SIM_A}/apis/networking.istio.io/v1beta1/namespaces/default/virtualservices/reviews"
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        vs = json.load(answer)
+    return [(d["destination"].get("subset"), d.get("weight", 100)) for d in vs["spec"]["http"][0]["route"]]
+
+
+def until(what, check, seconds=60):
+    deadline = time.time() + seconds
+    last = None
+    while time.time() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except Exception as error:  # the object may not exist yet
+            last = error
+        time.sleep(0.25)
+    raise AssertionError(f"never {what}; last: {last}")
+
+
+def main():
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        # Answers the test provokes (a bad token, a taken name) are logged by
+        # the browser as failed loads; anything else logged as an error fails.
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" and not m.text.startswith("Failed to load resource") else None)
+        refusals = []
+        page.on("response", lambda r: refusals.append((r.status, r.request.method, r.url)) if r.status >= 400 else None)
+        page.on("dialog", lambda dialog: dialog.accept())
+
+        # Signing in: the token goes to sessionStorage, never the URL.
+        page.goto(f"{BASE}/console/")
+        page.get_by_label("Token").fill("not-a-token")
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_text("Your token was not accepted")).to_be_visible()
+        page.get_by_label("Token").fill(TOKEN)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_role("heading", name="Releases of demo-mesh")).to_be_visible()
+        assert TOKEN not in page.url
+        expect(page.locator("#connection")).to_have_text("● live")
+
+        # Creating: checked as typed, previewed by a dry run, then created.
+        page.get_by_role("link", name="New release").click()
+        page.get_by_label("Release name").fill("Bad_Name")
+        expect(page.locator("#name-error")).to_contain_text("lowercase")
+        page.get_by_label("Release name").fill("console-canary")
+        expect(page.locator("#name-error")).to_have_text("")
+        page.get_by_role("button", name="Preview (dry run)").click()
+        expect(page.locator("#preview-output")).to_contain_text("name: reviews-v1-v2")
+        expect(page.locator("#message")).to_contain_text("nothing was stored")
+        page.get_by_role("button", name="Create").click()
+
+        # The release page follows the watch: Pending -> Running, no reload.
+        expect(page.get_by_role("heading", name="console-canary")).to_be_visible()
+        expect(page.locator("#release-title .phase")).to_have_text("Running", timeout=60_000)
+        expect(page.locator("#end")).to_be_disabled()
+        assert "take over first" in page.locator("#end").get_attribute("title")
+
+        # The weight slider: 30% to the gray version, and the cluster follows.
+        page.locator("#weight").fill("30")
+        page.get_by_role("button", name="Apply weight").click()
+        until("a 70/30 VirtualService", lambda: virtual_service_routes() == [("v1", 70), ("v2", 30)])
+        expect(page.get_by_text("70% original · 30% gray").first).to_be_visible(timeout=30_000)
+        if SHOTS:
+            page.evaluate("window.scrollTo(0, 0)")
+            page.screenshot(path=os.path.join(SHOTS, "console-release.png"))
+
+        # A refusal from the server is shown with its message: the name is taken.
+        page.get_by_role("link", name="New release").click()
+        page.get_by_label("Release name").fill("console-canary")
+        page.get_by_role("button", name="Create").click()
+        expect(page.locator("#message")).to_contain_text("console-canary")
+        expect(page.locator("#message")).to_contain_text("already")
+
+        # The list shows it live, with filters.
+        page.get_by_role("link", name="Releases", exact=True).click()
+        row = page.locator("#releases tr[data-release='console-canary']")
+        expect(row).to_contain_text("Running")
+        page.get_by_label("Phase").select_option("Ended")
+        expect(row).to_have_count(0)
+        page.get_by_label("Phase").select_option("")
+        expect(row).to_have_count(1)
+        if SHOTS:
+            page.screenshot(path=os.path.join(SHOTS, "console-list.png"))
+
+        # Take over, then end: the release ends, live.
+        row.get_by_role("link", name="console-canary").click()
+        page.get_by_role("button", name="Take over (gray 100%)").click()
+        until("all traffic on v2", lambda: virtual_service_routes() == [("v1", 0), ("v2", 100)] or virtual_service_routes() == [("v2", 100)])
+        expect(page.locator("#end")).to_be_enabled(timeout=30_000)
+        page.locator("#end").click()
+        expect(page.locator("#release-title .phase")).to_have_text("Ended", timeout=60_000)
+        expect(page.locator("#remove")).to_be_enabled()
+
+        # Keyboard: the sign-out button is reachable and signs out.
+        page.get_by_role("button", name="Sign out").focus()
+        page.keyboard.press("Enter")
+        expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+
+        browser.close()
+        # Only the two refusals the test asked for: no retry storms, no stray calls.
+        assert [(status, method) for status, method, _ in refusals] == [(401, "GET"), (409, "POST")], refusals
+        if errors:
+            raise AssertionError(f"the page logged errors: {errors}")
+    print("console in Chromium: every check passed")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Exception as error:
+        print(f"FAILED: {error}", file=sys.stderr)
+        raise
