@@ -358,7 +358,7 @@ function createView() {
       field("deploymentName", "Original Deployment", { value: "reviews-v1", required: true }),
       field("version", "Gray version", { value: "v2", required: true, oninput: check }),
       el("label", { for: "type" }, "Type", el("select", { id: "type" }, el("option", { value: "canary" }, "canary"), el("option", { value: "blue-green" }, "blue-green")))),
-    el("label", { for: "template" }, "Gray Deployment template (JSON)", el("textarea", { id: "template", spellcheck: "false" }, JSON.stringify(TEMPLATE, null, 2)), el("span", { class: "field-error", id: "template-error" })),
+    el("label", { for: "template" }, "Gray Deployment template (JSON)", el("textarea", { id: "template", spellcheck: "false", oninput: checkTemplate }, JSON.stringify(TEMPLATE, null, 2)), el("span", { class: "field-error", id: "template-error", "aria-live": "polite" })),
     el("div", { class: "actions" },
       el("button", { type: "button", id: "preview", onclick: () => submit(true) }, "Preview (dry run)"),
       el("button", { type: "submit", class: "primary", id: "submit" }, "Create")),
@@ -374,6 +374,27 @@ function check() {
     document.getElementById(`${id}-error`).textContent = bad;
     input.setAttribute("aria-invalid", bad ? "true" : "false");
   }
+}
+
+/** The template's shape as the contract checks it, as you type. */
+function checkTemplate() {
+  const area = document.getElementById("template");
+  let problem = "";
+  try {
+    const t = JSON.parse(area.value);
+    const containers = t?.spec?.template?.spec?.containers;
+    if (typeof t !== "object" || t === null || Array.isArray(t)) problem = "must be a JSON object (a Deployment)";
+    else if (t.kind !== undefined && t.kind !== "Deployment") problem = "kind must be Deployment";
+    else if (t.apiVersion !== undefined && t.apiVersion !== "apps/v1") problem = "apiVersion must be apps/v1";
+    else if (!t.spec?.selector?.matchLabels || !Object.keys(t.spec.selector.matchLabels).length) problem = "spec.selector.matchLabels is required";
+    else if (!Array.isArray(containers) || !containers.length) problem = "spec.template.spec.containers needs at least one container";
+    else if (containers.some((c) => !c?.name || !c?.image)) problem = "every container needs a name and an image";
+    else if (typeof t.spec.replicas === "number" && t.spec.replicas < 0) problem = "spec.replicas must not be negative";
+  } catch (e) {
+    problem = `not JSON: ${e.message}`;
+  }
+  document.getElementById("template-error").textContent = problem;
+  area.setAttribute("aria-invalid", problem ? "true" : "false");
 }
 
 async function submit(dryRun) {
