@@ -23,7 +23,12 @@ fi
 cargo build --quiet -p meshrelease -p meshrelease-simcluster
 work=$(mktemp -d)
 pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
+cleanup() {
+  touch "$work/stop"
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  pkill -f "meshrelease --config $work/service.toml" 2>/dev/null || true
+  rm -rf "$work"
+}
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 wait_for() { for _ in $(seq 1 300); do curl -sf "$1" >/dev/null && return 0; sleep 0.2; done; echo "no answer from $1"; return 1; }
@@ -42,11 +47,17 @@ sed -e "s|^listen = .*|listen = \"127.0.0.1:$port\"|" \
     -e "s|/tmp/meshrelease-cluster-a.kubeconfig|$work/a.kubeconfig|" \
     -e "s|/tmp/meshrelease-cluster-b.kubeconfig|$work/b.kubeconfig|" \
     examples/clusters.toml >"$work/service.toml"
-./target/debug/meshrelease --config "$work/service.toml" --data-dir "$work/data" >"$work/service.log" 2>&1 &
+# Restarted whenever it dies: the test kills it once to see the console's
+# watch reconnect and resume.
+( while [ ! -e "$work/stop" ]; do
+    ./target/debug/meshrelease --config "$work/service.toml" --data-dir "$work/data" >>"$work/service.log" 2>&1 || true
+    sleep 0.5
+  done ) &
 pids+=($!)
 wait_for "http://127.0.0.1:$port/readyz"
 
 BASE="http://127.0.0.1:$port" SIM_A="http://127.0.0.1:$port_a" TOKEN=demo-token SHOTS="$shots" \
+  SERVICE_CONFIG="$work/service.toml" \
   timeout 300 "$venv/bin/python" tests/console/console_test.py || {
   echo "service log (last lines):"; tail -n 40 "$work/service.log"; exit 1;
 }

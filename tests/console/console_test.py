@@ -9,10 +9,13 @@ over and end. Run by .ci/console.sh, which starts everything and passes:
   TOKEN     a token allowed everything in demo-mesh
   SHOTS     optional: a directory for 1280x800 screenshots of the list and
             a release page
+  SERVICE_CONFIG  the service's --config path: the test kills that process
+            (SIGKILL) once, and the script starts it again
 """
 
 import json
 import os
+import subprocess
 import sys
 import time
 import urllib.request
@@ -23,6 +26,7 @@ BASE = os.environ["BASE"]
 SIM_A = os.environ["SIM_A"]
 TOKEN = os.environ["TOKEN"]
 SHOTS = os.environ.get("SHOTS")
+SERVICE_CONFIG = os.environ.get("SERVICE_CONFIG")
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
 
@@ -104,6 +108,14 @@ def main():
         if SHOTS:
             page.evaluate("window.scrollTo(0, 0)")
             page.screenshot(path=os.path.join(SHOTS, "console-release.png"))
+
+        # The service dies and comes back: the console says it is
+        # reconnecting, then resumes the watch where it stopped.
+        if SERVICE_CONFIG:
+            subprocess.run(["pkill", "-KILL", "-f", f"meshrelease --config {SERVICE_CONFIG}"], check=True)
+            expect(page.locator("#connection")).to_have_text("reconnecting…", timeout=15_000)
+            expect(page.locator("#connection")).to_have_text("● live", timeout=30_000)
+            expect(page.locator("#release-title .phase")).to_have_text("Running")
 
         # A refusal from the server is shown with its message: the name is taken.
         page.get_by_role("link", name="New release").click()
