@@ -72,15 +72,7 @@ async fn the_console_is_served_without_a_token_with_a_strict_policy() {
 #[tokio::test]
 async fn the_console_never_puts_the_token_in_a_url_or_local_storage() {
     let app = spawn_app().await;
-    let script = app
-        .http
-        .get(format!("{}/console/app.js", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let script = app.text_of("/console/app.js").await;
     assert!(script.contains("sessionStorage"));
     assert!(!script.contains("localStorage"));
     assert!(!script.contains("document.cookie"));

@@ -24,6 +24,17 @@ async fn preflight(
         .unwrap()
 }
 
+/// A token-bearing GET from a page of `origin`.
+async fn get_from(app: &TestApp, path: &str, origin: &str) -> reqwest::Response {
+    app.http
+        .get(format!("{}{path}", app.base))
+        .header("Origin", origin)
+        .header("X-Auth-Token", TOKEN)
+        .send()
+        .await
+        .unwrap()
+}
+
 fn header<'r>(response: &'r reqwest::Response, name: &str) -> Option<&'r str> {
     response.headers().get(name).map(|v| v.to_str().unwrap())
 }
@@ -107,14 +118,7 @@ async fn a_named_origin_gets_preflights_and_exposed_headers_and_others_get_nothi
 
     // The request itself: the answer names the origin and exposes what a
     // script must read.
-    let response = app
-        .http
-        .get(format!("{}{path}", app.base))
-        .header("Origin", CONSOLE)
-        .header("X-Auth-Token", TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let response = get_from(&app, &path, CONSOLE).await;
     assert_eq!(response.status(), 200);
     assert_eq!(
         header(&response, "access-control-allow-origin"),
@@ -155,14 +159,7 @@ async fn a_named_origin_gets_preflights_and_exposed_headers_and_others_get_nothi
     // Another origin: nothing that would let its page read an answer.
     let response = preflight(&app, &path, "https://evil.example", "POST", "x-auth-token").await;
     assert!(header(&response, "access-control-allow-origin").is_none());
-    let response = app
-        .http
-        .get(format!("{}{path}", app.base))
-        .header("Origin", "https://evil.example")
-        .header("X-Auth-Token", TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let response = get_from(&app, &path, "https://evil.example").await;
     assert!(header(&response, "access-control-allow-origin").is_none());
 }
 
@@ -183,13 +180,6 @@ async fn any_origin_is_a_star_and_never_with_credentials() {
     .await;
     assert_eq!(header(&response, "access-control-allow-origin"), Some("*"));
     assert!(header(&response, "access-control-allow-credentials").is_none());
-    let response = app
-        .http
-        .get(format!("{}{path}", app.base))
-        .header("Origin", "https://anywhere.example")
-        .header("X-Auth-Token", TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let response = get_from(&app, &path, "https://anywhere.example").await;
     assert_eq!(header(&response, "access-control-allow-origin"), Some("*"));
 }

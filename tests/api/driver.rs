@@ -324,15 +324,7 @@ async fn a_gray_deployment_becoming_ready_moves_the_release_at_once() {
     app.create(&release_body("watched", "reviews")).await;
     until(&app, "watched", "Running", phase_is("Running")).await;
 
-    let text = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.text_of("/metrics").await;
     for series in [
         r#"meshrelease_reconciles_total{result="done"}"#,
         r#"meshrelease_cluster_requests_total{cluster="cluster-b",verb="apply",code="200"}"#,

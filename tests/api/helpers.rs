@@ -271,6 +271,18 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The body of `GET {base}{path}`, sent without a token.
+    pub async fn text_of(&self, path: &str) -> String {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Stops gracefully, as on SIGTERM.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
