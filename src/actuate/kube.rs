@@ -25,8 +25,9 @@ use crate::domain::JsonObject;
 use crate::domain::Release;
 use crate::domain::plan::{
     Change, Context, MANAGED_BY, MANAGED_BY_LABEL, ObjectKind, Observation, PlannedObject,
+    RELEASE_UID_ANNOTATION,
 };
-use crate::domain::ports::{ClusterError, ClusterPort};
+use crate::domain::ports::{ClusterChange, ClusterError, ClusterPort};
 use crate::metrics::DriverMetrics;
 
 /// The field manager of every server-side apply this service makes.
@@ -395,7 +396,7 @@ impl ClusterPort for KubeClusters {
         }
     }
 
-    fn changes(&self) -> BoxStream<'static, String> {
+    fn changes(&self) -> BoxStream<'static, ClusterChange> {
         if self.clients.is_empty() {
             return futures_util::stream::pending().boxed();
         }
@@ -411,12 +412,24 @@ impl ClusterPort for KubeClusters {
             watcher(api, config)
                 .default_backoff()
                 .filter_map(move |event| {
+                    let change = |release_uid| ClusterChange {
+                        cluster: id.clone(),
+                        release_uid,
+                    };
                     let found = match event {
-                        Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => {
-                            Some(id.clone())
+                        Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => {
+                            let uid = object
+                                .metadata
+                                .annotations
+                                .as_ref()
+                                .and_then(|a| a.get(RELEASE_UID_ANNOTATION))
+                                .cloned();
+                            // Ours by its label, but with no release named:
+                            // look at everything.
+                            Some(change(uid))
                         }
                         // A fresh list: anything may have changed meanwhile.
-                        Ok(watcher::Event::InitDone) => Some(id.clone()),
+                        Ok(watcher::Event::InitDone) => Some(change(None)),
                         Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => None,
                         Err(e) => {
                             let code = match &e {

@@ -1,10 +1,13 @@
 //! The reconcile loop: for every active release whose clusters are
 //! connected, observe, plan, carry out the plan in order, and record what
-//! happened through the status-only write. It runs when the store changes
-//! (the same revisions the watch uses), when a Deployment it manages changes
-//! in a cluster (a watch per cluster), and on a periodic resync. It is
-//! idempotent: the plan is derived from what the clusters hold, so a restart
-//! in any phase carries on where it stopped.
+//! happened through the status-only write. A round looks at what its cause
+//! concerns: the releases written since the last round (the store's change
+//! log, the same the watch reads), the release whose Deployment changed in a
+//! cluster (a watch per cluster, by the object's release-uid annotation),
+//! those whose wait after a failure is over; the periodic resync, and a
+//! watch that had to list afresh, look at every one. It is idempotent: the
+//! plan is derived from what the clusters hold, so a restart in any phase
+//! carries on where it stopped.
 //!
 //! A release whose round failed (a cluster that did not answer, a write that
 //! lost a race) waits before its next try: after a cluster that did not
@@ -15,7 +18,7 @@
 //! words: someone keeps writing the same objects, and fighting them
 //! silently is worse than stopping.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,6 +53,23 @@ pub struct Driver {
     pub interval: Duration,
     pub shutdown: CancellationToken,
     pub metrics: DriverMetrics,
+}
+
+/// Events read at a time when finding what changed since the last round.
+const CHANGES_BATCH: usize = 1000;
+
+/// Which active releases a round looks at.
+enum Selection {
+    /// Every one: at start, on the periodic resync, after a cluster's watch
+    /// listed afresh, when the change log cannot say what changed.
+    All,
+    /// Those written since the last round (resolved into `Keys`).
+    ChangedSince,
+    Keys(HashSet<Key>),
+    /// Those whose objects changed in a cluster, by release uid.
+    Uids(HashSet<String>),
+    /// Those whose wait after a failure is over.
+    WaitedEnough,
 }
 
 /// A release waiting after a failed round.
@@ -93,6 +113,9 @@ impl Driver {
         let mut resync = tokio::time::interval(self.interval);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut backoff: HashMap<Key, Backoff> = HashMap::new();
+        // The store revision this replica has reconciled up to; `None`: a
+        // full round is due (at start, and after another replica drove).
+        let mut seen: Option<u64> = None;
         loop {
             let wake = backoff.values().map(|b| b.until).min();
             let sleep = async {
@@ -101,38 +124,89 @@ impl Driver {
                     None => std::future::pending().await,
                 }
             };
-            tokio::select! {
+            let mut selection = tokio::select! {
                 () = self.shutdown.cancelled() => return,
-                changed = revisions.changed() => if changed.is_err() { return },
-                Some(cluster) = changes.next() => {
+                changed = revisions.changed() => {
+                    if changed.is_err() { return }
+                    Selection::ChangedSince
+                }
+                Some(change) = changes.next() => {
                     // One round for a burst of news.
-                    let mut news = vec![cluster];
+                    let mut news = vec![change];
                     while let Some(Some(more)) = changes.next().now_or_never() {
                         news.push(more);
                     }
                     for wait in backoff.values_mut() {
-                        if wait.unreachable.as_ref().is_some_and(|c| news.contains(c)) {
+                        if wait.unreachable.as_ref().is_some_and(|c| news.iter().any(|n| &n.cluster == c)) {
                             wait.until = Instant::now();
                         }
                     }
+                    let uids: Option<HashSet<String>> =
+                        news.into_iter().map(|n| n.release_uid).collect();
+                    match uids {
+                        Some(uids) => Selection::Uids(uids),
+                        None => Selection::All,
+                    }
                 }
-                () = sleep => {}
-                _ = resync.tick() => {}
-            }
-            revisions.borrow_and_update();
+                () = sleep => Selection::WaitedEnough,
+                _ = resync.tick() => Selection::All,
+            };
+            let now_at = *revisions.borrow_and_update();
             if !self.leadership.hold().await {
                 // Another replica drives; waits here are its business.
                 backoff.clear();
+                seen = None;
                 continue;
             }
-            self.reconcile_all(&mut backoff).await;
+            if let Selection::ChangedSince = selection {
+                selection = match seen {
+                    Some(from) => match self.changed_since(from, now_at).await {
+                        Some(keys) => Selection::Keys(keys),
+                        None => Selection::All,
+                    },
+                    None => Selection::All,
+                };
+            }
+            if seen.is_none() {
+                selection = Selection::All;
+            }
+            seen = Some(now_at);
+            self.reconcile_all(&mut backoff, &selection).await;
         }
     }
 
-    async fn reconcile_all(&self, backoff: &mut HashMap<Key, Backoff>) {
+    /// The releases written after revision `from`, up to `to`; `None` when
+    /// the change log no longer reaches back that far (a full round then).
+    async fn changed_since(&self, from: u64, to: u64) -> Option<HashSet<Key>> {
+        let mut keys = HashSet::new();
+        if to <= from {
+            return Some(keys);
+        }
+        for mesh in self.manager.meshes().iter() {
+            let mut after = from;
+            loop {
+                let events = self
+                    .manager
+                    .store()
+                    .events_after(&mesh.id, None, after, CHANGES_BATCH)
+                    .await
+                    .ok()?;
+                let Some(last) = events.last() else { break };
+                after = last.revision;
+                let done = events.len() < CHANGES_BATCH || after >= to;
+                keys.extend(events.iter().map(|e| key_of(&e.release)));
+                if done {
+                    break;
+                }
+            }
+        }
+        Some(keys)
+    }
+
+    async fn reconcile_all(&self, backoff: &mut HashMap<Key, Backoff>, selection: &Selection) {
         let meshes: Vec<Mesh> = self.manager.meshes().iter().cloned().collect();
         let mut due = Vec::new();
-        let mut active = std::collections::HashSet::new();
+        let mut active = HashSet::new();
         for mesh in &meshes {
             let releases = match self.manager.store().snapshot(&mesh.id, None).await {
                 Ok((releases, _)) => releases,
@@ -144,11 +218,17 @@ impl Driver {
             let now = Instant::now();
             for release in releases.into_iter().filter(|r| r.status.phase.is_active()) {
                 let key = key_of(&release);
-                let waiting = backoff
-                    .get(&key)
-                    .is_some_and(|b| b.until > now && b.generation == release.generation);
+                let wait = backoff.get(&key);
+                let waiting =
+                    wait.is_some_and(|b| b.until > now && b.generation == release.generation);
+                let selected = match selection {
+                    Selection::All | Selection::ChangedSince => true,
+                    Selection::Keys(keys) => keys.contains(&key),
+                    Selection::Uids(uids) => uids.contains(&release.uid.to_string()),
+                    Selection::WaitedEnough => wait.is_some(),
+                };
                 active.insert(key);
-                if !waiting {
+                if selected && !waiting {
                     due.push((mesh, release));
                 }
             }

@@ -276,9 +276,19 @@ pub trait ClusterPort: Send + Sync + 'static {
     /// Carries out one change of a plan.
     async fn carry_out(&self, change: &super::plan::PlannedObject) -> Result<(), ClusterError>;
 
-    /// The id of a cluster each time an object this service manages changes
-    /// there (a gray Deployment that becomes ready, one someone deleted), so
-    /// that the driver acts at once instead of at its next resync. Watching
-    /// stops when the stream is dropped.
-    fn changes(&self) -> futures_util::stream::BoxStream<'static, String>;
+    /// News each time an object this service manages changes in a cluster
+    /// (a gray Deployment that becomes ready, one someone deleted), so that
+    /// the driver acts at once instead of at its next resync. Watching stops
+    /// when the stream is dropped.
+    fn changes(&self) -> futures_util::stream::BoxStream<'static, ClusterChange>;
+}
+
+/// Something changed in a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterChange {
+    pub cluster: String,
+    /// The release whose object changed (its uid, from the object's
+    /// annotation); `None` when anything may have changed (a watch that
+    /// listed afresh after losing its place).
+    pub release_uid: Option<String>,
 }

@@ -336,6 +336,49 @@ async fn a_gray_deployment_becoming_ready_moves_the_release_at_once() {
     }
 }
 
+/// Requests (any method) at both clusters whose path names `needle`.
+fn requests_naming(clusters: &Clusters, needle: &str) -> usize {
+    [&clusters.a, &clusters.b]
+        .iter()
+        .flat_map(|c| c.sim.requests.all())
+        .filter(|seen| seen.path.contains(needle))
+        .count()
+}
+
+#[tokio::test]
+async fn a_settled_release_costs_no_cluster_requests_while_another_moves() {
+    let clusters = clusters().await;
+    // No resync within the test: only what each change concerns is looked at.
+    let app = app_resyncing(&clusters, "", 600_000).await;
+    app.create(&release_body("settled", "reviews")).await;
+    until(&app, "settled", "Running", phase_is("Running")).await;
+    // Settled: no more requests for its objects.
+    let mut before = requests_naming(&clusters, "reviews");
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = requests_naming(&clusters, "reviews");
+        if now == before {
+            break;
+        }
+        before = now;
+    }
+
+    app.create(&release_body("moving", "ratings")).await;
+    until(&app, "moving", "Running", phase_is("Running")).await;
+    app.patch(
+        "moving",
+        &json!({"spec": {"trafficPolicy": {"weight": 30}}}),
+    )
+    .await;
+    until(&app, "moving", "traffic 30 applied", traffic_is(30)).await;
+    assert!(requests_naming(&clusters, "ratings") > 0);
+    assert_eq!(
+        requests_naming(&clusters, "reviews"),
+        before,
+        "the settled release's objects were read or written while another release moved"
+    );
+}
+
 #[tokio::test]
 async fn a_lost_race_is_retried_on_a_fresh_read() {
     let clusters = clusters().await;
