@@ -11,6 +11,21 @@ pub struct Server {
     pub child: Child,
     pub base: String,
     log: std::sync::Arc<std::sync::Mutex<String>>,
+    /// Copies stderr into `log` until the process's stderr closes.
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Kills the process and returns all it logged: the reader is joined
+    /// first, so no line still in the pipe is missed.
+    pub fn kill_and_read_log(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(reader) = self.reader.take() {
+            reader.join().expect("the log reader");
+        }
+        self.log.lock().unwrap().clone()
+    }
 }
 
 /// Starts the binary on port 0 and waits for its `listening` line.
@@ -39,7 +54,7 @@ pub fn start(data_dir: &std::path::Path, extra: &[&str]) -> Server {
     let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let (tx, rx) = std::sync::mpsc::channel();
     let sink = log.clone();
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         let mut sent = false;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let (false, Some(at)) = (sent, line.find("address=")) {
@@ -59,6 +74,7 @@ pub fn start(data_dir: &std::path::Path, extra: &[&str]) -> Server {
         .expect("the server never said where it listens");
     Server {
         child,
+        reader: Some(reader),
         base: format!("http://{address}"),
         log,
     }
@@ -142,20 +158,30 @@ async fn sigterm_drains_and_exits_cleanly() {
 #[tokio::test]
 async fn every_log_line_of_a_request_names_its_id() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = start(dir.path(), &[]);
+    let server = start(dir.path(), &[]);
     assert_eq!(
         create(&server.base, "logged", "reviews", "req-log-check-7").await,
         200
     );
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    server.child.kill().unwrap();
-    server.child.wait().unwrap();
-    let log = server.log.lock().unwrap().clone();
-    let lines: Vec<&str> = log
+    let log = server.kill_and_read_log();
+    // Every line the request caused names its id: each is logged inside the
+    // request's span, which names its path too.
+    let of_the_request: Vec<&str> = log
         .lines()
-        .filter(|l| l.contains("req-log-check-7"))
+        .filter(|l| l.contains("path=/v2/meshes/demo-mesh/namespaces/default/releases"))
         .collect();
-    assert!(!lines.is_empty(), "{log}");
+    assert!(
+        of_the_request
+            .iter()
+            .any(|l| l.contains("request done status=200")),
+        "{log}"
+    );
+    for line in &of_the_request {
+        assert!(
+            line.contains("request_id=req-log-check-7"),
+            "a line without the request id: {line}"
+        );
+    }
     assert!(!log.contains(TOKEN), "a token was logged");
 }
 

@@ -86,6 +86,17 @@ async fn a_client_token_must_be_short_ascii() {
 #[tokio::test]
 async fn a_dry_run_checks_everything_and_stores_nothing() {
     let app = spawn_app().await;
+    // Watching from before the dry runs: any event they made would show.
+    let mut events = app
+        .grpc()
+        .await
+        .watch_releases(authed(pb::WatchReleasesRequest {
+            mesh_id: MESH.into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
     let url = format!("{}?dryRun=true", app.releases_url(MESH, "default"));
     let post = |body: serde_json::Value| {
         app.http
@@ -118,19 +129,19 @@ async fn a_dry_run_checks_everything_and_stores_nothing() {
     let (status, _) = json_of(post(release_body("dry-three", "reviews")).await.unwrap()).await;
     assert_eq!(status, 409, "the service is held by real-one");
 
-    // No event: a watch started now sees only real-one.
-    let mut events = app
-        .grpc()
-        .await
-        .watch_releases(authed(pb::WatchReleasesRequest {
-            mesh_id: MESH.into(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap()
-        .into_inner();
-    let first = events.message().await.unwrap().unwrap();
-    assert_eq!(first.release.unwrap().metadata.unwrap().name, "real-one");
+    // No event from a dry run: up to a last real create, the watch saw only
+    // real-one's.
+    app.create(&release_body("sentinel", "productpage")).await;
+    let mut seen = Vec::new();
+    while seen.last().map(String::as_str) != Some("sentinel") {
+        let event = tokio::time::timeout(std::time::Duration::from_secs(15), events.message())
+            .await
+            .expect("an event within 15 s")
+            .unwrap()
+            .expect("the stream went on");
+        seen.push(event.release.unwrap().metadata.unwrap().name);
+    }
+    assert_eq!(seen, ["real-one", "sentinel"]);
 
     let mut request = grpc_request("grpc-dry", "details");
     request.dry_run = true;
