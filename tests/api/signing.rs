@@ -204,23 +204,38 @@ async fn any_changed_byte_is_refused_without_revealing_the_signature() {
     let app = spawn_signed_app().await;
     let body = release_body("tampered", "reviews");
     let signed = Signed::new("POST", releases_path("default"), Some(&body));
-    let expected = signed.authorization(&app.address.to_string());
     let mismatch = "does not match";
+    let tamper = |bytes: &mut Vec<u8>| {
+        let at = bytes.iter().position(|b| *b == b'v').unwrap();
+        bytes[at] = b'w';
+    };
+    // What the server expects for the tampered request: the signature a
+    // client would need, which the answer must not hand out.
+    let mut as_received = Signed::new("POST", releases_path("default"), Some(&body));
+    as_received.date = signed.date.clone();
+    tamper(&mut as_received.body);
+    let wanted = as_received.authorization(&app.address.to_string());
+    let wanted = wanted.rsplit('=').next().unwrap().to_owned();
+    let sent = signed.authorization(&app.address.to_string());
+    let sent = sent.rsplit('=').next().unwrap().to_owned();
+    assert_ne!(wanted, sent);
 
     let answer = signed
         .send_with(&app, |r| {
             let mut bytes = r.body().unwrap().as_bytes().unwrap().to_vec();
-            let at = bytes.iter().position(|b| *b == b'v').unwrap();
-            bytes[at] = b'w';
+            tamper(&mut bytes);
             *r.body_mut() = Some(bytes.into());
         })
         .await;
     assert_unauthenticated(&answer, mismatch);
+    let said = answer.1.to_string();
     assert!(
-        !answer
-            .1
-            .to_string()
-            .contains(expected.rsplit('=').next().unwrap())
+        !said.contains(&wanted),
+        "the expected signature leaked: {said}"
+    );
+    assert!(
+        !said.contains(&wanted[..16]),
+        "part of the expected signature leaked: {said}"
     );
 
     let answer = signed
