@@ -74,7 +74,18 @@ struct Seen {
     resets: Vec<(u32, u32)>,
     goaway: Option<u32>,
     headers_on: Vec<u32>,
+    /// Streams answered `:status: 200`.
+    ok_on: Vec<u32>,
     closed: bool,
+}
+
+/// Whether an HPACK header block starts with `:status: 200`: the static
+/// table's entry 8 (`0x88`), after any dynamic table size updates.
+fn says_200(block: &[u8]) -> bool {
+    block
+        .iter()
+        .find(|b| **b & 0xe0 != 0x20)
+        .is_some_and(|b| *b == 0x88)
 }
 
 /// A raw HTTP/2 connection: preface and SETTINGS sent, the server's SETTINGS
@@ -122,7 +133,12 @@ async fn collect(stream: &mut TcpStream, wait: Duration) -> Seen {
                     .resets
                     .push((id, u32::from_be_bytes(payload[..4].try_into().unwrap()))),
                 GOAWAY => seen.goaway = Some(u32::from_be_bytes(payload[4..8].try_into().unwrap())),
-                HEADERS => seen.headers_on.push(id),
+                HEADERS => {
+                    seen.headers_on.push(id);
+                    if says_200(&payload) {
+                        seen.ok_on.push(id);
+                    }
+                }
                 _ => {}
             },
         }
@@ -196,6 +212,21 @@ async fn streams_beyond_the_limit_are_refused() {
 #[tokio::test]
 async fn a_header_block_over_the_limit_is_refused() {
     let app = spawn_app().await;
+    // The 200 detector sees a 200: a small request for /healthz.
+    let mut small = raw_h2(&app).await;
+    let block = header_block(&[
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":path", "/healthz"),
+        (":authority", &app.address.to_string()),
+    ]);
+    small
+        .write_all(&frame(HEADERS, END_HEADERS | END_STREAM, 1, &block))
+        .await
+        .unwrap();
+    let seen = collect(&mut small, Duration::from_secs(2)).await;
+    assert_eq!(seen.ok_on, [1], "{seen:?}");
+
     let mut stream = raw_h2(&app).await;
     let big = "x".repeat(100 * 1024);
     let block = header_block(&[
@@ -221,10 +252,11 @@ async fn a_header_block_over_the_limit_is_refused() {
     }
     let seen = collect(&mut stream, Duration::from_secs(5)).await;
     // A 431 answer, a stream reset or the connection closed: never a 200.
+    assert!(seen.ok_on.is_empty(), "answered 200: {seen:?}");
     let refused = !seen.resets.is_empty() || seen.goaway.is_some() || seen.closed;
-    let answered_431 = seen.headers_on.contains(&1);
-    assert!(refused || answered_431, "{seen:?}");
-    if answered_431 {
+    let answered = seen.headers_on.contains(&1);
+    assert!(refused || answered, "{seen:?}");
+    if answered {
         // The only answer a request for /healthz gets besides 200 here is 431;
         // check it over HTTP/1, whose status line is plain text.
         let head = format!(
@@ -274,30 +306,34 @@ async fn a_body_that_trickles_forever_is_cut_off_with_408() {
         "POST /v2/meshes/{MESH}/namespaces/default/releases HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
     );
     stream.write_all(head.as_bytes()).await.unwrap();
+    // One task reads everything the server says, at once, while the other
+    // trickles: the answer is read before a late byte can reset the
+    // connection.
+    let (mut from_server, mut to_server) = stream.into_split();
+    let reader = tokio::spawn(async move {
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = from_server.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&answer).into_owned()
+    });
     let trickle = tokio::spawn(async move {
-        // A byte every 200 ms, forever (until the server hangs up).
-        loop {
-            if stream.write_all(b" ").await.is_err() {
-                return stream;
-            }
+        // A byte every 200 ms, until the server hangs up.
+        while to_server.write_all(b" ").await.is_ok() {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let mut buf = [0u8; 1024];
-            if let Ok(Ok(n)) =
-                tokio::time::timeout(Duration::from_millis(1), stream.read(&mut buf)).await
-            {
-                if n > 0 {
-                    let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
-                    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-                    assert!(answer.contains("ASM.01010009"), "{answer}");
-                }
-                return stream;
-            }
         }
     });
-    tokio::time::timeout(Duration::from_secs(30), trickle)
+    let answer = tokio::time::timeout(Duration::from_secs(30), reader)
         .await
         .expect("the trickling body was never cut off")
         .unwrap();
+    trickle.abort();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("ASM.01010009"), "{answer}");
     still_serving(&app, "after-trickle").await;
 }
 
