@@ -139,6 +139,31 @@ async fn sigterm_drains_and_exits_cleanly() {
         create(&server.base, "before-stop", "reviews", "req-sigterm-1").await,
         200
     );
+    // A request in flight when the signal comes: its body is half sent.
+    let body = serde_json::to_vec(&release_body("in-flight", "ratings")).unwrap();
+    let (half, rest) = body.split_at(body.len() / 2);
+    let (rest, half) = (
+        bytes::Bytes::copy_from_slice(rest),
+        bytes::Bytes::copy_from_slice(half),
+    );
+    let (send, chunks) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(2);
+    send.send(Ok(half)).await.unwrap();
+    let in_flight = tokio::spawn(
+        reqwest::Client::new()
+            .post(format!(
+                "{}/v2/meshes/{MESH}/namespaces/default/releases",
+                server.base
+            ))
+            .header("X-Auth-Token", TOKEN)
+            .header("Content-Type", "application/json")
+            .header("Content-Length", body.len())
+            .body(reqwest::Body::wrap_stream(
+                tokio_stream::wrappers::ReceiverStream::new(chunks),
+            ))
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
     let pid = server.child.id().to_string();
     assert!(
         Command::new("kill")
@@ -147,12 +172,46 @@ async fn sigterm_drains_and_exits_cleanly() {
             .unwrap()
             .success()
     );
+    // Not ready any more, but still finishing what it started.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ready = reqwest::Client::new()
+        .get(format!("{}/readyz", server.base))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    assert!(
+        ready.as_ref().map_or(true, |r| r.status() == 503),
+        "ready while draining: {ready:?}"
+    );
+    send.send(Ok(rest)).await.unwrap();
+    drop(send);
+    let answer = tokio::time::timeout(Duration::from_secs(30), in_flight)
+        .await
+        .expect("the request in flight was answered")
+        .unwrap()
+        .expect("the request in flight was not cut off");
+    assert_eq!(answer.status(), 200, "the request in flight completed");
+
     let status = tokio::task::spawn_blocking(move || server.child.wait().unwrap())
         .await
         .unwrap();
     assert!(status.success(), "{status:?}");
     let log = server.log.lock().unwrap().clone();
     assert!(log.contains("stopped"), "{log}");
+
+    // It was stored: a new process on the same data has it.
+    let server = start(dir.path(), &[]);
+    let read = reqwest::Client::new()
+        .get(format!(
+            "{}/v2/meshes/{MESH}/namespaces/default/releases/in-flight",
+            server.base
+        ))
+        .header("X-Auth-Token", TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    server.kill_and_read_log();
 }
 
 #[tokio::test]
