@@ -125,6 +125,50 @@ async fn limits_are_defaulted_capped_and_checked() {
 }
 
 #[tokio::test]
+async fn the_default_page_is_100_and_no_page_is_over_1000() {
+    let app = spawn_app().await;
+    // 1,001 releases, created by 16 clients at once (group commit helps).
+    let mut clients = Vec::new();
+    for client in 0..16 {
+        let http = app.http.clone();
+        let url = app.releases_url(MESH, "default");
+        clients.push(tokio::spawn(async move {
+            for i in (client..1001).step_by(16) {
+                let name = format!("many-{i:04}");
+                let status = http
+                    .post(&url)
+                    .header("X-Auth-Token", TOKEN)
+                    .json(&release_body(&name, &format!("svc-{i}")))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status();
+                assert_eq!(status, 200, "{name}");
+            }
+        }));
+    }
+    for client in clients {
+        client.await.unwrap();
+    }
+    for (query, expected) in [
+        ("", 100),
+        ("?limit=0", 100),
+        ("?limit=1000", 1000),
+        ("?limit=5000", 1000),
+    ] {
+        let (status, page) = app
+            .list(&format!("/v2/meshes/{MESH}/releases{query}"))
+            .await;
+        assert_eq!(status, 200, "{query}");
+        assert_eq!(names(&page).len(), expected, "{query}");
+        assert!(
+            page["metadata"]["continue"].is_string(),
+            "{query}: more follow"
+        );
+    }
+}
+
+#[tokio::test]
 async fn tampered_and_foreign_continue_tokens_are_400() {
     let app = spawn_app().await;
     create_many(&app, "token", 3).await;
