@@ -165,6 +165,44 @@ pub(super) async fn lists_in_creation_order_by_keyset(store: Arc<dyn ReleaseStor
     q.service_name = Some("svc-4".into());
     q.phase = Some(Phase::Pending);
     assert_eq!(store.list(&q).await.unwrap().releases[0].name, "listed-4");
+
+    // The phase filter among several phases: two releases move on.
+    for (name, phase) in [
+        ("listed-1", Phase::Running),
+        ("listed-5", Phase::Running),
+        ("listed-2", Phase::Failed),
+    ] {
+        let namespace = if name == "listed-1" || name == "listed-5" {
+            "odd"
+        } else {
+            "default"
+        };
+        let mut moved = store.get("mesh", namespace, name).await.unwrap().unwrap();
+        moved.status.phase = phase;
+        store.update(&moved, moved.resource_version).await.unwrap();
+    }
+    let named = |phase: Phase| {
+        let mut q = query(10);
+        q.phase = Some(phase);
+        let store = store.clone();
+        async move {
+            store
+                .list(&q)
+                .await
+                .unwrap()
+                .releases
+                .into_iter()
+                .map(|r| r.name)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(named(Phase::Running).await, ["listed-1", "listed-5"]);
+    assert_eq!(named(Phase::Failed).await, ["listed-2"]);
+    assert_eq!(
+        named(Phase::Pending).await,
+        ["listed-0", "listed-3", "listed-4", "listed-6"]
+    );
+    assert!(named(Phase::Ended).await.is_empty());
 }
 
 pub(super) async fn events_follow_every_write_in_order(store: Arc<dyn ReleaseStore>) {
