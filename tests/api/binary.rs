@@ -81,7 +81,7 @@ pub fn start(data_dir: &std::path::Path, extra: &[&str]) -> Server {
 }
 
 pub async fn create(base: &str, name: &str, service: &str, request_id: &str) -> u16 {
-    reqwest::Client::new()
+    http_client()
         .post(format!(
             "{base}/v2/meshes/{MESH}/namespaces/default/releases"
         ))
@@ -149,7 +149,7 @@ async fn sigterm_drains_and_exits_cleanly() {
     let (send, chunks) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(2);
     send.send(Ok(half)).await.unwrap();
     let in_flight = tokio::spawn(
-        reqwest::Client::new()
+        http_client()
             .post(format!(
                 "{}/v2/meshes/{MESH}/namespaces/default/releases",
                 server.base
@@ -174,7 +174,7 @@ async fn sigterm_drains_and_exits_cleanly() {
     );
     // Not ready any more, but still finishing what it started.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let ready = reqwest::Client::new()
+    let ready = http_client()
         .get(format!("{}/readyz", server.base))
         .timeout(Duration::from_secs(5))
         .send()
@@ -201,7 +201,7 @@ async fn sigterm_drains_and_exits_cleanly() {
 
     // It was stored: a new process on the same data has it.
     let server = start(dir.path(), &[]);
-    let read = reqwest::Client::new()
+    let read = http_client()
         .get(format!(
             "{}/v2/meshes/{MESH}/namespaces/default/releases/in-flight",
             server.base

@@ -82,7 +82,7 @@ fn integrity_check(data_dir: &std::path::Path) {
 }
 
 async fn status_of(base: &str, name: &str) -> u16 {
-    reqwest::Client::new()
+    http_client()
         .get(format!(
             "{base}/v2/meshes/{MESH}/namespaces/default/releases/{name}"
         ))
@@ -147,7 +147,7 @@ async fn acknowledged_creates_survive_repeated_sigkills() {
         if let Some(token) = &next {
             url.push_str(&format!("&continue={token}"));
         }
-        let page: serde_json::Value = reqwest::Client::new()
+        let page: serde_json::Value = http_client()
             .get(format!("{}{url}", server.base))
             .header("X-Auth-Token", TOKEN)
             .send()

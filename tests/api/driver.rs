@@ -656,7 +656,7 @@ async fn another_field_manager_owning_our_fields_fails_the_release_clearly() {
     let clusters = clusters().await;
     // Someone else already applies a Deployment of the gray name, with a
     // different image.
-    let http = reqwest::Client::new();
+    let http = http_client();
     let response = http
         .patch(format!("{}/apis/apps/v1/namespaces/default/deployments/reviews-v1-v2?fieldManager=someone-else", clusters.b.url()))
         .header("Content-Type", "application/apply-patch+yaml")

@@ -23,7 +23,7 @@ async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
 
 async fn create(base: &str, name: &str, service: &str) {
     let (status, body) = send(
-        reqwest::Client::new()
+        http_client()
             .post(format!(
                 "{base}/v2/meshes/{MESH}/namespaces/default/releases"
             ))
@@ -34,19 +34,13 @@ async fn create(base: &str, name: &str, service: &str) {
 }
 
 async fn patch(base: &str, name: &str, body: Value) {
-    let (status, answer) = send(
-        reqwest::Client::new()
-            .patch(release_url(base, name))
-            .json(&body),
-    )
-    .await;
+    let (status, answer) = send(http_client().patch(release_url(base, name)).json(&body)).await;
     assert_eq!(status, 200, "{answer}");
 }
 
 async fn end(base: &str, name: &str) {
     let (status, answer) =
-        send(reqwest::Client::new().delete(format!("{}?action=end", release_url(base, name))))
-            .await;
+        send(http_client().delete(format!("{}?action=end", release_url(base, name)))).await;
     assert_eq!(status, 200, "{answer}");
 }
 
@@ -54,7 +48,7 @@ async fn end(base: &str, name: &str) {
 async fn until(base: &str, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
     let mut last = Value::Null;
     for _ in 0..600 {
-        let (status, release) = send(reqwest::Client::new().get(release_url(base, name))).await;
+        let (status, release) = send(http_client().get(release_url(base, name))).await;
         if status == 200 && check(&release) {
             return release;
         }

@@ -22,6 +22,18 @@ pub const DENIED_TOKEN: &str = "denied-token";
 pub const OTHER_READER_TOKEN: &str = "other-reader-token";
 pub const MESH: &str = "demo-mesh";
 
+/// How long any one test request may take before the test fails instead of
+/// hanging (a watch read by a test ends well within it).
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The HTTP client every test uses: a request that hangs fails the test.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .unwrap()
+}
+
 /// The hex SHA-256 of a token, as the configuration stores it.
 pub fn sha(token: &str) -> String {
     use sha2::Digest;
@@ -109,7 +121,7 @@ async fn start(
         manager,
         address,
         base: format!("http://{address}"),
-        http: reqwest::Client::new(),
+        http: http_client(),
         data_dir,
         stop: Some(stop),
         done: Some(done),
@@ -223,9 +235,13 @@ impl TestApp {
         ReleaseServiceClient::new(self.channel().await)
     }
 
+    /// A gRPC channel whose calls fail rather than hang: connecting and
+    /// each call's answer (for a stream, its first headers) are bounded.
     pub async fn channel(&self) -> Channel {
         Channel::from_shared(self.base.clone())
             .unwrap()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .timeout(REQUEST_TIMEOUT)
             .connect()
             .await
             .unwrap()

@@ -11,7 +11,7 @@ use crate::binary::{Server, start};
 use crate::helpers::*;
 
 async fn post(base: &str, name: &str, service: &str) -> u16 {
-    reqwest::Client::new()
+    http_client()
         .post(format!(
             "{base}/v2/meshes/{MESH}/namespaces/default/releases"
         ))
@@ -57,7 +57,7 @@ async fn two_replicas_share_one_database() {
         .into_inner();
 
     assert_eq!(post(&a.base, "made-on-a", "reviews").await, 200);
-    let read = reqwest::Client::new()
+    let read = http_client()
         .get(format!(
             "{}/v2/meshes/{MESH}/namespaces/default/releases/made-on-a",
             b.base
