@@ -305,13 +305,14 @@ pub(super) async fn racing_inserts_of_one_name_store_one(store: Arc<dyn ReleaseS
 }
 
 macro_rules! store_test_suite {
-    ($backend:ident, $make:expr) => {
+    ($backend:ident, $make:expr $(, #[$attr:meta])?) => {
         mod $backend {
             use super::*;
 
             macro_rules! case {
                 ($name:ident) => {
                     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    $(#[$attr])?
                     async fn $name() {
                         let Some((store, _guard)) = ($make) else {
                             eprintln!("skipped: set MESHRELEASE_TEST_DATABASE_URL to run the PostgreSQL suite");
@@ -348,7 +349,11 @@ store_test_suite!(sqlite, {
     Some((Arc::new(store) as Arc<dyn ReleaseStore>, dir))
 });
 
-store_test_suite!(postgres, postgres_store().await);
+store_test_suite!(
+    postgres,
+    postgres_store().await,
+    #[cfg_attr(not(pg_tests), ignore = "set MESHRELEASE_TEST_DATABASE_URL to run the PostgreSQL suite")]
+);
 
 /// A schema of its own in the test database, dropped when the test ends.
 pub(super) struct Schema {

@@ -136,6 +136,10 @@ async fn killed_in_each_phase_the_service_resumes_and_completes() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(pg_tests),
+    ignore = "set MESHRELEASE_TEST_DATABASE_URL to run the PostgreSQL tests"
+)]
 async fn of_two_replicas_on_postgresql_one_drives_and_killing_it_moves_the_drive() {
     let Some((url, schema)) = fresh_schema().await else {
         return;

@@ -154,6 +154,10 @@ async fn releases_come_back_exactly_from_sqlite() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(pg_tests),
+    ignore = "set MESHRELEASE_TEST_DATABASE_URL to run the PostgreSQL tests"
+)]
 async fn releases_come_back_exactly_from_postgres() {
     let Some((_, schema)) = fresh_schema().await else {
         return;

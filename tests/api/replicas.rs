@@ -30,6 +30,10 @@ fn stop(mut server: Server) {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(pg_tests),
+    ignore = "set MESHRELEASE_TEST_DATABASE_URL to run the PostgreSQL tests"
+)]
 async fn two_replicas_share_one_database() {
     let Some((url, schema)) = fresh_schema().await else {
         return;
@@ -160,6 +164,10 @@ impl Proxy {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(pg_tests),
+    ignore = "set MESHRELEASE_TEST_DATABASE_URL to run the PostgreSQL tests"
+)]
 async fn losing_the_database_is_503_and_the_service_recovers_by_itself() {
     let Some((_, schema)) = fresh_schema().await else {
         return;
