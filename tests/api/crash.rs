@@ -102,7 +102,14 @@ async fn acknowledged_creates_survive_repeated_sigkills() {
         .unwrap_or(20);
     let dir = tempfile::tempdir().unwrap();
     let ledger = Arc::new(Mutex::new(Ledger::default()));
-    let mut random = Lcg(u64::from(std::process::id()) ^ 0x9e37_79b9_7f4a_7c15);
+    // A seed per run, printed so that a failing run can be replayed with
+    // MESHRELEASE_CRASH_SEED.
+    let seed: u64 = std::env::var("MESHRELEASE_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| u64::from(std::process::id()) ^ 0x9e37_79b9_7f4a_7c15);
+    eprintln!("crash test seed: MESHRELEASE_CRASH_SEED={seed}");
+    let mut random = Lcg(seed);
     let mut checked = 0;
 
     for round in 0..kills {
