@@ -30,16 +30,31 @@ for _ in $(seq 1 600); do
   sleep 0.2
 done
 
-# Every curl/grpcurl command inside ```sh blocks, continuation lines joined.
+# Every curl/grpcurl command inside ```sh blocks, continuation lines joined,
+# each after the HTTP status its comment line promises (`# 409: ...` just
+# above it), or "-" when it has none.
 mapfile -t examples < <(awk '
-  /^```sh/ { inside = 1; next }
+  /^```sh/ { inside = 1; expect = "-"; next }
   /^```/   { inside = 0; next }
-  inside && /^(curl|grpcurl) / { cmd = $0; while (cmd ~ /\\$/ && (getline line) > 0) { sub(/\\$/, "", cmd); cmd = cmd line }; print cmd }
+  inside && /^# [0-9][0-9][0-9]:/ { expect = substr($2, 1, 3); next }
+  inside && /^(curl|grpcurl) / { cmd = $0; while (cmd ~ /\\$/ && (getline line) > 0) { sub(/\\$/, "", cmd); cmd = cmd line }; print expect "\t" cmd; expect = "-" }
 ' README.md)
+
+# The contract's error code for each HTTP status the README promises.
+code_for() {
+  case "$1" in
+    400) echo ASM.01010001 ;; 401) echo ASM.01000001 ;; 403) echo ASM.01000002 ;;
+    404) echo ASM.01010002 ;; 405) echo ASM.01010006 ;; 409) echo ASM.01010003 ;;
+    410) echo ASM.01010007 ;; 413) echo ASM.01010004 ;; 415) echo ASM.01010005 ;;
+    429) echo ASM.01010008 ;; *) echo "unknown" ;;
+  esac
+}
 
 [ "${#examples[@]}" -gt 0 ] || { echo "no examples found in README.md"; exit 1; }
 failed=0
-for example in "${examples[@]}"; do
+for entry in "${examples[@]}"; do
+  expect=${entry%%$'\t'*}
+  example=${entry#*$'\t'}
   echo "\$ $example"
   if [[ "$example" == *releases:watch* ]]; then
     # A watch streams until stopped: stop it after 3 s, as Ctrl-C would,
@@ -61,8 +76,11 @@ for example in "${examples[@]}"; do
   printf '%s\n' "$output" | head -c 600; echo
   if [[ "$example" == grpcurl* || "$example" == *--fail-with-body* ]]; then
     [ "$status" -eq 0 ] || { echo "FAILED (exit $status)"; failed=$((failed + 1)); }
+  elif [ "$expect" = "-" ]; then
+    echo "FAILED: an example expected to fail needs a '# NNN: why' line above it"; failed=$((failed + 1))
   else
-    [[ "$output" == *'"errorCode":"ASM.'* ]] || { echo "FAILED: no error in the contract's shape"; failed=$((failed + 1)); }
+    code=$(code_for "$expect")
+    [[ "$output" == *"\"errorCode\":\"$code\""* ]] || { echo "FAILED: expected $expect ($code)"; failed=$((failed + 1)); }
   fi
 done
 
