@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use axum::Router;
@@ -13,7 +14,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use super::idle::IdleTimeout;
+use super::idle::{CountInFlight, IdleTimeout};
 
 /// Connection-level limits.
 #[derive(Debug, Clone)]
@@ -64,7 +65,7 @@ pub async fn serve(
     let builder = Arc::new(builder);
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
-    let service = TowerToHyperService::new(app.into_service::<hyper::body::Incoming>());
+    let service = app.into_service::<hyper::body::Incoming>();
     tokio::pin!(shutdown);
 
     loop {
@@ -86,10 +87,11 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let busy = Arc::new(AtomicUsize::new(0));
         let connection = builder
             .serve_connection_with_upgrades(
-                TokioIo::new(IdleTimeout::new(stream, limits.idle_timeout)),
-                service.clone(),
+                TokioIo::new(IdleTimeout::new(stream, limits.idle_timeout, busy.clone())),
+                TowerToHyperService::new(CountInFlight::new(service.clone(), busy)),
             )
             .into_owned();
         let connection = graceful.watch(connection);

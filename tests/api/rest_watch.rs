@@ -237,3 +237,59 @@ async fn a_rest_watch_ends_cleanly_when_the_service_stops() {
         .expect("the service stops")
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_quiet_watch_outlives_the_idle_timeout_over_rest_and_grpc() {
+    let app = spawn_app_with(|cli| cli.idle_timeout_secs = Some(2)).await;
+    app.create(&release_body("early", "reviews")).await;
+    let mut rest = Lines::new(
+        watch(
+            &app,
+            &format!("/v2/meshes/{MESH}/releases:watch"),
+            Some(TOKEN),
+        )
+        .await,
+    );
+    assert_eq!(rest.event().await.1, "early");
+    let mut grpc = app
+        .grpc()
+        .await
+        .watch_releases(authed(meshrelease::pb::asm::v2::WatchReleasesRequest {
+            mesh_id: MESH.into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(15), grpc.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.release.unwrap().metadata.unwrap().name, "early");
+
+    // Nothing happens for more than twice the idle timeout...
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // ...and both streams are still there for the next change.
+    app.create(&release_body("late", "ratings")).await;
+    let (kind, name, _) = rest.event().await;
+    assert_eq!((kind.as_str(), name.as_str()), ("ADDED", "late"));
+    let next = tokio::time::timeout(Duration::from_secs(15), grpc.next())
+        .await
+        .unwrap()
+        .expect("the gRPC stream is still open")
+        .unwrap();
+    assert_eq!(next.release.unwrap().metadata.unwrap().name, "late");
+
+    // An idle keep-alive connection with nothing in flight is still closed.
+    let mut idle = tokio::net::TcpStream::connect(app.address).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut buf = [0u8; 8];
+    let read = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::io::AsyncReadExt::read(&mut idle, &mut buf),
+    )
+    .await
+    .expect("closed, not hanging");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}
