@@ -54,6 +54,11 @@ pub async fn authenticate(
         .get(http::header::AUTHORIZATION)
         .is_some_and(|v| signature::is_signature(v.as_bytes()));
     let outcome = match request.headers().get(TOKEN_HEADER) {
+        // Two identities in one request: refuse rather than pick one, so a
+        // proxy adding a token to signed requests cannot go unnoticed.
+        Some(_) if signed => Err(ApiError::Unauthenticated(
+            "send X-Auth-Token or an SDK-HMAC-SHA256 Authorization, not both".into(),
+        )),
         Some(token) => match auth.tokens.authenticate(token.as_bytes()) {
             Some(caller) => admit(&caller).map(|()| (caller.principal.clone(), request)),
             None => Err(ApiError::Unauthenticated(

@@ -344,6 +344,32 @@ async fn a_replayed_nonce_is_refused() {
 }
 
 #[tokio::test]
+async fn a_token_and_a_signature_together_are_refused() {
+    let app = spawn_signed_app().await;
+    let signed = Signed::new("GET", releases_path("default"), None);
+    // Each alone is fine.
+    assert_eq!(signed.send(&app).await.0, 200);
+    let (status, _) = json_of(
+        app.http
+            .get(format!("{}{}", app.base, releases_path("default")))
+            .header("X-Auth-Token", TOKEN)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // Both: neither identity is picked.
+    let answer = signed
+        .send_with(&app, |r| {
+            r.headers_mut()
+                .insert("x-auth-token", TOKEN.parse().unwrap());
+        })
+        .await;
+    assert_unauthenticated(&answer, "not both");
+}
+
+#[tokio::test]
 async fn grpc_keeps_token_authentication() {
     let app = spawn_signed_app().await;
     let mut request = tonic::Request::new(grpc_request("g", "reviews"));
