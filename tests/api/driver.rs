@@ -193,6 +193,26 @@ fn phase_is(phase: &'static str) -> impl Fn(&Value) -> bool {
     move |r| r["status"]["phase"] == phase
 }
 
+/// Asks for `weight` over REST (PATCH) and waits until the clusters hold it.
+async fn set_weight(app: &TestApp, name: &str, weight: i64) {
+    let (status, body) = json_of(
+        app.patch(
+            name,
+            &json!({"spec": {"trafficPolicy": {"weight": weight}}}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    until(
+        app,
+        name,
+        &format!("weight {weight} applied"),
+        traffic_is(weight),
+    )
+    .await;
+}
+
 /// The release's applied traffic is this weight.
 pub fn traffic_is(weight: i64) -> impl Fn(&Value) -> bool {
     move |r| r["status"]["traffic"] == json!({ "weight": weight })
@@ -303,12 +323,7 @@ async fn a_canary_runs_moves_traffic_and_ends() {
     );
 
     // Take over, then end: the original goes.
-    app.patch(
-        "drive-me",
-        &json!({"spec": {"trafficPolicy": {"weight": 100}}}),
-    )
-    .await;
-    until(&app, "drive-me", "traffic 100 applied", traffic_is(100)).await;
+    set_weight(&app, "drive-me", 100).await;
     let (status, ending) = json_of(app.delete("drive-me", Some("end")).await).await;
     assert_eq!(status, 200, "{ending}");
     until(&app, "drive-me", "Ended", phase_is("Ended")).await;
@@ -365,12 +380,7 @@ async fn a_settled_release_costs_no_cluster_requests_while_another_moves() {
 
     app.create(&release_body("moving", "ratings")).await;
     until(&app, "moving", "Running", phase_is("Running")).await;
-    app.patch(
-        "moving",
-        &json!({"spec": {"trafficPolicy": {"weight": 30}}}),
-    )
-    .await;
-    until(&app, "moving", "traffic 30 applied", traffic_is(30)).await;
+    set_weight(&app, "moving", 30).await;
     assert!(requests_naming(&clusters, "ratings") > 0);
     assert_eq!(
         requests_naming(&clusters, "reviews"),
@@ -386,9 +396,7 @@ async fn a_lost_race_is_retried_on_a_fresh_read() {
     app.create(&release_body("raced", "reviews")).await;
     until(&app, "raced", "Running", phase_is("Running")).await;
     clusters.a.faults().conflict_next(3);
-    app.patch("raced", &json!({"spec": {"trafficPolicy": {"weight": 30}}}))
-        .await;
-    until(&app, "raced", "traffic 30 applied", traffic_is(30)).await;
+    set_weight(&app, "raced", 30).await;
     assert_eq!(clusters.reviews_routes().await, split(70, 30));
 }
 
@@ -439,12 +447,7 @@ async fn an_end_can_scale_the_original_to_zero_instead() {
         vs["metadata"]["managedFields"][0]["apiVersion"], "networking.istio.io/v1",
         "written in v1"
     );
-    app.patch(
-        "scale-me",
-        &json!({"spec": {"trafficPolicy": {"weight": 100}}}),
-    )
-    .await;
-    until(&app, "scale-me", "traffic 100", traffic_is(100)).await;
+    set_weight(&app, "scale-me", 100).await;
     app.delete("scale-me", Some("end")).await;
     until(&app, "scale-me", "Ended", phase_is("Ended")).await;
     let original = clusters
@@ -468,12 +471,7 @@ async fn a_restarted_service_carries_on_where_it_stopped() {
     .await;
     let app = restart(app, &clusters).await;
     until(&app, "restarted", "Running", phase_is("Running")).await;
-    app.patch(
-        "restarted",
-        &json!({"spec": {"trafficPolicy": {"weight": 100}}}),
-    )
-    .await;
-    until(&app, "restarted", "traffic 100", traffic_is(100)).await;
+    set_weight(&app, "restarted", 100).await;
     app.delete("restarted", Some("end")).await;
     let app = restart(app, &clusters).await;
     until(&app, "restarted", "Ended", phase_is("Ended")).await;
@@ -512,12 +510,7 @@ async fn a_cancel_restores_the_owners_routing_byte_for_byte() {
     let app = app_for(&clusters).await;
     app.create(&release_body("cancel-me", "ratings")).await;
     until(&app, "cancel-me", "Running", phase_is("Running")).await;
-    app.patch(
-        "cancel-me",
-        &json!({"spec": {"trafficPolicy": {"weight": 40}}}),
-    )
-    .await;
-    until(&app, "cancel-me", "weight 40", traffic_is(40)).await;
+    set_weight(&app, "cancel-me", 40).await;
     let during = clusters
         .a
         .get(VIRTUAL_SERVICES, "default", "ratings-routes")
@@ -527,12 +520,7 @@ async fn a_cancel_restores_the_owners_routing_byte_for_byte() {
         during["spec"]["http"][0], owners_vs["spec"]["http"][0],
         "the route to another host is untouched"
     );
-    app.patch(
-        "cancel-me",
-        &json!({"spec": {"trafficPolicy": {"weight": 0}}}),
-    )
-    .await;
-    until(&app, "cancel-me", "weight 0", traffic_is(0)).await;
+    set_weight(&app, "cancel-me", 0).await;
     let (status, _) = json_of(app.delete("cancel-me", Some("cancel")).await).await;
     assert_eq!(status, 200);
     until(&app, "cancel-me", "Canceled", phase_is("Canceled")).await;
