@@ -273,12 +273,10 @@ async fn a_canary_runs_moves_traffic_and_ends() {
         gray["metadata"]["labels"]["app.kubernetes.io/managed-by"],
         "meshrelease"
     );
-    let vs = clusters
-        .a
-        .get(VIRTUAL_SERVICES, "default", "reviews")
-        .await
-        .expect("a VirtualService");
-    assert_eq!(routes(&vs), vec![("v1".to_owned(), 100)]);
+    assert_eq!(
+        clusters.reviews_routes().await,
+        vec![("v1".to_owned(), 100)]
+    );
     let dr = clusters
         .a
         .get(DESTINATION_RULES, "default", "reviews")
@@ -416,13 +414,8 @@ async fn a_conflict_that_never_clears_fails_the_release_in_the_clusters_words() 
     let message = failed_message(&failed);
     assert!(message.contains("did not clear after 8 tries"), "{message}");
     assert!(message.contains("cluster-a"), "{message}");
-    let vs = clusters
-        .a
-        .get(VIRTUAL_SERVICES, "default", "reviews")
-        .await
-        .unwrap();
     assert_eq!(
-        routes(&vs),
+        clusters.reviews_routes().await,
         vec![("v1".to_owned(), 100)],
         "nothing overwritten"
     );
@@ -577,13 +570,8 @@ async fn a_gray_version_never_ready_fails_with_traffic_on_the_original() {
             .any(|c| c["type"] == "GrayReady" && c["reason"] == "ProgressDeadlineExceeded"),
         "{failed}"
     );
-    let vs = clusters
-        .a
-        .get(VIRTUAL_SERVICES, "default", "reviews")
-        .await
-        .unwrap();
     assert_eq!(
-        routes(&vs),
+        clusters.reviews_routes().await,
         vec![("v1".to_owned(), 100)],
         "no weight to a version that is not ready"
     );
