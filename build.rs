@@ -1,23 +1,15 @@
-//! Compiles `proto/` without a system protoc (protox), then generates:
-//! - prost messages and tonic services (`asm.v2.rs`),
-//! - proto3 JSON serde impls with pbjson (`asm.v2.serde.rs`),
-//! - the encoded descriptor set, kept whole so that the `google.api.http`
-//!   options survive for reflection and for the transcoder's route table,
-//! - the transcoder's method table: one typed entry per RPC that carries a
-//!   `google.api.http` option, so that no REST handler is written by hand.
+//! Writes the transcoder's method table: one typed entry per RPC that
+//! carries a `google.api.http` option, so that no REST handler is written by
+//! hand. It reads the descriptor set that `meshrelease-wire` compiled from
+//! `proto/` (its path arrives as `DEP_MESHRELEASE_WIRE_DESCRIPTOR`).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use prost::Message as _;
 use prost_reflect::{DescriptorPool, Value};
 
-const PROTO_ROOT: &str = "proto";
-const PROTO_FILES: &[&str] = &["asm/v2/release.proto", "google/rpc/error_details.proto"];
-const DESCRIPTOR_FILE: &str = "meshrelease_descriptor.bin";
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    println!("cargo:rerun-if-changed={PROTO_ROOT}");
+    println!("cargo:rerun-if-changed=build.rs");
     // The PostgreSQL tests run when a database is named, and show as ignored
     // (not as passed) when none is.
     println!("cargo:rustc-check-cfg=cfg(pg_tests)");
@@ -26,47 +18,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rustc-cfg=pg_tests");
     }
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-
-    let mut compiler = protox::Compiler::new([PROTO_ROOT])?;
-    compiler.include_imports(true);
-    compiler.include_source_info(true);
-    compiler.open_files(PROTO_FILES)?;
-    let encoded = compiler.encode_file_descriptor_set();
-    std::fs::write(out_dir.join(DESCRIPTOR_FILE), &encoded)?;
-
-    let file_descriptor_set = prost_types::FileDescriptorSet::decode(encoded.as_slice())?;
-    tonic_prost_build::configure()
-        .build_client(true)
-        .build_server(true)
-        // Well-known types come from pbjson-types (serde included), not prost-types.
-        .compile_well_known_types(true)
-        // Timestamps and Structs get types of our own (src/pb/wkt.rs): the
-        // JSON form of a timestamp must end in `Z` (pbjson-types writes
-        // `+00:00`), and a Struct must keep one key order so that the same
-        // release is always the same JSON (pbjson-types uses a HashMap).
-        .extern_path(".google.protobuf.Timestamp", "crate::pb::wkt::Timestamp")
-        .extern_path(".google.protobuf.Struct", "crate::pb::wkt::Struct")
-        .extern_path(".google.protobuf.Value", "crate::pb::wkt::Value")
-        .extern_path(".google.protobuf.ListValue", "crate::pb::wkt::ListValue")
-        .extern_path(".google.protobuf.NullValue", "crate::pb::wkt::NullValue")
-        .extern_path(".google.protobuf.FieldMask", "crate::pb::wkt::FieldMask")
-        .extern_path(".google.protobuf", "::pbjson_types")
-        // A list must show `"items": []` when empty; pbjson omits empty lists.
-        .extern_path(".asm.v2.ReleaseList", "crate::pb::list::ReleaseList")
-        .compile_fds(file_descriptor_set)?;
-
-    pbjson_build::Builder::new()
-        .register_descriptors(&encoded)?
-        .extern_path(".google.protobuf.Timestamp", "crate::pb::wkt::Timestamp")
-        .extern_path(".google.protobuf.Struct", "crate::pb::wkt::Struct")
-        .extern_path(".google.protobuf.Value", "crate::pb::wkt::Value")
-        .extern_path(".google.protobuf.ListValue", "crate::pb::wkt::ListValue")
-        .extern_path(".google.protobuf.NullValue", "crate::pb::wkt::NullValue")
-        .extern_path(".google.protobuf.FieldMask", "crate::pb::wkt::FieldMask")
-        .extern_path(".asm.v2.ReleaseList", "crate::pb::list::ReleaseList")
-        .exclude([".asm.v2.ReleaseList"])
-        .build(&[".asm"])?;
-
+    let descriptor = std::env::var("DEP_MESHRELEASE_WIRE_DESCRIPTOR")?;
+    println!("cargo:rerun-if-changed={descriptor}");
+    let encoded = std::fs::read(&descriptor)?;
     let pool = DescriptorPool::decode(encoded.as_slice())?;
     std::fs::write(out_dir.join("transcode_methods.rs"), method_table(&pool)?)?;
     Ok(())

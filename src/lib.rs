@@ -12,7 +12,8 @@
 //! - `transcode`: REST routes read from `google.api.http`, turned into RPCs.
 //! - `http`: the listener, limits, authentication, request ids, health.
 //! - `auth`: tokens, AK/SK signatures, rate limits.
-//! - `pb`: the generated wire types.
+//! - `pb`: the generated wire types (the `meshrelease-wire` crate, which
+//!   clients such as `mrctl` share).
 //! - `metrics`: what `/metrics` reports.
 //! - `configuration`, `telemetry`, `shutdown`, `startup`: running it.
 
@@ -24,9 +25,10 @@ pub mod console;
 pub mod domain;
 pub mod http;
 pub mod metrics;
-pub mod pb;
 pub mod shutdown;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod transcode;
+
+pub use meshrelease_wire as pb;

@@ -94,22 +94,7 @@ pub fn to_json_path(
     Ok(out.join("."))
 }
 
-/// `snake_case` as proto3 JSON writes a FieldMask path (`lowerCamelCase`).
-pub fn lower_camel(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    let mut upper = false;
-    for c in path.chars() {
-        if c == '_' {
-            upper = true;
-        } else if upper {
-            out.push(c.to_ascii_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
+pub use crate::pb::wkt::lower_camel;
 
 #[cfg(test)]
 mod tests {

@@ -5,7 +5,7 @@
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
-use super::asm::v2::{ListMeta, Release};
+use crate::asm::v2::{ListMeta, Release};
 
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ReleaseList {

@@ -1,16 +1,20 @@
-//! The wire types generated from `proto/` (prost, tonic and pbjson), and the
-//! encoded descriptor set they came from.
+//! The wire types of the meshrelease API, generated from `proto/` (prost
+//! messages, tonic clients and servers, pbjson's proto3 JSON mapping), the
+//! well-known types whose JSON form we control, and the encoded descriptor
+//! set they came from.
+//!
+//! Its own crate so that clients (`mrctl`) share these types with the server
+//! without linking the server's store.
 
-#![allow(
+pub mod list;
+pub mod wkt;
+
+#[allow(
     unreachable_pub,
     clippy::all,
     clippy::pedantic,
     clippy::wildcard_enum_match_arm
 )]
-
-pub mod list;
-pub mod wkt;
-
 pub mod asm {
     pub mod v2 {
         include!(concat!(env!("OUT_DIR"), "/asm.v2.rs"));
@@ -18,6 +22,12 @@ pub mod asm {
     }
 }
 
+#[allow(
+    unreachable_pub,
+    clippy::all,
+    clippy::pedantic,
+    clippy::wildcard_enum_match_arm
+)]
 pub mod google {
     pub mod api {
         include!(concat!(env!("OUT_DIR"), "/google.api.rs"));

@@ -232,7 +232,7 @@ impl Serialize for FieldMask {
         let paths: Vec<String> = self
             .paths
             .iter()
-            .map(|p| crate::api::field_mask::lower_camel(p))
+            .map(|p| lower_camel(p))
             .collect();
         serializer.serialize_str(&paths.join(","))
     }
@@ -261,6 +261,23 @@ impl<'de> Deserialize<'de> for FieldMask {
         }
         Ok(FieldMask { paths })
     }
+}
+
+/// `snake_case` as proto3 JSON writes a FieldMask path (`lowerCamelCase`).
+pub fn lower_camel(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut upper = false;
+    for c in path.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.push(c.to_ascii_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// `google.protobuf.NullValue`.
