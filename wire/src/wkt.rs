@@ -229,11 +229,7 @@ pub struct FieldMask {
 
 impl Serialize for FieldMask {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let paths: Vec<String> = self
-            .paths
-            .iter()
-            .map(|p| lower_camel(p))
-            .collect();
+        let paths: Vec<String> = self.paths.iter().map(|p| lower_camel(p)).collect();
         serializer.serialize_str(&paths.join(","))
     }
 }

@@ -1,0 +1,170 @@
+//! `mrctl get` and `mrctl watch`: releases as tables, JSON, YAML or names.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal as _, Write as _};
+
+use meshrelease_wire::asm::v2 as pb;
+use meshrelease_wire::list::ReleaseList;
+
+use crate::api::Api;
+use crate::cli::{Format, GetArgs, WatchArgs};
+use crate::errors::ServerResult as _;
+use crate::follow::Follower;
+use crate::output;
+
+pub async fn get(api: &Api, mesh: &str, namespace: &str, args: &GetArgs) -> anyhow::Result<()> {
+    if let Some(name) = &args.name {
+        let release = api.get(mesh, namespace, name).await.via(&api.server)?;
+        return print_one(&release, args.output);
+    }
+    let releases = api
+        .list(pb::ListReleasesRequest {
+            mesh_id: mesh.to_owned(),
+            namespace: if args.all_namespaces {
+                String::new()
+            } else {
+                namespace.to_owned()
+            },
+            service_name: args.service.clone().unwrap_or_default(),
+            phase: args.phase.clone().unwrap_or_default(),
+            ..Default::default()
+        })
+        .await
+        .via(&api.server)?;
+    match args.output {
+        Some(Format::Json | Format::Yaml) => {
+            let list = ReleaseList {
+                kind: "ReleaseList".into(),
+                api_version: "asm/v2".into(),
+                metadata: Some(pb::ListMeta::default()),
+                items: releases,
+            };
+            print!(
+                "{}",
+                if args.output == Some(Format::Json) {
+                    output::json(&list)?
+                } else {
+                    output::yaml(&list)?
+                }
+            );
+        }
+        Some(Format::Name) => {
+            for release in &releases {
+                println!("{}", qualified(release));
+            }
+        }
+        Some(Format::Wide) | None => {
+            if releases.is_empty() {
+                match args.all_namespaces {
+                    true => eprintln!("No releases found in mesh {mesh:?}."),
+                    false => {
+                        eprintln!("No releases found in mesh {mesh:?}, namespace {namespace:?}.")
+                    }
+                }
+                return Ok(());
+            }
+            let wide = args.output == Some(Format::Wide);
+            let mut rows = vec![output::header(wide, args.all_namespaces)];
+            rows.extend(
+                releases
+                    .iter()
+                    .map(|r| output::row(r, wide, args.all_namespaces)),
+            );
+            print!("{}", output::table(&rows));
+        }
+    }
+    Ok(())
+}
+
+fn print_one(release: &pb::Release, format: Option<Format>) -> anyhow::Result<()> {
+    match format {
+        Some(Format::Json) => print!("{}", output::json(release)?),
+        Some(Format::Yaml) => print!("{}", output::yaml(release)?),
+        Some(Format::Name) => println!("{}", qualified(release)),
+        Some(Format::Wide) | None => {
+            let wide = format == Some(Format::Wide);
+            print!(
+                "{}",
+                output::table(&[
+                    output::header(wide, false),
+                    output::row(release, wide, false)
+                ])
+            );
+        }
+    }
+    Ok(())
+}
+
+fn qualified(release: &pb::Release) -> String {
+    format!(
+        "release.asm/v2/{}",
+        release.metadata.as_ref().map_or("", |m| m.name.as_str())
+    )
+}
+
+/// `mrctl watch`: on a terminal a table redrawn on every change; elsewhere
+/// a row (or, with `-o json|yaml`, the event) per change. Ends on Ctrl-C.
+pub async fn watch(api: &Api, mesh: &str, namespace: &str, args: &WatchArgs) -> anyhow::Result<()> {
+    let scope = if args.all_namespaces {
+        None
+    } else {
+        Some(namespace)
+    };
+    let mut follower = Follower::new(api, mesh, scope);
+    let live = args.output.is_none_or(|f| f == Format::Wide) && std::io::stdout().is_terminal();
+    let wide = args.output == Some(Format::Wide);
+    let mut shown: BTreeMap<(String, String), pb::Release> = BTreeMap::new();
+    let mut header_printed = false;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let event = tokio::select! {
+            _ = &mut ctrl_c => return Ok(()),
+            event = follower.next() => event?,
+        };
+        let Some(release) = event.release.clone() else {
+            continue;
+        };
+        let metadata = release.metadata.clone().unwrap_or_default();
+        if args.name.as_ref().is_some_and(|n| *n != metadata.name) {
+            continue;
+        }
+        let mut out = std::io::stdout().lock();
+        match args.output {
+            Some(Format::Json) => writeln!(out, "{}", serde_json::to_string(&event)?)?,
+            Some(Format::Yaml) => write!(out, "---\n{}", output::yaml(&event)?)?,
+            Some(Format::Name) => writeln!(out, "{} {}", event.r#type, qualified(&release))?,
+            Some(Format::Wide) | None if live => {
+                let key = (metadata.namespace.clone(), metadata.name.clone());
+                if event.r#type == "DELETED" {
+                    shown.remove(&key);
+                } else {
+                    shown.insert(key, release);
+                }
+                let mut rows = vec![output::header(wide, args.all_namespaces)];
+                rows.extend(
+                    shown
+                        .values()
+                        .map(|r| output::row(r, wide, args.all_namespaces)),
+                );
+                // Home, clear the screen, redraw.
+                write!(out, "\x1b[H\x1b[2J{}", output::table(&rows))?;
+            }
+            Some(Format::Wide) | None => {
+                let mut header = output::header(wide, args.all_namespaces);
+                header.insert(0, "EVENT".to_owned());
+                let mut row = output::row(&release, wide, args.all_namespaces);
+                row.insert(0, event.r#type.clone());
+                // Each row stands alone (no later row can widen the columns).
+                let rows = if header_printed {
+                    vec![row]
+                } else {
+                    vec![header, row]
+                };
+                header_printed = true;
+                write!(out, "{}", output::table(&rows))?;
+            }
+        }
+        out.flush()?;
+    }
+}
