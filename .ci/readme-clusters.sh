@@ -1,23 +1,45 @@
 #!/usr/bin/env bash
-# Runs the README's section "Try it with two simulated clusters" exactly as
-# written: its ```bash blocks, in order, as one script that stops at the
-# first failing command. Background processes it starts are stopped at the end.
+# Runs the README's sections "Try it with two simulated clusters" and "A
+# release pipeline with mrctl" exactly as written: their ```bash blocks, in
+# order, each section as one script that stops at the first failing command
+# (the mrctl section after the first section's set-up block, as the README
+# says). Background processes a script starts are stopped at its end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-script=$(awk '
-  /^## Try it with two simulated clusters/ { section = 1; next }
-  /^## / { section = 0 }
-  section && /^```bash/ { inside = 1; next }
-  section && /^```/ { inside = 0; next }
-  section && inside { print }
-' README.md)
-[ -n "$script" ] || { echo "the README has no such section"; exit 1; }
-echo "$script"
-echo "-- running it"
-bash -c "set -euo pipefail; trap 'jobs -p | xargs -r kill 2>/dev/null || true' EXIT
-$script" >/tmp/readme-clusters.out 2>&1 || { cat /tmp/readme-clusters.out; echo "FAILED"; exit 1; }
-tail -n 3 /tmp/readme-clusters.out
-grep -q '"reason":"NotFound"' /tmp/readme-clusters.out || { cat /tmp/readme-clusters.out; echo "FAILED: the original Deployment was not deleted"; exit 1; }
-grep -q '"weight":30' /tmp/readme-clusters.out || { echo "FAILED: the VirtualService never showed weight 30"; exit 1; }
+# The ```bash blocks of the README section titled $1 (only the first with $2 = first).
+blocks() {
+  awk -v title="## $1" -v only_first="${2:-}" '
+    $0 == title { section = 1; next }
+    /^## / { section = 0 }
+    section && /^```bash/ { inside = 1; next }
+    section && inside && /^```/ { inside = 0; if (only_first) exit; next }
+    section && inside { print }
+  ' README.md
+}
+
+run_section() {
+  local name=$1 script=$2 out=$3
+  [ -n "$script" ] || { echo "the README has no section '$name'"; exit 1; }
+  echo "$script"
+  echo "-- running it"
+  bash -c "set -euo pipefail; trap 'jobs -p | xargs -r kill 2>/dev/null || true' EXIT
+$script" >"$out" 2>&1 || { cat "$out"; echo "FAILED: '$name'"; exit 1; }
+  tail -n 3 "$out"
+}
+
+out=/tmp/readme-clusters.out
+run_section "Try it with two simulated clusters" "$(blocks 'Try it with two simulated clusters')" "$out"
+grep -q '"reason":"NotFound"' "$out" || { cat "$out"; echo "FAILED: the original Deployment was not deleted"; exit 1; }
+grep -q '"weight":30' "$out" || { echo "FAILED: the VirtualService never showed weight 30"; exit 1; }
 echo "README cluster walk-through: passed"
+
+out=/tmp/readme-mrctl.out
+setup=$(blocks 'Try it with two simulated clusters' first)
+pipeline=$(blocks 'A release pipeline with mrctl')
+[ -n "$pipeline" ] || { echo "the README has no mrctl section"; exit 1; }
+run_section "A release pipeline with mrctl" "$setup
+$pipeline" "$out"
+grep -q 'step 3/3: 100% of requests go to the gray version' "$out" || { cat "$out"; echo "FAILED: promote did not reach 100%"; exit 1; }
+grep -Eq '^reviews-canary +reviews +canary +v2 +Ended +100%' "$out" || { cat "$out"; echo "FAILED: the release did not end at 100%"; exit 1; }
+echo "README mrctl pipeline: passed"
