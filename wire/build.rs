@@ -13,6 +13,22 @@ const PROTO_ROOT: &str = "../proto";
 const PROTO_FILES: &[&str] = &["asm/v2/release.proto", "google/rpc/error_details.proto"];
 const DESCRIPTOR_FILE: &str = "meshrelease_descriptor.bin";
 
+/// Messages whose Rust types are written by hand, for prost and pbjson alike.
+/// Timestamps and Structs (src/wkt.rs): the JSON form of a timestamp must
+/// end in `Z` (pbjson-types writes `+00:00`), and a Struct must keep one key
+/// order so that the same release is always the same JSON (pbjson-types uses
+/// a HashMap). A list (src/list.rs) must show `"items": []` when empty;
+/// pbjson omits empty lists.
+const HAND_WRITTEN: &[(&str, &str)] = &[
+    (".google.protobuf.Timestamp", "crate::wkt::Timestamp"),
+    (".google.protobuf.Struct", "crate::wkt::Struct"),
+    (".google.protobuf.Value", "crate::wkt::Value"),
+    (".google.protobuf.ListValue", "crate::wkt::ListValue"),
+    (".google.protobuf.NullValue", "crate::wkt::NullValue"),
+    (".google.protobuf.FieldMask", "crate::wkt::FieldMask"),
+    (".asm.v2.ReleaseList", "crate::list::ReleaseList"),
+];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={PROTO_ROOT}");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
@@ -27,36 +43,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:descriptor={}", descriptor.display());
 
     let file_descriptor_set = prost_types::FileDescriptorSet::decode(encoded.as_slice())?;
-    tonic_prost_build::configure()
+    let mut tonic = tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
         // Well-known types come from pbjson-types (serde included), not prost-types.
         .compile_well_known_types(true)
-        // Timestamps and Structs get types of our own (src/wkt.rs): the
-        // JSON form of a timestamp must end in `Z` (pbjson-types writes
-        // `+00:00`), and a Struct must keep one key order so that the same
-        // release is always the same JSON (pbjson-types uses a HashMap).
-        .extern_path(".google.protobuf.Timestamp", "crate::wkt::Timestamp")
-        .extern_path(".google.protobuf.Struct", "crate::wkt::Struct")
-        .extern_path(".google.protobuf.Value", "crate::wkt::Value")
-        .extern_path(".google.protobuf.ListValue", "crate::wkt::ListValue")
-        .extern_path(".google.protobuf.NullValue", "crate::wkt::NullValue")
-        .extern_path(".google.protobuf.FieldMask", "crate::wkt::FieldMask")
-        .extern_path(".google.protobuf", "::pbjson_types")
-        // A list must show `"items": []` when empty; pbjson omits empty lists.
-        .extern_path(".asm.v2.ReleaseList", "crate::list::ReleaseList")
-        .compile_fds(file_descriptor_set)?;
+        .extern_path(".google.protobuf", "::pbjson_types");
+    for (proto, rust) in HAND_WRITTEN {
+        tonic = tonic.extern_path(*proto, *rust);
+    }
+    tonic.compile_fds(file_descriptor_set)?;
 
-    pbjson_build::Builder::new()
-        .register_descriptors(&encoded)?
-        .extern_path(".google.protobuf.Timestamp", "crate::wkt::Timestamp")
-        .extern_path(".google.protobuf.Struct", "crate::wkt::Struct")
-        .extern_path(".google.protobuf.Value", "crate::wkt::Value")
-        .extern_path(".google.protobuf.ListValue", "crate::wkt::ListValue")
-        .extern_path(".google.protobuf.NullValue", "crate::wkt::NullValue")
-        .extern_path(".google.protobuf.FieldMask", "crate::wkt::FieldMask")
-        .extern_path(".asm.v2.ReleaseList", "crate::list::ReleaseList")
-        .exclude([".asm.v2.ReleaseList"])
-        .build(&[".asm"])?;
+    let mut pbjson = pbjson_build::Builder::new();
+    pbjson.register_descriptors(&encoded)?;
+    for (proto, rust) in HAND_WRITTEN {
+        pbjson.extern_path(*proto, *rust);
+    }
+    pbjson.exclude([".asm.v2.ReleaseList"]).build(&[".asm"])?;
     Ok(())
 }

@@ -165,27 +165,18 @@ fn render(release: &pb::Release, history: &History) -> String {
     }
 
     let _ = writeln!(out, "Gray Deployments:");
-    let mut rows = vec![
-        [
-            "CLUSTER",
-            "NAMESPACE",
-            "NAME",
-            "READY",
-            "UP-TO-DATE",
-            "AVAILABLE",
-        ]
-        .map(str::to_owned)
-        .to_vec(),
-    ];
-    for (gray, object) in spec
+    let grays: Vec<(&str, Value)> = spec
         .gray_deployments
         .iter()
         .zip(status.gray_deployments.iter())
-    {
-        let object = serde_json::to_value(object).unwrap_or(Value::Null);
-        rows.push(deployment_row(&gray.cluster_id, &object));
-    }
-    out.push_str(&indent(&output::table(&rows)));
+        .map(|(gray, object)| {
+            (
+                gray.cluster_id.as_str(),
+                serde_json::to_value(object).unwrap_or(Value::Null),
+            )
+        })
+        .collect();
+    out.push_str(&deployments(&grays));
 
     let _ = writeln!(out, "Original Deployment:");
     match status
@@ -193,22 +184,7 @@ fn render(release: &pb::Release, history: &History) -> String {
         .as_ref()
         .map(|d| serde_json::to_value(d).unwrap_or(Value::Null))
     {
-        Some(object) => {
-            let mut rows = vec![
-                [
-                    "CLUSTER",
-                    "NAMESPACE",
-                    "NAME",
-                    "READY",
-                    "UP-TO-DATE",
-                    "AVAILABLE",
-                ]
-                .map(str::to_owned)
-                .to_vec(),
-            ];
-            rows.push(deployment_row(&spec.cluster_id, &object));
-            out.push_str(&indent(&output::table(&rows)));
-        }
+        Some(object) => out.push_str(&deployments(&[(spec.cluster_id.as_str(), object)])),
         None => {
             let _ = writeln!(out, "  <not read from {} yet>", spec.cluster_id);
         }
@@ -227,14 +203,9 @@ fn render(release: &pb::Release, history: &History) -> String {
         spec.deployment_name.clone(),
         "original".into(),
     ]);
-    for (gray, object) in spec
-        .gray_deployments
-        .iter()
-        .zip(status.gray_deployments.iter())
-    {
-        let object = serde_json::to_value(object).unwrap_or(Value::Null);
+    for (cluster, object) in &grays {
         rows.push(vec![
-            gray.cluster_id.clone(),
+            (*cluster).to_owned(),
             "Deployment".into(),
             object["metadata"]["namespace"]
                 .as_str()
@@ -260,23 +231,39 @@ fn render(release: &pb::Release, history: &History) -> String {
     out
 }
 
-fn deployment_row(cluster: &str, object: &Value) -> Vec<String> {
-    let desired = object["spec"]["replicas"].as_i64().unwrap_or(1);
-    let count = |field: &str| object["status"][field].as_i64().unwrap_or(0);
-    vec![
-        cluster.to_owned(),
-        object["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or("-")
-            .to_owned(),
-        object["metadata"]["name"]
-            .as_str()
-            .unwrap_or("-")
-            .to_owned(),
-        format!("{}/{desired}", count("readyReplicas")),
-        count("updatedReplicas").to_string(),
-        count("availableReplicas").to_string(),
-    ]
+/// Deployments as a table: where they are and their replicas.
+fn deployments(objects: &[(&str, Value)]) -> String {
+    let mut rows = vec![
+        [
+            "CLUSTER",
+            "NAMESPACE",
+            "NAME",
+            "READY",
+            "UP-TO-DATE",
+            "AVAILABLE",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    ];
+    for (cluster, object) in objects {
+        let desired = object["spec"]["replicas"].as_i64().unwrap_or(1);
+        let count = |field: &str| object["status"][field].as_i64().unwrap_or(0);
+        rows.push(vec![
+            (*cluster).to_owned(),
+            object["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("-")
+                .to_owned(),
+            object["metadata"]["name"]
+                .as_str()
+                .unwrap_or("-")
+                .to_owned(),
+            format!("{}/{desired}", count("readyReplicas")),
+            count("updatedReplicas").to_string(),
+            count("availableReplicas").to_string(),
+        ]);
+    }
+    indent(&output::table(&rows))
 }
 
 /// A traffic policy in full: the weight, or each match rule.

@@ -49,32 +49,11 @@ async fn steps(watched: Watched<'_>, args: &PromoteArgs) -> anyhow::Result<()> {
         namespace,
         name,
     } = watched;
-    let running = Target::Phase("Running");
     let mut progress = Progress::new();
-    wait::until(
-        watched,
-        args.timeout,
-        &running.describe(),
-        &mut progress,
-        |r| wait::check(&running, r),
-    )
-    .await?;
+    reach(watched, "Running", args.timeout, &mut progress).await?;
     let count = args.steps.len();
     for (index, weight) in args.steps.iter().copied().enumerate() {
-        let policy = pb::TrafficPolicy {
-            weight: Some(weight),
-            r#match: Vec::new(),
-        };
-        let changed = api
-            .set_traffic(mesh, namespace, name, policy, false)
-            .await
-            .via(&api.server)?;
-        let generation = changed.metadata.as_ref().map_or(0, |m| m.generation);
-        let what = format!("apply {weight}% to the gray version");
-        wait::until(watched, args.timeout, &what, &mut progress, |r| {
-            applied(r, weight, generation)
-        })
-        .await?;
+        set_weight(watched, weight, args.timeout, &mut progress).await?;
         println!(
             "step {}/{count}: {weight}% of requests go to the gray version",
             index + 1
@@ -87,19 +66,57 @@ async fn steps(watched: Watched<'_>, args: &PromoteArgs) -> anyhow::Result<()> {
         api.delete(mesh, namespace, name, "end")
             .await
             .via(&api.server)?;
-        let ended = Target::Phase("Ended");
-        wait::until(
-            watched,
-            args.timeout,
-            &ended.describe(),
-            &mut progress,
-            |r| wait::check(&ended, r),
-        )
-        .await?;
+        reach(watched, "Ended", args.timeout, &mut progress).await?;
         println!("release.asm/v2/{name} Ended: the gray version took over");
     } else {
         println!("release.asm/v2/{name} promoted");
     }
+    Ok(())
+}
+
+/// Waits (within `timeout`) until the release is in `phase`.
+async fn reach(
+    watched: Watched<'_>,
+    phase: &'static str,
+    timeout: Duration,
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
+    let target = Target::Phase(phase);
+    wait::until(watched, timeout, &target.describe(), progress, |r| {
+        wait::check(&target, r)
+    })
+    .await?;
+    Ok(())
+}
+
+/// Sends `weight` percent to the gray version and waits (within `timeout`)
+/// until the clusters hold it.
+async fn set_weight(
+    watched: Watched<'_>,
+    weight: i32,
+    timeout: Duration,
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
+    let Watched {
+        api,
+        mesh,
+        namespace,
+        name,
+    } = watched;
+    let policy = pb::TrafficPolicy {
+        weight: Some(weight),
+        r#match: Vec::new(),
+    };
+    let changed = api
+        .set_traffic(mesh, namespace, name, policy, false)
+        .await
+        .via(&api.server)?;
+    let generation = changed.metadata.as_ref().map_or(0, |m| m.generation);
+    let what = format!("apply {weight}% to the gray version");
+    wait::until(watched, timeout, &what, progress, |r| {
+        applied(r, weight, generation)
+    })
+    .await?;
     Ok(())
 }
 
@@ -156,32 +173,12 @@ async fn roll_back(watched: Watched<'_>, timeout: Duration) -> anyhow::Result<()
     let release = api.get(mesh, namespace, name).await.via(&api.server)?;
     let mut progress = Progress::new();
     if wait::phase(&release) == "Running" {
-        let original = pb::TrafficPolicy {
-            weight: Some(0),
-            r#match: Vec::new(),
-        };
-        let changed = api
-            .set_traffic(mesh, namespace, name, original, false)
-            .await
-            .via(&api.server)?;
-        let generation = changed.metadata.as_ref().map_or(0, |m| m.generation);
-        wait::until(
-            watched,
-            timeout,
-            "apply 0% to the gray version",
-            &mut progress,
-            |r| applied(r, 0, generation),
-        )
-        .await?;
+        set_weight(watched, 0, timeout, &mut progress).await?;
     }
     api.delete(mesh, namespace, name, "cancel")
         .await
         .via(&api.server)?;
-    let canceled = Target::Phase("Canceled");
-    wait::until(watched, timeout, &canceled.describe(), &mut progress, |r| {
-        wait::check(&canceled, r)
-    })
-    .await?;
+    reach(watched, "Canceled", timeout, &mut progress).await?;
     eprintln!("release.asm/v2/{name} Canceled: traffic is back on the original version");
     Ok(())
 }

@@ -204,6 +204,29 @@ impl SimCluster {
             .unwrap_or_else(|e| panic!("seeding {}: {}", resource.kind, e.message))
     }
 
+    /// The starting point of a release, as tests and walk-throughs set it
+    /// up: in `default`, the Deployment `{app}-v1` (pod labels `app` and
+    /// `version: v1`, image `{app}:1`) with `replicas`, and the Service
+    /// `app` selecting it by `app` alone.
+    pub async fn put_original(&self, app: &str, replicas: u32) {
+        self.put(
+            resources::DEPLOYMENTS,
+            serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                   "metadata": {"name": format!("{app}-v1"), "namespace": "default"},
+                   "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": app}},
+                            "template": {"metadata": {"labels": {"app": app, "version": "v1"}},
+                                         "spec": {"containers": [{"name": app, "image": format!("{app}:1")}]}}}}),
+        )
+        .await;
+        self.put(
+            resources::SERVICES,
+            serde_json::json!({"apiVersion": "v1", "kind": "Service",
+                   "metadata": {"name": app, "namespace": "default"},
+                   "spec": {"selector": {"app": app}, "ports": [{"port": 9080}]}}),
+        )
+        .await;
+    }
+
     /// An object as stored, if it exists.
     pub async fn get(
         &self,

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use simcluster::resources::{DEPLOYMENTS, DESTINATION_RULES, SERVICES, VIRTUAL_SERVICES};
+use simcluster::resources::{DEPLOYMENTS, DESTINATION_RULES, VIRTUAL_SERVICES};
 use simcluster::{Config, SimCluster};
 
 use crate::helpers::*;
@@ -90,22 +90,7 @@ pub async fn clusters() -> Clusters {
     let a = SimCluster::start(config.clone()).await.unwrap();
     let b = SimCluster::start(config).await.unwrap();
     for service in ["reviews", "ratings"] {
-        a.put(
-            DEPLOYMENTS,
-            json!({"apiVersion": "apps/v1", "kind": "Deployment",
-                   "metadata": {"name": format!("{service}-v1"), "namespace": "default"},
-                   "spec": {"replicas": 2, "selector": {"matchLabels": {"app": service}},
-                            "template": {"metadata": {"labels": {"app": service, "version": "v1"}},
-                                         "spec": {"containers": [{"name": service, "image": format!("{service}:1")}]}}}}),
-        )
-        .await;
-        a.put(
-            SERVICES,
-            json!({"apiVersion": "v1", "kind": "Service",
-                   "metadata": {"name": service, "namespace": "default"},
-                   "spec": {"selector": {"app": service}, "ports": [{"port": 9080}]}}),
-        )
-        .await;
+        a.put_original(service, 2).await;
     }
     let dir = tempfile::tempdir().unwrap();
     let mut flag = String::from("[");

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use meshrelease::configuration::{Cli, Settings};
 use meshrelease::startup::Application;
-use serde_json::{Value, json};
-use simcluster::resources::{DEPLOYMENTS, SERVICES, VIRTUAL_SERVICES};
+use serde_json::Value;
+use simcluster::resources::VIRTUAL_SERVICES;
 use simcluster::{Config, SimCluster};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -53,22 +53,7 @@ pub async fn world() -> World {
     let a = SimCluster::start(config.clone()).await.unwrap();
     let b = SimCluster::start(config).await.unwrap();
     for service in ["reviews", "ratings"] {
-        a.put(
-            DEPLOYMENTS,
-            json!({"apiVersion": "apps/v1", "kind": "Deployment",
-                   "metadata": {"name": format!("{service}-v1"), "namespace": "default"},
-                   "spec": {"replicas": 1, "selector": {"matchLabels": {"app": service}},
-                            "template": {"metadata": {"labels": {"app": service, "version": "v1"}},
-                                         "spec": {"containers": [{"name": service, "image": format!("{service}:1")}]}}}}),
-        )
-        .await;
-        a.put(
-            SERVICES,
-            json!({"apiVersion": "v1", "kind": "Service",
-                   "metadata": {"name": service, "namespace": "default"},
-                   "spec": {"selector": {"app": service}, "ports": [{"port": 9080}]}}),
-        )
-        .await;
+        a.put_original(service, 1).await;
     }
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let path = |name: &str| dir.path().join(name).display().to_string();
@@ -145,6 +130,21 @@ impl World {
             .env("MRCTL_CONFIG", self.dir.path().join("mrctl.yaml"))
             .timeout(RUN_LIMIT);
         command
+    }
+
+    /// Starts `mrctl ARGS` (one that runs until stopped, as `watch`), its
+    /// standard output a pipe.
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("mrctl"))
+            .env_clear()
+            .env("MESHRELEASE_SERVER", &self.server)
+            .env("MESHRELEASE_TOKEN", TOKEN)
+            .env("MESHRELEASE_MESH", MESH)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
     }
 
     /// Runs `mrctl ARGS` to the end.

@@ -6,7 +6,6 @@
 mod harness;
 
 use std::io::{BufRead as _, BufReader};
-use std::process::Stdio;
 use std::time::Duration;
 
 use harness::{MESH, READER_TOKEN, manifest, world};
@@ -602,16 +601,7 @@ async fn traffic_end_cancel_and_delete() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_prints_a_line_per_change_when_not_on_a_terminal() {
     let world = world().await;
-    let mut command = std::process::Command::new(assert_cmd::cargo::cargo_bin("mrctl"));
-    command
-        .env_clear()
-        .env("MESHRELEASE_SERVER", &world.server)
-        .env("MESHRELEASE_TOKEN", harness::TOKEN)
-        .env("MESHRELEASE_MESH", MESH)
-        .args(["watch", "-o", "json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut child = command.spawn().unwrap();
+    let mut child = world.spawn(&["watch", "-o", "json"]);
     let stdout = child.stdout.take().unwrap();
     let file = world.file("canary.yaml", &manifest("reviews-canary", "reviews", ""));
     world.run(&["apply", "-f", &file]).await.success();
@@ -650,16 +640,7 @@ async fn watch_prints_a_line_per_change_when_not_on_a_terminal() {
     }
 
     // Without -o: a header, then a row per change (EVENT first).
-    let mut command = std::process::Command::new(assert_cmd::cargo::cargo_bin("mrctl"));
-    command
-        .env_clear()
-        .env("MESHRELEASE_SERVER", &world.server)
-        .env("MESHRELEASE_TOKEN", harness::TOKEN)
-        .env("MESHRELEASE_MESH", MESH)
-        .args(["watch", "reviews-canary"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut child = command.spawn().unwrap();
+    let mut child = world.spawn(&["watch", "reviews-canary"]);
     let stdout = child.stdout.take().unwrap();
     let lines = tokio::task::spawn_blocking(move || {
         BufReader::new(stdout)
