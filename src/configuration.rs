@@ -73,6 +73,10 @@ pub struct Cli {
     /// Connections open at once.
     #[arg(long, env = "MESHRELEASE_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// New connections the kernel queues before they are accepted (default:
+    /// the system's maximum, net.core.somaxconn, and at least 4096).
+    #[arg(long, env = "MESHRELEASE_LISTEN_BACKLOG")]
+    pub listen_backlog: Option<u32>,
     /// Seconds a shutdown waits for requests in flight.
     #[arg(long, env = "MESHRELEASE_DRAIN_TIMEOUT_SECS")]
     pub drain_timeout_secs: Option<u64>,
@@ -117,6 +121,7 @@ struct Layered {
     idle_timeout_secs: u64,
     max_concurrent_streams: u32,
     max_connections: usize,
+    listen_backlog: u32,
     drain_timeout_secs: u64,
     meshes: Vec<MeshConfig>,
     tokens: Vec<TokenConfig>,
@@ -153,6 +158,7 @@ impl Default for Layered {
             idle_timeout_secs: 60,
             max_concurrent_streams: 200,
             max_connections: 4096,
+            listen_backlog: default_listen_backlog(),
             drain_timeout_secs: 30,
             meshes: Vec::new(),
             tokens: Vec::new(),
@@ -269,6 +275,7 @@ pub struct Settings {
     pub idle_timeout: Duration,
     pub max_concurrent_streams: u32,
     pub max_connections: usize,
+    pub listen_backlog: u32,
     pub drain_timeout: Duration,
     pub meshes: Vec<Mesh>,
     pub tokens: Vec<TokenEntry>,
@@ -280,6 +287,18 @@ pub struct Settings {
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// The system's largest listen queue (`net.core.somaxconn`, which caps any
+/// larger value), and at least 4096: a burst of new connections waits in
+/// the queue instead of having its SYNs dropped (a client then waits 1 s,
+/// then 3 s, to retry).
+fn default_listen_backlog() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|text| text.trim().parse::<u32>().ok())
+        .unwrap_or(0)
+        .max(4096)
+}
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
@@ -364,6 +383,7 @@ impl Settings {
                 1,
             ),
             ("max_connections", l.max_connections as u64, 1),
+            ("listen_backlog", u64::from(l.listen_backlog), 1),
             ("resync_interval_ms", l.resync_interval_ms, 10),
         ] {
             if value < least {
@@ -384,6 +404,7 @@ impl Settings {
             idle_timeout: Duration::from_secs(l.idle_timeout_secs),
             max_concurrent_streams: l.max_concurrent_streams,
             max_connections: l.max_connections,
+            listen_backlog: l.listen_backlog,
             drain_timeout: Duration::from_secs(l.drain_timeout_secs),
             meshes: validate_meshes(l.meshes)?,
             tokens: validate_tokens(l.tokens)?,

@@ -28,7 +28,7 @@ use crate::http::health::{Readiness, healthz, readyz};
 use crate::http::is_grpc;
 use crate::http::observe::{MetricsEndpoint, Observer, metrics_endpoint, observe};
 use crate::http::request_id::request_id;
-use crate::http::server::{ConnectionLimits, serve};
+use crate::http::server::{ConnectionLimits, bind, serve};
 use crate::metrics::Metrics;
 use crate::pb::asm::v2::release_service_server::ReleaseServiceServer;
 use crate::store::{MemoryStore, PostgresStore, ReleaseStore, SqliteStore};
@@ -219,8 +219,7 @@ impl Application {
             None => app,
         };
 
-        let listener = TcpListener::bind(settings.listen)
-            .await
+        let listener = bind(settings.listen, settings.listen_backlog)
             .with_context(|| format!("binding {}", settings.listen))?;
         let local_addr = listener.local_addr()?;
         Ok(Self {

@@ -1,7 +1,16 @@
 //! Serving one listener for HTTP/1.1 and HTTP/2 (h2c), with the connection
 //! limits tonic and axum leave open set explicitly, and a graceful drain.
+//!
+//! Connections are accepted on a thread of their own (a one-thread runtime
+//! that does nothing else), so that the kernel's listen queue is emptied
+//! even while every worker of the main runtime is busy with requests: a
+//! burst of new connections never waits behind request work to be taken off
+//! the queue, and the queue (`listen_backlog`) does not overflow into SYN
+//! drops. Each accepted connection is handed to the main runtime, which
+//! serves it.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
@@ -11,8 +20,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use super::idle::{CountInFlight, IdleTimeout};
 
@@ -37,6 +46,77 @@ pub struct ConnectionLimits {
     /// A connection with nothing read or written for this long is closed
     /// (HTTP/2 connections are pinged at half this, so live ones stay).
     pub idle_timeout: Duration,
+}
+
+/// Binds `address` with a listen queue of `backlog` connections (the
+/// kernel lowers it to `net.core.somaxconn`).
+pub fn bind(address: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    // As std and tokio do when binding: a restarted service rebinds its
+    // port at once, with old connections still in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(backlog)
+}
+
+/// A connection taken off the listen queue, with its place under the
+/// connection cap.
+type Accepted = (std::net::TcpStream, SocketAddr, OwnedSemaphorePermit);
+
+/// Accepts on a thread of its own until `stop` fires or its receiver goes,
+/// closing connections over the cap at once. The listener closes when the
+/// thread ends.
+fn spawn_acceptor(
+    listener: TcpListener,
+    connections: Arc<Semaphore>,
+    mut stop: oneshot::Receiver<()>,
+) -> std::io::Result<mpsc::UnboundedReceiver<Accepted>> {
+    // Out of the main runtime: the thread's own runtime drives the listener.
+    let listener = listener.into_std()?;
+    let (sender, receiver) = mpsc::unbounded_channel();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()?;
+    std::thread::Builder::new()
+        .name("meshrelease-accept".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let Ok(listener) = TcpListener::from_std(listener) else {
+                    tracing::error!("the listener could not join the accept thread");
+                    return;
+                };
+                loop {
+                    let (stream, peer) = tokio::select! {
+                        accepted = listener.accept() => match accepted {
+                            Ok(pair) => pair,
+                            Err(e) => {
+                                // Out of descriptors, say: back off instead of spinning.
+                                tracing::warn!(error = %e, "accept failed");
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                                continue;
+                            }
+                        },
+                        _ = &mut stop => return,
+                    };
+                    let Ok(permit) = connections.clone().try_acquire_owned() else {
+                        tracing::warn!(%peer, "connection limit reached; closing a new connection");
+                        drop(stream);
+                        continue;
+                    };
+                    let Ok(stream) = stream.into_std() else {
+                        continue;
+                    };
+                    if sender.send((stream, peer, permit)).is_err() {
+                        return;
+                    }
+                }
+            });
+        })?;
+    Ok(receiver)
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting
@@ -67,23 +147,25 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let service = app.into_service::<hyper::body::Incoming>();
     tokio::pin!(shutdown);
+    let (stop_accepting, stop) = oneshot::channel();
+    let mut accepted = match spawn_acceptor(listener, connections, stop) {
+        Ok(accepted) => accepted,
+        Err(e) => {
+            tracing::error!(error = %e, "could not start accepting connections");
+            return;
+        }
+    };
 
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of descriptors, say: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+        let (stream, peer, permit) = tokio::select! {
+            next = accepted.recv() => match next {
+                Some(next) => next,
+                None => break,
             },
             () = &mut shutdown => break,
         };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "connection limit reached; closing a new connection");
-            drop(stream);
+        // Into the main runtime, which serves it.
+        let Ok(stream) = TcpStream::from_std(stream) else {
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -103,7 +185,10 @@ pub async fn serve(
         });
     }
 
-    drop(listener);
+    // The acceptor ends and closes the listener; connections it accepted
+    // meanwhile are dropped unserved.
+    let _ = stop_accepting.send(());
+    drop(accepted);
     tracing::info!("draining requests in flight");
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),

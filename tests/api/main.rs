@@ -6,6 +6,7 @@
 mod abuse;
 mod auth;
 mod binary;
+mod bursts;
 mod conditions;
 mod console;
 mod cors;
