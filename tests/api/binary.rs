@@ -30,6 +30,11 @@ impl Server {
 
 /// Starts the binary on port 0 and waits for its `listening` line.
 pub fn start(data_dir: &std::path::Path, extra: &[&str]) -> Server {
+    start_with_env(data_dir, extra, &[])
+}
+
+/// As [`start`], with more environment variables.
+pub fn start_with_env(data_dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
     let cli = test_cli(data_dir);
     let mut child = Command::new(env!("CARGO_BIN_EXE_meshrelease"))
         .args([
@@ -46,6 +51,7 @@ pub fn start(data_dir: &std::path::Path, extra: &[&str]) -> Server {
         .env("MESHRELEASE_MESHES", cli.meshes.unwrap())
         .env("MESHRELEASE_TOKENS", cli.tokens.unwrap())
         .env("NO_COLOR", "1")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -268,4 +274,65 @@ fn a_bad_configuration_names_the_key_and_exits_2() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("listen:"));
+}
+
+/// A create whose body is `size` bytes (the release, then spaces).
+async fn create_of_size(base: &str, size: usize) -> u16 {
+    let mut body = release_body("padded", "reviews").to_string();
+    body.push_str(&" ".repeat(size - body.len()));
+    http_client()
+        .post(format!(
+            "{base}/v2/meshes/{MESH}/namespaces/default/releases"
+        ))
+        .header("X-Auth-Token", TOKEN)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn the_environment_beats_the_file_and_a_flag_beats_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("service.toml");
+    std::fs::write(
+        &config,
+        "max_body_bytes = 1024\n[[meshes]]\nid = \"file-mesh\"\nclusters = [\"c\"]\n",
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let data = tempfile::tempdir().unwrap();
+    let env = [("MESHRELEASE_MAX_BODY_BYTES", "65536")];
+    let server = start_with_env(data.path(), &["--config", &config], &env);
+    // MESHRELEASE_MESHES (set by `start`) replaced the file's meshes.
+    let (status, _) = json_of(
+        http_client()
+            .get(format!("{}/v2/meshes/file-mesh/releases", server.base))
+            .header("X-Auth-Token", TOKEN)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 404, "the file's mesh is gone");
+    // 4 KB is over the file's 1024 bytes, under the environment's 65536.
+    assert_eq!(create_of_size(&server.base, 4096).await, 200);
+    server.kill_and_read_log();
+
+    let data = tempfile::tempdir().unwrap();
+    let server = start_with_env(
+        data.path(),
+        &["--config", &config, "--max-body-bytes", "2048"],
+        &env,
+    );
+    assert_eq!(
+        create_of_size(&server.base, 4096).await,
+        413,
+        "the flag's 2048 bytes"
+    );
+    assert_eq!(create_of_size(&server.base, 1500).await, 200);
+    server.kill_and_read_log();
 }

@@ -57,15 +57,55 @@ fn release() -> impl Strategy<Value = Value> {
         })
 }
 
+/// `value` as JSON text with the keys of every object in an order of
+/// `seed`'s choosing (a client's map order is arbitrary).
+fn shuffled_text(value: &Value, seed: &mut u64) -> String {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            // Fisher-Yates with xorshift: any order, reproducible from the seed.
+            for i in (1..entries.len()).rev() {
+                *seed ^= *seed << 13;
+                *seed ^= *seed >> 7;
+                *seed ^= *seed << 17;
+                entries.swap(i, (*seed % (i as u64 + 1)) as usize);
+            }
+            let fields: Vec<String> = entries
+                .into_iter()
+                .map(|(k, v)| format!("{}:{}", Value::from(k.as_str()), shuffled_text(v, seed)))
+                .collect();
+            format!("{{{}}}", fields.join(","))
+        }
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(|v| shuffled_text(v, seed)).collect();
+            format!("[{}]", items.join(","))
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => value.to_string(),
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
     #[test]
-    fn a_release_survives_json_proto_json(original in release()) {
-        let message: pb::Release = serde_json::from_value(original.clone()).unwrap();
+    fn a_release_survives_json_proto_json(
+        original in release(),
+        seeds in (1u64..u64::MAX, 1u64..u64::MAX),
+    ) {
+        // The same release, sent twice with its keys in two orders.
+        let first = shuffled_text(&original, &mut seeds.0.clone());
+        let second = shuffled_text(&original, &mut seeds.1.clone());
+        let message: pb::Release = serde_json::from_str(&first).unwrap();
+        let other: pb::Release = serde_json::from_str(&second).unwrap();
+        prop_assert_eq!(&message, &other);
         let bytes = message.encode_to_vec();
         let decoded = pb::Release::decode(bytes.as_slice()).unwrap();
         prop_assert_eq!(&decoded, &message);
+        // One release is one JSON text, whatever order its keys came in.
+        prop_assert_eq!(
+            serde_json::to_string(&decoded).unwrap(),
+            serde_json::to_string(&other).unwrap()
+        );
         let back = serde_json::to_value(&decoded).unwrap();
         // Lists that are empty are omitted on output, as proto3 JSON does.
         let mut expected = original;
