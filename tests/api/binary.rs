@@ -336,3 +336,65 @@ async fn the_environment_beats_the_file_and_a_flag_beats_the_environment() {
     assert_eq!(create_of_size(&server.base, 1500).await, 200);
     server.kill_and_read_log();
 }
+
+#[tokio::test]
+async fn a_second_signal_exits_at_once_while_a_request_holds_the_drain() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(
+        dir.path(),
+        &[
+            "--drain-timeout-secs",
+            "60",
+            "--body-read-timeout-secs",
+            "120",
+        ],
+    );
+    // A request whose body never finishes: the drain would wait for it.
+    let (send, chunks) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(1);
+    send.send(Ok(bytes::Bytes::from_static(b"{\"metadata\":")))
+        .await
+        .unwrap();
+    let stuck = tokio::spawn(
+        http_client()
+            .post(format!(
+                "{}/v2/meshes/{MESH}/namespaces/default/releases",
+                server.base
+            ))
+            .header("X-Auth-Token", TOKEN)
+            .header("Content-Type", "application/json")
+            .header("Content-Length", 4096)
+            .body(reqwest::Body::wrap_stream(
+                tokio_stream::wrappers::ReceiverStream::new(chunks),
+            ))
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = server.child.id().to_string();
+    let signal = || {
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    signal();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    signal();
+    let mut server = server;
+    let waited = tokio::task::spawn_blocking(move || {
+        let status = server.child.wait().unwrap();
+        (status, server)
+    });
+    let (status, server) = tokio::time::timeout(Duration::from_secs(30), waited)
+        .await
+        .expect("the second signal ended the process, not the 60 s drain")
+        .unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    let log = server.kill_and_read_log();
+    assert!(log.contains("draining"), "{log}");
+    assert!(log.contains("second shutdown signal; exiting now"), "{log}");
+    drop(send);
+    let _ = stuck.await;
+}

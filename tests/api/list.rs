@@ -273,3 +273,42 @@ async fn grpc_lists_page_by_page() {
     }
     assert_eq!(seen, existing);
 }
+
+#[tokio::test]
+async fn a_continue_token_and_a_client_token_outlive_a_restart() {
+    let app = spawn_app().await;
+    for (name, service) in [("one-rel", "svc-1"), ("two-rel", "svc-2")] {
+        assert_eq!(app.create(&release_body(name, service)).await.status(), 200);
+    }
+    let keyed = |app: &TestApp| {
+        app.http
+            .post(app.releases_url(MESH, "default"))
+            .header("X-Auth-Token", TOKEN)
+            .header("X-Client-Token", "key-across-restarts")
+            .json(&release_body("keyed-rel", "svc-3"))
+            .send()
+    };
+    let (status, made) = json_of(keyed(&app).await.unwrap()).await;
+    assert_eq!(status, 200, "{made}");
+    let (_, first) = app
+        .list(&format!("/v2/meshes/{MESH}/releases?limit=1"))
+        .await;
+    let token = first["metadata"]["continue"].as_str().unwrap().to_owned();
+
+    let data_dir = app.data_dir.clone();
+    app.stop().await;
+    let app = spawn_app_in(data_dir, |_| {}).await;
+    let (status, second) = app
+        .list(&format!(
+            "/v2/meshes/{MESH}/releases?limit=1&continue={token}"
+        ))
+        .await;
+    assert_eq!(status, 200, "the token outlives the restart: {second}");
+    assert_ne!(
+        second["items"][0]["metadata"]["name"],
+        first["items"][0]["metadata"]["name"]
+    );
+    let (status, again) = json_of(keyed(&app).await.unwrap()).await;
+    assert_eq!(status, 200, "the retry returns the original: {again}");
+    assert_eq!(again["metadata"]["uid"], made["metadata"]["uid"]);
+}

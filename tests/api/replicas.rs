@@ -231,3 +231,74 @@ async fn losing_the_database_is_503_and_the_service_recovers_by_itself() {
     proxy.cut();
     drop_schema(&schema).await;
 }
+
+/// A page of the mesh's releases through `base`, after `token` when given.
+async fn page(base: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+    let mut url = format!("{base}/v2/meshes/{MESH}/releases?limit=1");
+    if let Some(token) = token {
+        url.push_str(&format!("&continue={token}"));
+    }
+    json_of(
+        http_client()
+            .get(url)
+            .header("X-Auth-Token", TOKEN)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+/// A create carrying an idempotency key (`X-Client-Token`).
+async fn post_once(base: &str, name: &str, key: &str) -> (u16, serde_json::Value) {
+    json_of(
+        http_client()
+            .post(format!(
+                "{base}/v2/meshes/{MESH}/namespaces/default/releases"
+            ))
+            .header("X-Auth-Token", TOKEN)
+            .header("X-Client-Token", key)
+            .json(&release_body(name, "reviews"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(pg_tests),
+    ignore = "set MESHRELEASE_TEST_DATABASE_URL to run the PostgreSQL tests"
+)]
+async fn a_continue_token_and_a_client_token_from_one_replica_work_on_the_other() {
+    let Some((url, schema)) = fresh_schema().await else {
+        return;
+    };
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = start(dir_a.path(), &["--database", &url]);
+    let b = start(dir_b.path(), &["--database", &url]);
+    for (name, service) in [("one-rel", "svc-1"), ("two-rel", "svc-2")] {
+        assert_eq!(post(&a.base, name, service).await, 200);
+    }
+    let (_, first) = page(&a.base, None).await;
+    let token = first["metadata"]["continue"].as_str().unwrap().to_owned();
+    let (status, second) = page(&b.base, Some(&token)).await;
+    assert_eq!(status, 200, "a token from A is good on B: {second}");
+    assert_ne!(
+        second["items"][0]["metadata"]["name"], first["items"][0]["metadata"]["name"],
+        "the next page, not the first again"
+    );
+
+    let (status, made) = post_once(&a.base, "keyed-rel", "key-across-replicas").await;
+    assert_eq!(status, 200, "{made}");
+    let (status, again) = post_once(&b.base, "keyed-rel", "key-across-replicas").await;
+    assert_eq!(
+        status, 200,
+        "a retry through B returns the original: {again}"
+    );
+    assert_eq!(again["metadata"]["uid"], made["metadata"]["uid"]);
+    stop(a);
+    stop(b);
+    drop_schema(&schema).await;
+}
