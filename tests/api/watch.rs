@@ -212,3 +212,78 @@ async fn changes_never_overtake_the_initial_releases() {
     }
     assert_eq!(next(&mut events).await.1, "right-after");
 }
+
+/// Over gRPC (OUT_OF_RANGE) and REST (410), a resume point the store no
+/// longer keeps is refused with the contract's code; one it keeps resumes.
+async fn too_old_is_refused_and_kept_resumes(app: &TestApp, oldest_kept: u64) {
+    let err = watch(app, "", "1").await.unwrap_err();
+    assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
+    assert_eq!(
+        err.get_details_error_info().unwrap().metadata["errorCode"],
+        "ASM.01010007"
+    );
+    let (status, body) = json_of(
+        app.http
+            .get(format!(
+                "{}/v2/meshes/{MESH}/releases:watch?resourceVersion=1",
+                app.base
+            ))
+            .header("X-Auth-Token", TOKEN)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 410, "{body}");
+    assert_eq!(body["errorCode"], "ASM.01010007");
+    let mut events = watch(app, "", &(oldest_kept - 1).to_string())
+        .await
+        .unwrap();
+    assert_eq!(next(&mut events).await.3, oldest_kept.to_string());
+}
+
+/// As the store prunes its change log past the retention (100,000 changes),
+/// here done by hand: the changes up to revision 2 are gone.
+const PRUNE: &str = "DELETE FROM events WHERE revision <= 2";
+
+#[tokio::test]
+async fn a_resume_point_older_than_sqlite_keeps_is_410() {
+    let app = spawn_app().await;
+    for i in 0..4 {
+        app.create(&release_body(&format!("old-{i}"), &format!("svc-{i}")))
+            .await;
+    }
+    let db =
+        rusqlite::Connection::open(app.data_dir.path().join(meshrelease::store::DATABASE_FILE))
+            .unwrap();
+    db.busy_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(db.execute(PRUNE, []).unwrap(), 2);
+    too_old_is_refused_and_kept_resumes(&app, 3).await;
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(pg_tests),
+    ignore = "set MESHRELEASE_TEST_DATABASE_URL to run the PostgreSQL tests"
+)]
+async fn a_resume_point_older_than_postgresql_keeps_is_410() {
+    let Some((url, schema)) = fresh_schema().await else {
+        return;
+    };
+    let store = meshrelease::store::PostgresStore::connect(&url, None, 4)
+        .await
+        .unwrap();
+    let app = spawn_app_on(Arc::new(store)).await;
+    for i in 0..4 {
+        app.create(&release_body(&format!("old-{i}"), &format!("svc-{i}")))
+            .await;
+    }
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    assert_eq!(client.execute(PRUNE, &[]).await.unwrap(), 2);
+    too_old_is_refused_and_kept_resumes(&app, 3).await;
+    app.stop().await;
+    drop_schema(&schema).await;
+}
