@@ -193,3 +193,74 @@ async fn a_dry_run_update_changes_nothing() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 }
+
+async fn create_as(
+    app: &TestApp,
+    mesh: &str,
+    caller: &str,
+    key: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    json_of(
+        app.http
+            .post(app.releases_url(mesh, "default"))
+            .header("X-Auth-Token", caller)
+            .header("X-Client-Token", key)
+            .json(body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_client_token_is_its_callers_and_replays_the_first_answer_only_within_the_window() {
+    let app = spawn_app().await;
+    // Another caller with the same key is not a retry: it is a create of a
+    // name that is taken.
+    let mut body = release_body("shared-key", "reviews");
+    body["spec"]["clusterID"] = json!("cluster-z");
+    body["spec"]["grayDeployments"][0]["clusterID"] = json!("cluster-z");
+    let (status, first) = create_as(&app, "other-mesh", TOKEN, "key-0001", &body).await;
+    assert_eq!(status, 200, "{first}");
+    let (status, theirs) = create_as(&app, "other-mesh", OTHER_MESH_TOKEN, "key-0001", &body).await;
+    assert_eq!(status, 409, "not the first caller's answer: {theirs}");
+    assert!(
+        theirs["errorMsg"]
+            .as_str()
+            .unwrap()
+            .contains("already exists"),
+        "{theirs}"
+    );
+
+    // A retry after the release was canceled and its record removed gets the
+    // first answer, and nothing is created again.
+    let body = release_body("replayed", "ratings");
+    let (status, made) = create_as(&app, MESH, TOKEN, "key-0002", &body).await;
+    assert_eq!(status, 200, "{made}");
+    assert_eq!(app.delete("replayed", Some("cancel")).await.status(), 200);
+    assert_eq!(app.delete("replayed", None).await.status(), 200);
+    let (status, again) = create_as(&app, MESH, TOKEN, "key-0002", &body).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again, made, "the first answer, as it was");
+    assert_eq!(app.get("replayed").await.status(), 404, "not created again");
+
+    // Past the 24-hour window the key is forgotten: the same request is a
+    // new create.
+    let db =
+        rusqlite::Connection::open(app.data_dir.path().join(meshrelease::store::DATABASE_FILE))
+            .unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    db.execute(
+        "UPDATE idempotency SET created_at = created_at - 86401 WHERE token = 'key-0002'",
+        [],
+    )
+    .unwrap();
+    let (status, anew) = create_as(&app, MESH, TOKEN, "key-0002", &body).await;
+    assert_eq!(status, 200, "{anew}");
+    assert_ne!(
+        anew["metadata"]["uid"], made["metadata"]["uid"],
+        "a new release"
+    );
+}
