@@ -397,3 +397,34 @@ async fn a_signed_body_over_the_limit_is_413_before_it_is_read_whole() {
     let (status, body) = request.send(&app).await;
     assert_eq!(status, 413, "{body}");
 }
+
+#[tokio::test]
+async fn an_access_key_has_its_own_rate_limit_and_it_refills() {
+    let secrets = tempfile::tempdir().unwrap();
+    let full = secret_file(secrets.path(), "full.sk", SK);
+    // One request per 4 s, one at once.
+    let app = spawn_app_with(|cli| {
+        cli.credentials = Some(format!(
+            r#"[{{ subject = "sdk-client", access_key = "{AK}", secret_key_file = "{full}", allow = [{{ actions = ["asm:mesh:*"], meshes = ["*"] }}], rate_limit = {{ requests_per_second = 0.25, burst = 1 }} }}]"#
+        ));
+    })
+    .await;
+    let list = |n: u32| {
+        Signed::new(
+            "GET",
+            format!("{}?limit={n}", releases_path("default")),
+            None,
+        )
+    };
+    assert_eq!(list(1).send(&app).await.0, 200);
+    let (status, refused) = list(2).send(&app).await;
+    assert_eq!(status, 429, "{refused}");
+    assert_eq!(refused["errorCode"], "ASM.01010008");
+    // A token caller is not slowed by the access key's limit.
+    assert_eq!(app.get("nothing-here").await.status(), 404);
+    // The bucket refills at its rate: after 4 s, one more request goes.
+    tokio::time::sleep(std::time::Duration::from_millis(4500)).await;
+    let (status, answer) = list(3).send(&app).await;
+    assert_eq!(status, 200, "refilled: {answer}");
+    assert_eq!(list(4).send(&app).await.0, 429, "and only one");
+}
