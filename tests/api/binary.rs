@@ -15,6 +15,14 @@ pub struct Server {
     reader: Option<std::thread::JoinHandle<()>>,
 }
 
+/// A server process does not outlive its test, also when the test panics.
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Server {
     /// Kills the process and returns all it logged: the reader is joined
     /// first, so no line still in the pipe is missed.
@@ -198,11 +206,14 @@ async fn sigterm_drains_and_exits_cleanly() {
         .expect("the request in flight was not cut off");
     assert_eq!(answer.status(), 200, "the request in flight completed");
 
-    let status = tokio::task::spawn_blocking(move || server.child.wait().unwrap())
-        .await
-        .unwrap();
+    let (status, server) = tokio::task::spawn_blocking(move || {
+        let status = server.child.wait().unwrap();
+        (status, server)
+    })
+    .await
+    .unwrap();
     assert!(status.success(), "{status:?}");
-    let log = server.log.lock().unwrap().clone();
+    let log = server.kill_and_read_log();
     assert!(log.contains("stopped"), "{log}");
 
     // It was stored: a new process on the same data has it.

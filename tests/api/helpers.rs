@@ -399,9 +399,37 @@ pub fn assert_one_winner(statuses: &[u16]) {
     );
 }
 
+/// A schema of its own in the test database, dropped when this guard goes,
+/// also when the test panics (it derefs to the schema's name).
+pub struct SchemaGuard(String);
+
+impl std::ops::Deref for SchemaGuard {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Drop for SchemaGuard {
+    fn drop(&mut self) {
+        let name = self.0.clone();
+        // Drop runs inside the test's runtime: use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(drop_schema(&name));
+            Some(())
+        })
+        .join();
+    }
+}
+
 /// A schema of its own in the test database, and a URL whose connections
 /// use it; `None` (and a line saying so) without MESHRELEASE_TEST_DATABASE_URL.
-pub async fn fresh_schema() -> Option<(String, String)> {
+pub async fn fresh_schema() -> Option<(String, SchemaGuard)> {
     let Ok(url) = std::env::var("MESHRELEASE_TEST_DATABASE_URL") else {
         eprintln!("skipped: set MESHRELEASE_TEST_DATABASE_URL to run the PostgreSQL tests");
         return None;
@@ -418,10 +446,11 @@ pub async fn fresh_schema() -> Option<(String, String)> {
     let separator = if url.contains('?') { '&' } else { '?' };
     Some((
         format!("{url}{separator}options=-c%20search_path%3D{schema}"),
-        schema,
+        SchemaGuard(schema),
     ))
 }
 
+/// Drops `schema` if it is still there.
 pub async fn drop_schema(schema: &str) {
     let url = std::env::var("MESHRELEASE_TEST_DATABASE_URL").unwrap();
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
@@ -432,7 +461,7 @@ pub async fn drop_schema(schema: &str) {
     // deadlock to it, and wins on a later try.
     for attempt in 1.. {
         match client
-            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
             .await
         {
             Ok(()) => return,
