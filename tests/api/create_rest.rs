@@ -224,10 +224,7 @@ async fn the_same_name_in_another_namespace_is_another_release() {
 async fn a_restart_keeps_what_was_acknowledged() {
     let app = spawn_app().await;
     let (_, created) = json_of(app.create(&release_body("kept-release", "reviews")).await).await;
-    let data_dir = app.data_dir.clone();
-    app.stop().await;
-
-    let app = spawn_app_in(data_dir, |_| {}).await;
+    let app = app.restart(|_| {}).await;
     let (status, error) = json_of(app.create(&release_body("kept-release", "ratings")).await).await;
     assert_eq!(status, 409, "the release was lost: {error}");
     let (status, error) = json_of(app.create(&release_body("other-name", "reviews")).await).await;

@@ -129,10 +129,8 @@ async fn app_resyncing(clusters: &Clusters, mesh_keys: &str, resync_ms: u64) -> 
 
 /// Stops the service (as on SIGTERM) and starts another on its data.
 async fn restart(app: TestApp, clusters: &Clusters) -> TestApp {
-    let data_dir = app.data_dir.clone();
-    app.stop().await;
     let flag = clusters.flag.clone();
-    spawn_app_in(data_dir, move |cli| {
+    app.restart(move |cli| {
         cli.clusters = Some(flag);
         cli.resync_interval_ms = Some(100);
     })

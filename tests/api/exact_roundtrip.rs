@@ -141,12 +141,10 @@ async fn releases_come_back_exactly_from_memory() {
 
 #[tokio::test]
 async fn releases_come_back_exactly_from_sqlite() {
-    let app = spawn_app().await;
+    let app = spawn_sqlite_app().await;
     check_store(&app).await;
     // And after a restart, from the file.
-    let data_dir = app.data_dir.clone();
-    app.stop().await;
-    let app = spawn_app_in(data_dir, |_| {}).await;
+    let app = app.restart(|_| {}).await;
     let (_, page) = app
         .list(&format!("/v2/meshes/{MESH}/releases?limit=1000"))
         .await;

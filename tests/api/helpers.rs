@@ -7,7 +7,7 @@ use meshrelease::domain::{ReleaseManager, ReleaseRef, StatusUpdate};
 use meshrelease::pb::asm::v2 as pb;
 use meshrelease::pb::asm::v2::release_service_client::ReleaseServiceClient;
 use meshrelease::startup::Application;
-use meshrelease::store::{ReleaseStore, SqliteStore};
+use meshrelease::store::{MemoryStore, PostgresStore, ReleaseStore, SqliteStore};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -73,39 +73,105 @@ pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
     pub data_dir: Arc<TempDir>,
+    /// What a restart reopens.
+    pub store: TestStore,
     stop: Option<oneshot::Sender<()>>,
     done: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The store the API tests run on, chosen by `MESHRELEASE_TEST_STORE`:
+/// `sqlite` (the default), `memory`, or `postgres` (a fresh schema of
+/// `MESHRELEASE_TEST_DATABASE_URL` per test). `.ci/run` runs the suite on
+/// each. A restart reopens the same data.
+#[derive(Clone)]
+pub enum TestStore {
+    /// The file in the app's data directory.
+    Sqlite,
+    /// Kept in the test process, so a restarted service finds it again.
+    Memory(Arc<MemoryStore>),
+    Postgres {
+        url: String,
+        /// Dropped with the last app (and restart) that uses it.
+        _schema: Arc<SchemaGuard>,
+    },
+}
+
+impl TestStore {
+    async fn chosen() -> Self {
+        match std::env::var("MESHRELEASE_TEST_STORE").as_deref() {
+            Err(_) | Ok("" | "sqlite") => Self::Sqlite,
+            Ok("memory") => Self::Memory(Arc::new(MemoryStore::new())),
+            Ok("postgres") => {
+                let (url, schema) = fresh_schema()
+                    .await
+                    .expect("MESHRELEASE_TEST_STORE=postgres needs MESHRELEASE_TEST_DATABASE_URL");
+                Self::Postgres {
+                    url,
+                    _schema: Arc::new(schema),
+                }
+            }
+            Ok(other) => panic!("MESHRELEASE_TEST_STORE={other:?}: sqlite, memory or postgres"),
+        }
+    }
+
+    async fn open(&self, settings: &Settings) -> Arc<dyn ReleaseStore> {
+        match self {
+            Self::Sqlite => Arc::new(SqliteStore::open(&settings.data_dir).unwrap()),
+            Self::Memory(store) => store.clone(),
+            Self::Postgres { url, .. } => {
+                Arc::new(PostgresStore::connect(url, None, 4).await.unwrap())
+            }
+        }
+    }
 }
 
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
-/// Starts a server whose settings `adjust` may change.
+/// Starts a server whose settings `adjust` may change, on the store
+/// `MESHRELEASE_TEST_STORE` names.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Cli)) -> TestApp {
-    spawn_app_in(Arc::new(tempfile::tempdir().unwrap()), adjust).await
+    let store = TestStore::chosen().await;
+    spawn_app_in(Arc::new(tempfile::tempdir().unwrap()), store, adjust).await
 }
 
-/// Starts a server on an existing data directory (to restart one).
-pub async fn spawn_app_in(data_dir: Arc<TempDir>, adjust: impl FnOnce(&mut Cli)) -> TestApp {
+/// Starts a server on SQLite whatever the suite runs on (for a test that
+/// reads or changes the database file itself).
+pub async fn spawn_sqlite_app() -> TestApp {
+    spawn_app_in(
+        Arc::new(tempfile::tempdir().unwrap()),
+        TestStore::Sqlite,
+        |_| {},
+    )
+    .await
+}
+
+/// Starts a server on an existing data directory and store (to restart one).
+pub async fn spawn_app_in(
+    data_dir: Arc<TempDir>,
+    store: TestStore,
+    adjust: impl FnOnce(&mut Cli),
+) -> TestApp {
     let mut cli = test_cli(data_dir.path());
     adjust(&mut cli);
     let settings = Settings::load(&cli).unwrap();
-    let store = Arc::new(SqliteStore::open(&settings.data_dir).unwrap());
-    start(settings, store, data_dir).await
+    let opened = store.open(&settings).await;
+    start(settings, opened, data_dir, store).await
 }
 
 /// Starts a server on a store of the test's making.
 pub async fn spawn_app_on(store: Arc<dyn ReleaseStore>) -> TestApp {
     let data_dir = Arc::new(tempfile::tempdir().unwrap());
     let settings = Settings::load(&test_cli(data_dir.path())).unwrap();
-    start(settings, store, data_dir).await
+    start(settings, store, data_dir, TestStore::Sqlite).await
 }
 
 async fn start(
     settings: Settings,
     store: Arc<dyn ReleaseStore>,
     data_dir: Arc<TempDir>,
+    kept: TestStore,
 ) -> TestApp {
     meshrelease::telemetry::init(settings.log_format, &settings.log_level);
     let app = Application::build_with_store(settings, store)
@@ -123,6 +189,7 @@ async fn start(
         base: format!("http://{address}"),
         http: http_client(),
         data_dir,
+        store: kept,
         stop: Some(stop),
         done: Some(done),
     }
@@ -300,6 +367,14 @@ impl TestApp {
     }
 
     /// Stops gracefully, as on SIGTERM.
+    /// Stops the service (as on SIGTERM) and starts another on the same
+    /// data, with settings `adjust` may change.
+    pub async fn restart(self, adjust: impl FnOnce(&mut Cli)) -> TestApp {
+        let (data_dir, store) = (self.data_dir.clone(), self.store.clone());
+        self.stop().await;
+        spawn_app_in(data_dir, store, adjust).await
+    }
+
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -445,18 +520,29 @@ pub async fn fresh_schema() -> Option<(String, SchemaGuard)> {
         .unwrap();
     let separator = if url.contains('?') { '&' } else { '?' };
     Some((
-        format!("{url}{separator}options=-c%20search_path%3D{schema}"),
+        // Named after the schema, so that dropping it can first end the
+        // connections of a service still running on it.
+        format!("{url}{separator}options=-c%20search_path%3D{schema}&application_name={schema}"),
         SchemaGuard(schema),
     ))
 }
 
-/// Drops `schema` if it is still there.
+/// Drops `schema` if it is still there, ending first the connections of
+/// any service still using it (one left running by a failed test would hold
+/// its locks, and the DROP would wait for ever).
 pub async fn drop_schema(schema: &str) {
     let url = std::env::var("MESHRELEASE_TEST_DATABASE_URL").unwrap();
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
         .unwrap();
     tokio::spawn(connection);
+    client
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            &[&schema],
+        )
+        .await
+        .unwrap();
     // A service still stopping may be reading the schema: DROP can lose a
     // deadlock to it, and wins on a later try.
     for attempt in 1.. {

@@ -295,9 +295,7 @@ async fn a_continue_token_and_a_client_token_outlive_a_restart() {
         .await;
     let token = first["metadata"]["continue"].as_str().unwrap().to_owned();
 
-    let data_dir = app.data_dir.clone();
-    app.stop().await;
-    let app = spawn_app_in(data_dir, |_| {}).await;
+    let app = app.restart(|_| {}).await;
     let (status, second) = app
         .list(&format!(
             "/v2/meshes/{MESH}/releases?limit=1&continue={token}"

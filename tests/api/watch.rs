@@ -248,7 +248,7 @@ const PRUNE: &str = "DELETE FROM events WHERE revision <= 2";
 
 #[tokio::test]
 async fn a_resume_point_older_than_sqlite_keeps_is_410() {
-    let app = spawn_app().await;
+    let app = spawn_sqlite_app().await;
     for i in 0..4 {
         app.create(&release_body(&format!("old-{i}"), &format!("svc-{i}")))
             .await;
