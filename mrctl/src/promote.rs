@@ -10,7 +10,7 @@ use meshrelease_wire::asm::v2 as pb;
 
 use crate::api::Api;
 use crate::cli::PromoteArgs;
-use crate::errors::{ServerResult as _, TimedOut};
+use crate::errors::TimedOut;
 use crate::wait::{self, Outcome, Progress, Target, Watched};
 
 pub async fn run(api: &Api, mesh: &str, namespace: &str, args: &PromoteArgs) -> anyhow::Result<()> {
@@ -43,12 +43,7 @@ pub async fn run(api: &Api, mesh: &str, namespace: &str, args: &PromoteArgs) -> 
 }
 
 async fn steps(watched: Watched<'_>, args: &PromoteArgs) -> anyhow::Result<()> {
-    let Watched {
-        api,
-        mesh,
-        namespace,
-        name,
-    } = watched;
+    let name = watched.name;
     let mut progress = Progress::new();
     reach(watched, "Running", args.timeout, &mut progress).await?;
     let count = args.steps.len();
@@ -63,9 +58,7 @@ async fn steps(watched: Watched<'_>, args: &PromoteArgs) -> anyhow::Result<()> {
         }
     }
     if args.end {
-        api.delete(mesh, namespace, name, "end")
-            .await
-            .via(&api.server)?;
+        watched.delete("end").await?;
         reach(watched, "Ended", args.timeout, &mut progress).await?;
         println!("release.asm/v2/{name} Ended: the gray version took over");
     } else {
@@ -97,20 +90,7 @@ async fn set_weight(
     timeout: Duration,
     progress: &mut Progress,
 ) -> anyhow::Result<()> {
-    let Watched {
-        api,
-        mesh,
-        namespace,
-        name,
-    } = watched;
-    let policy = pb::TrafficPolicy {
-        weight: Some(weight),
-        r#match: Vec::new(),
-    };
-    let changed = api
-        .set_traffic(mesh, namespace, name, policy, false)
-        .await
-        .via(&api.server)?;
+    let changed = watched.set_weight(weight).await?;
     let generation = changed.metadata.as_ref().map_or(0, |m| m.generation);
     let what = format!("apply {weight}% to the gray version");
     wait::until(watched, timeout, &what, progress, |r| {
@@ -164,20 +144,13 @@ async fn hold(watched: Watched<'_>, interval: Duration) -> anyhow::Result<()> {
 /// Back to the original version: its weight to 100% (a cancel needs it),
 /// then cancel, and wait until the gray Deployments are gone.
 async fn roll_back(watched: Watched<'_>, timeout: Duration) -> anyhow::Result<()> {
-    let Watched {
-        api,
-        mesh,
-        namespace,
-        name,
-    } = watched;
-    let release = api.get(mesh, namespace, name).await.via(&api.server)?;
+    let name = watched.name;
+    let release = watched.get().await?;
     let mut progress = Progress::new();
     if wait::phase(&release) == "Running" {
         set_weight(watched, 0, timeout, &mut progress).await?;
     }
-    api.delete(mesh, namespace, name, "cancel")
-        .await
-        .via(&api.server)?;
+    watched.delete("cancel").await?;
     reach(watched, "Canceled", timeout, &mut progress).await?;
     eprintln!("release.asm/v2/{name} Canceled: traffic is back on the original version");
     Ok(())

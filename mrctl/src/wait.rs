@@ -9,7 +9,7 @@ use anyhow::bail;
 use meshrelease_wire::asm::v2 as pb;
 
 use crate::api::Api;
-use crate::errors::{ServerResult as _, TimedOut};
+use crate::errors::{ServerError, ServerResult as _, TimedOut};
 use crate::follow::Follower;
 use crate::output;
 
@@ -243,6 +243,36 @@ pub struct Watched<'a> {
     pub mesh: &'a str,
     pub namespace: &'a str,
     pub name: &'a str,
+}
+
+impl Watched<'_> {
+    /// The release as it is now.
+    pub async fn get(&self) -> Result<pb::Release, ServerError> {
+        self.api
+            .get(self.mesh, self.namespace, self.name)
+            .await
+            .via(&self.api.server)
+    }
+
+    /// Sends `weight` percent of requests to the gray version.
+    pub async fn set_weight(&self, weight: i32) -> Result<pb::Release, ServerError> {
+        let policy = pb::TrafficPolicy {
+            weight: Some(weight),
+            r#match: Vec::new(),
+        };
+        self.api
+            .set_traffic(self.mesh, self.namespace, self.name, policy, false)
+            .await
+            .via(&self.api.server)
+    }
+
+    /// Ends or cancels the release (`action`).
+    pub async fn delete(&self, action: &str) -> Result<pb::Release, ServerError> {
+        self.api
+            .delete(self.mesh, self.namespace, self.name, action)
+            .await
+            .via(&self.api.server)
+    }
 }
 
 /// Follows the release until `decide` says it is reached (the release then)
