@@ -200,9 +200,24 @@ pub(crate) async fn drop_schemas(url: &str) -> anyhow::Result<()> {
         .await?;
     for row in rows {
         let schema: String = row.get(0);
-        client
-            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-            .await?;
+        // A service still stopping may be reading the schema: the DROP can
+        // lose a deadlock to it, and wins on a later try.
+        for attempt in 1.. {
+            match client
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                .await
+            {
+                Ok(()) => break,
+                Err(e)
+                    if attempt < 10
+                        && e.code()
+                            == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
     Ok(())
 }
