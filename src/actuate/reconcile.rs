@@ -209,7 +209,7 @@ impl Driver {
         let mut active = HashSet::new();
         for mesh in &meshes {
             let releases = match self.manager.store().snapshot(&mesh.id, None).await {
-                Ok((releases, _)) => releases,
+                Ok(snapshot) => snapshot.releases,
                 Err(e) => {
                     tracing::warn!(mesh = %mesh.id, error = %e, "cannot read the releases to reconcile");
                     continue;

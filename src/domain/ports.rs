@@ -2,9 +2,10 @@
 //! `crate::store` implements [`ReleaseStore`] (SQLite, PostgreSQL, memory).
 //! Every backend enforces the same rules itself, race-free: one name per
 //! mesh and namespace, one active release per service, compare-and-swap on
-//! `resourceVersion`, idempotency keys. Every write gets the next revision of
-//! one store-wide sequence and leaves an event, so that watchers can follow
-//! the changes in commit order and resume.
+//! `resourceVersion`, idempotency keys. Every write gets a revision greater
+//! than any revision a watcher has been shown, and leaves an event, so that
+//! watchers can follow the changes in revision order, never skipping one,
+//! and resume. Revisions increase but need not be consecutive.
 
 use async_trait::async_trait;
 use tokio::sync::watch;
@@ -127,6 +128,18 @@ impl EventType {
     }
 }
 
+/// The releases of a mesh as of one moment, and where their changes go on.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Snapshot {
+    pub releases: Vec<Release>,
+    /// Every change up to this revision is reflected in `releases`.
+    pub revision: u64,
+    /// Changes after `revision` that `releases` reflect already: a store
+    /// whose writers commit out of revision order can have some; a watch
+    /// that starts at `revision` skips them.
+    pub reflected: Vec<u64>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     pub revision: u64,
@@ -188,10 +201,12 @@ pub trait ReleaseStore: Send + Sync + 'static {
         &self,
         mesh_id: &str,
         namespace: Option<&str>,
-    ) -> Result<(Vec<Release>, u64), StoreError>;
+    ) -> Result<Snapshot, StoreError>;
 
     /// Up to `limit` events of a mesh (or one namespace) after `revision`, in
-    /// commit order; `TooOld` when events after it are no longer kept.
+    /// revision order, only as far as no write still in flight can take a
+    /// lower revision than one returned; `TooOld` when events after it are
+    /// no longer kept.
     async fn events_after(
         &self,
         mesh_id: &str,
@@ -200,7 +215,9 @@ pub trait ReleaseStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<Event>, StoreError>;
 
-    /// The latest committed revision, updated on every commit.
+    /// The latest revision whose event `events_after` returns, raised soon
+    /// after every commit (at once for this process's own writes, within a
+    /// poll interval for other replicas').
     fn revisions(&self) -> watch::Receiver<u64>;
 
     /// A secret kept with the data, for signing continue tokens.

@@ -1,6 +1,7 @@
 //! The release operations, shared by gRPC and REST: authorization, mesh
 //! lookup, validation, naming, phases, and the store's conflict rules.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -682,6 +683,7 @@ impl ReleaseManager {
         let shutdown = self.shutdown.clone();
         let (sender, receiver) = mpsc::channel(WATCH_BUFFER);
         let mut initial: Vec<Event> = Vec::new();
+        let mut reflected = HashSet::new();
         let mut last = match resume {
             Some(revision) => {
                 // Refuse a point too old now, rather than in the stream.
@@ -692,11 +694,13 @@ impl ReleaseManager {
                 revision
             }
             None => {
-                let (releases, at) = store
+                let snapshot = store
                     .snapshot(&request.mesh_id, namespace.as_deref())
                     .await
                     .map_err(store_error)?;
-                initial = releases
+                reflected = snapshot.reflected.into_iter().collect();
+                initial = snapshot
+                    .releases
                     .into_iter()
                     .map(|release| Event {
                         revision: release.resource_version,
@@ -704,7 +708,7 @@ impl ReleaseManager {
                         release,
                     })
                     .collect();
-                at
+                snapshot.revision
             }
         };
         let mesh_id = request.mesh_id;
@@ -740,6 +744,10 @@ impl ReleaseManager {
                 }
                 for event in events {
                     last = event.revision;
+                    // Already in the snapshot the watch started from.
+                    if reflected.remove(&event.revision) {
+                        continue;
+                    }
                     // Waits for a slow watcher: only its own stream slows.
                     if sender.send(Ok(event)).await.is_err() {
                         return;

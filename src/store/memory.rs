@@ -8,7 +8,7 @@ use tokio::sync::watch;
 
 use super::{
     Created, EVENT_RETENTION, Event, EventType, IDEMPOTENCY_WINDOW_SECS, IdempotencyKey, ListQuery,
-    Page, ReleaseStore, StoreError,
+    Page, ReleaseStore, Snapshot, StoreError,
 };
 use crate::domain::Release;
 use crate::metrics::CommitMetrics;
@@ -274,7 +274,7 @@ impl ReleaseStore for MemoryStore {
         &self,
         mesh_id: &str,
         namespace: Option<&str>,
-    ) -> Result<(Vec<Release>, u64), StoreError> {
+    ) -> Result<Snapshot, StoreError> {
         let state = self.lock();
         let releases = state
             .order
@@ -284,7 +284,11 @@ impl ReleaseStore for MemoryStore {
             .filter(|r| r.mesh_id == mesh_id && namespace.is_none_or(|ns| ns == r.namespace))
             .cloned()
             .collect();
-        Ok((releases, state.revision))
+        Ok(Snapshot {
+            releases,
+            revision: state.revision,
+            reflected: Vec::new(),
+        })
     }
 
     async fn events_after(

@@ -4,7 +4,6 @@
 
 mod memory;
 mod postgres;
-mod postgres_leadership;
 mod sqlite;
 #[cfg(test)]
 mod suite;
@@ -15,5 +14,5 @@ pub use sqlite::{DATABASE_FILE, SqliteStore};
 
 pub use crate::domain::ports::{
     Created, EVENT_RETENTION, Event, EventType, IDEMPOTENCY_WINDOW_SECS, IdempotencyKey, ListQuery,
-    Page, ReleaseStore, StoreError, check_resume_point,
+    Page, ReleaseStore, Snapshot, StoreError, check_resume_point,
 };

@@ -18,7 +18,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::{
     Created, EVENT_RETENTION, Event, EventType, IDEMPOTENCY_WINDOW_SECS, IdempotencyKey, ListQuery,
-    Page, ReleaseStore, StoreError,
+    Page, ReleaseStore, Snapshot, StoreError,
 };
 use crate::domain::Release;
 use crate::metrics::CommitMetrics;
@@ -644,7 +644,7 @@ impl ReleaseStore for SqliteStore {
         &self,
         mesh_id: &str,
         namespace: Option<&str>,
-    ) -> Result<(Vec<Release>, u64), StoreError> {
+    ) -> Result<Snapshot, StoreError> {
         let mesh_id = mesh_id.to_owned();
         let namespace = namespace.map(str::to_owned);
         self.read(move |conn| {
@@ -667,7 +667,11 @@ impl ReleaseStore for SqliteStore {
             }
             drop(statement);
             tx.commit().map_err(internal)?;
-            Ok((releases, revision as u64))
+            Ok(Snapshot {
+                releases,
+                revision: revision as u64,
+                reflected: Vec::new(),
+            })
         })
         .await
     }

@@ -211,7 +211,11 @@ impl ReleaseStore for BrokenStore {
     async fn list(&self, _: &ListQuery) -> Result<Page, StoreError> {
         Err(self.error())
     }
-    async fn snapshot(&self, _: &str, _: Option<&str>) -> Result<(Vec<Release>, u64), StoreError> {
+    async fn snapshot(
+        &self,
+        _: &str,
+        _: Option<&str>,
+    ) -> Result<meshrelease::store::Snapshot, StoreError> {
         Err(self.error())
     }
     async fn events_after(

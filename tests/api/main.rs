@@ -29,6 +29,7 @@ mod real_cluster;
 mod replicas;
 mod rest_watch;
 mod retries;
+mod revision_order;
 mod roundtrip;
 mod signing;
 mod strict_input;

@@ -215,8 +215,8 @@ async fn changes_never_overtake_the_initial_releases() {
 
 /// Over gRPC (OUT_OF_RANGE) and REST (410), a resume point the store no
 /// longer keeps is refused with the contract's code; one it keeps resumes.
-async fn too_old_is_refused_and_kept_resumes(app: &TestApp, oldest_kept: u64) {
-    let err = watch(app, "", "1").await.unwrap_err();
+async fn too_old_is_refused_and_kept_resumes(app: &TestApp, too_old: u64, oldest_kept: u64) {
+    let err = watch(app, "", &too_old.to_string()).await.unwrap_err();
     assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
     assert_eq!(
         err.get_details_error_info().unwrap().metadata["errorCode"],
@@ -225,7 +225,7 @@ async fn too_old_is_refused_and_kept_resumes(app: &TestApp, oldest_kept: u64) {
     let (status, body) = json_of(
         app.http
             .get(format!(
-                "{}/v2/meshes/{MESH}/releases:watch?resourceVersion=1",
+                "{}/v2/meshes/{MESH}/releases:watch?resourceVersion={too_old}",
                 app.base
             ))
             .header("X-Auth-Token", TOKEN)
@@ -258,7 +258,7 @@ async fn a_resume_point_older_than_sqlite_keeps_is_410() {
             .unwrap();
     db.busy_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!(db.execute(PRUNE, []).unwrap(), 2);
-    too_old_is_refused_and_kept_resumes(&app, 3).await;
+    too_old_is_refused_and_kept_resumes(&app, 1, 3).await;
 }
 
 #[tokio::test]
@@ -270,20 +270,31 @@ async fn a_resume_point_older_than_postgresql_keeps_is_410() {
     let Some((url, schema)) = fresh_schema().await else {
         return;
     };
-    let store = meshrelease::store::PostgresStore::connect(&url, None, 4)
-        .await
-        .unwrap();
-    let app = spawn_app_on(Arc::new(store)).await;
+    let store = Arc::new(
+        meshrelease::store::PostgresStore::connect(&url, None, 4)
+            .await
+            .unwrap(),
+    );
+    let app = spawn_app_on(store.clone()).await;
+    let mut revisions = Vec::new();
     for i in 0..4 {
-        app.create(&release_body(&format!("old-{i}"), &format!("svc-{i}")))
-            .await;
+        let (status, body) = json_of(
+            app.create(&release_body(&format!("old-{i}"), &format!("svc-{i}")))
+                .await,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        revisions.push(
+            body["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap(),
+        );
     }
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    assert_eq!(client.execute(PRUNE, &[]).await.unwrap(), 2);
-    too_old_is_refused_and_kept_resumes(&app, 3).await;
+    // The store's own pruning, keeping the newest two changes.
+    store.prune_change_log(2).await.unwrap();
+    too_old_is_refused_and_kept_resumes(&app, revisions[0], revisions[2]).await;
     app.stop().await;
     drop_schema(&schema).await;
 }

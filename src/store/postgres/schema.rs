@@ -1,0 +1,129 @@
+//! The PostgreSQL schema and its migrations, applied in order by the first
+//! replica to start (under an advisory lock, so replicas starting together
+//! migrate once).
+
+use deadpool_postgres::Pool;
+
+/// Serializes schema migrations of replicas starting together.
+const MIGRATION_LOCK: i64 = 0x6d65_7368_6d69_6772; // "meshmigr"
+
+const MIGRATIONS: &[&str] = &[
+    r#"
+    CREATE TABLE releases (
+        seq              BIGSERIAL PRIMARY KEY,
+        mesh_id          TEXT NOT NULL,
+        namespace        TEXT NOT NULL,
+        name             TEXT NOT NULL,
+        uid              TEXT NOT NULL UNIQUE,
+        service_name     TEXT NOT NULL,
+        phase            TEXT NOT NULL,
+        active           BOOLEAN NOT NULL,
+        resource_version BIGINT NOT NULL,
+        body             TEXT NOT NULL,
+        CONSTRAINT releases_name_unique UNIQUE (mesh_id, namespace, name)
+    );
+    CREATE UNIQUE INDEX releases_one_active_per_service
+        ON releases (mesh_id, namespace, service_name) WHERE active;
+    CREATE INDEX releases_by_mesh ON releases (mesh_id, seq);
+    CREATE INDEX releases_by_namespace ON releases (mesh_id, namespace, seq);
+    CREATE TABLE events (
+        revision  BIGINT PRIMARY KEY,
+        mesh_id   TEXT NOT NULL,
+        namespace TEXT NOT NULL,
+        type      TEXT NOT NULL,
+        body      TEXT NOT NULL
+    );
+    CREATE INDEX events_by_mesh ON events (mesh_id, revision);
+    CREATE TABLE idempotency (
+        subject      TEXT NOT NULL,
+        token        TEXT NOT NULL,
+        request_hash TEXT NOT NULL,
+        response     TEXT NOT NULL,
+        created_at   BIGINT NOT NULL,
+        PRIMARY KEY (subject, token)
+    );
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value BYTEA NOT NULL
+    );
+"#,
+    // Revisions become transaction ids (plus an offset that keeps them above
+    // every revision given before), so that writers commit in parallel; the
+    // change log remembers how far it has been pruned.
+    r#"
+    CREATE TABLE change_log (
+        only_row        BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (only_row),
+        revision_offset BIGINT NOT NULL,
+        pruned_through  BIGINT NOT NULL
+    );
+    INSERT INTO change_log (revision_offset, pruned_through)
+    SELECT GREATEST(0, GREATEST(
+               COALESCE((SELECT MAX(revision) FROM events), 0),
+               COALESCE((SELECT MAX(resource_version) FROM releases), 0))
+             + 1 - pg_current_xact_id()::text::bigint),
+           COALESCE((SELECT MIN(revision) - 1 FROM events), 0);
+    ALTER TABLE idempotency ADD COLUMN revision BIGINT;
+    CREATE INDEX idempotency_by_age ON idempotency (created_at);
+"#,
+];
+
+/// What every replica of one database shares, read once at start.
+pub(super) struct Shared {
+    /// Signs continue tokens.
+    pub secret: [u8; 32],
+    /// Added to a transaction id to make its revision.
+    pub revision_offset: i64,
+}
+
+/// Brings the schema up to date and reads what replicas share.
+pub(super) async fn migrate(pool: &Pool) -> anyhow::Result<Shared> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        .await?;
+    let applied: i64 = tx
+        .query_one("SELECT COUNT(*) FROM schema_version", &[])
+        .await?
+        .get(0);
+    anyhow::ensure!(
+        applied as usize <= MIGRATIONS.len(),
+        "the database schema is newer ({applied}) than this version of meshrelease knows ({})",
+        MIGRATIONS.len()
+    );
+    for (version, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+        tx.batch_execute(sql).await?;
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES ($1)",
+            &[&(version as i32 + 1)],
+        )
+        .await?;
+    }
+    let fresh: [u8; 32] = {
+        let mut s = [0u8; 32];
+        s[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        s[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        s
+    };
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('cursor_secret', $1) ON CONFLICT (key) DO NOTHING",
+        &[&fresh.as_slice()],
+    )
+    .await?;
+    let stored: Vec<u8> = tx
+        .query_one("SELECT value FROM meta WHERE key = 'cursor_secret'", &[])
+        .await?
+        .get(0);
+    let revision_offset: i64 = tx
+        .query_one("SELECT revision_offset FROM change_log", &[])
+        .await?
+        .get(0);
+    tx.commit().await?;
+    let secret =
+        <[u8; 32]>::try_from(stored).map_err(|_| anyhow::anyhow!("a malformed cursor secret"))?;
+    Ok(Shared {
+        secret,
+        revision_offset,
+    })
+}
