@@ -113,6 +113,9 @@ impl Driver {
         let mut resync = tokio::time::interval(self.interval);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut backoff: HashMap<Key, Backoff> = HashMap::new();
+        // The uids of the active releases seen, to find the release a
+        // cluster's news names.
+        let mut uids: HashMap<String, Key> = HashMap::new();
         // The store revision this replica has reconciled up to; `None`: a
         // full round is due (at start, and after another replica drove).
         let mut seen: Option<u64> = None;
@@ -171,7 +174,8 @@ impl Driver {
                 selection = Selection::All;
             }
             seen = Some(now_at);
-            self.reconcile_all(&mut backoff, &selection).await;
+            self.reconcile_all(&mut backoff, &mut uids, &selection)
+                .await;
         }
     }
 
@@ -203,38 +207,89 @@ impl Driver {
         Some(keys)
     }
 
-    async fn reconcile_all(&self, backoff: &mut HashMap<Key, Backoff>, selection: &Selection) {
-        let meshes: Vec<Mesh> = self.manager.meshes().iter().cloned().collect();
-        let mut due = Vec::new();
-        let mut active = HashSet::new();
-        for mesh in &meshes {
-            let releases = match self.manager.store().snapshot(&mesh.id, None).await {
-                Ok(snapshot) => snapshot.releases,
-                Err(e) => {
-                    tracing::warn!(mesh = %mesh.id, error = %e, "cannot read the releases to reconcile");
-                    continue;
+    /// The active releases a round looks at: every one (`All`, and when a
+    /// cluster's news names a release this replica has not seen), or only
+    /// those its cause names, each read by its key. Answers them, and the
+    /// keys looked up when not all (`None`).
+    async fn select<'m>(
+        &self,
+        meshes: &'m [Mesh],
+        selection: &Selection,
+        backoff: &HashMap<Key, Backoff>,
+        uids: &HashMap<String, Key>,
+    ) -> (Vec<(&'m Mesh, Release)>, Option<HashSet<Key>>) {
+        let keys: Option<HashSet<Key>> = match selection {
+            Selection::All | Selection::ChangedSince => None,
+            Selection::Keys(keys) => Some(keys.clone()),
+            Selection::WaitedEnough => Some(backoff.keys().cloned().collect()),
+            Selection::Uids(wanted) => wanted.iter().map(|uid| uids.get(uid).cloned()).collect(),
+        };
+        let store = self.manager.store();
+        let mut found = Vec::new();
+        match &keys {
+            None => {
+                for mesh in meshes {
+                    match store.active(&mesh.id).await {
+                        Ok(releases) => found.extend(releases.into_iter().map(|r| (mesh, r))),
+                        Err(e) => {
+                            tracing::warn!(mesh = %mesh.id, error = %e, "cannot read the releases to reconcile")
+                        }
+                    }
                 }
-            };
-            let now = Instant::now();
-            for release in releases.into_iter().filter(|r| r.status.phase.is_active()) {
-                let key = key_of(&release);
-                let wait = backoff.get(&key);
-                let waiting =
-                    wait.is_some_and(|b| b.until > now && b.generation == release.generation);
-                let selected = match selection {
-                    Selection::All | Selection::ChangedSince => true,
-                    Selection::Keys(keys) => keys.contains(&key),
-                    Selection::Uids(uids) => uids.contains(&release.uid.to_string()),
-                    Selection::WaitedEnough => wait.is_some(),
-                };
-                active.insert(key);
-                if selected && !waiting {
-                    due.push((mesh, release));
+            }
+            Some(keys) => {
+                for (mesh_id, namespace, name) in keys {
+                    let Some(mesh) = meshes.iter().find(|m| &m.id == mesh_id) else {
+                        continue;
+                    };
+                    match store.get(mesh_id, namespace, name).await {
+                        Ok(Some(release)) if release.status.phase.is_active() => {
+                            found.push((mesh, release));
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(mesh = %mesh_id, release = %name, error = %e, "cannot read a release to reconcile")
+                        }
+                    }
                 }
             }
         }
-        // Waits of releases that ended or went away are forgotten.
-        backoff.retain(|key, _| active.contains(key));
+        (found, keys)
+    }
+
+    async fn reconcile_all(
+        &self,
+        backoff: &mut HashMap<Key, Backoff>,
+        uids: &mut HashMap<String, Key>,
+        selection: &Selection,
+    ) {
+        let meshes: Vec<Mesh> = self.manager.meshes().iter().cloned().collect();
+        let (found, looked_up) = self.select(&meshes, selection, backoff, uids).await;
+        let active: HashSet<Key> = found.iter().map(|(_, r)| key_of(r)).collect();
+        // Waits of releases that ended or went away are forgotten, and so are
+        // their uids.
+        match &looked_up {
+            None => {
+                backoff.retain(|key, _| active.contains(key));
+                uids.clear();
+            }
+            Some(keys) => {
+                backoff.retain(|key, _| !keys.contains(key) || active.contains(key));
+                uids.retain(|_, key| !keys.contains(key) || active.contains(key));
+            }
+        }
+        let now = Instant::now();
+        let mut due = Vec::new();
+        for (mesh, release) in found {
+            let key = key_of(&release);
+            uids.insert(release.uid.to_string(), key.clone());
+            let waiting = backoff
+                .get(&key)
+                .is_some_and(|b| b.until > now && b.generation == release.generation);
+            if !waiting {
+                due.push((mesh, release));
+            }
+        }
         self.metrics
             .queue_depth
             .set(i64::try_from(due.len()).unwrap_or(i64::MAX));

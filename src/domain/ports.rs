@@ -195,6 +195,10 @@ pub trait ReleaseStore: Send + Sync + 'static {
     /// A page of releases in creation order (keyset, not offset).
     async fn list(&self, query: &ListQuery) -> Result<Page, StoreError>;
 
+    /// The active releases of a mesh (those the driver works on), in
+    /// creation order: at most one per service, however many have ended.
+    async fn active(&self, mesh_id: &str) -> Result<Vec<Release>, StoreError>;
+
     /// The releases of a mesh (or one namespace) and the revision they are at,
     /// read consistently.
     async fn snapshot(

@@ -270,6 +270,20 @@ impl ReleaseStore for MemoryStore {
         Page::from_rows(rows, query.limit, |release: &Release| Ok(release.clone()))
     }
 
+    async fn active(&self, mesh_id: &str) -> Result<Vec<Release>, StoreError> {
+        let state = self.lock();
+        let mut active: Vec<&(i64, Release)> = state
+            .active
+            .iter()
+            .filter(|((mesh, ..), _)| mesh == mesh_id)
+            .filter_map(|((mesh, namespace, _), name)| {
+                state.releases.get(&key(mesh, namespace, name))
+            })
+            .collect();
+        active.sort_unstable_by_key(|(position, _)| *position);
+        Ok(active.into_iter().map(|(_, r)| r.clone()).collect())
+    }
+
     async fn snapshot(
         &self,
         mesh_id: &str,

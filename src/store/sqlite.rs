@@ -640,6 +640,26 @@ impl ReleaseStore for SqliteStore {
         .await
     }
 
+    async fn active(&self, mesh_id: &str) -> Result<Vec<Release>, StoreError> {
+        let mesh_id = mesh_id.to_owned();
+        self.read(move |conn| {
+            let mut statement = conn
+                .prepare_cached(
+                    "SELECT body FROM releases WHERE mesh_id = ?1 AND active = 1 ORDER BY seq",
+                )
+                .map_err(internal)?;
+            let bodies = statement
+                .query_map(params![mesh_id], |r| r.get::<_, String>(0))
+                .map_err(internal)?;
+            let mut releases = Vec::new();
+            for body in bodies {
+                releases.push(decode(&body.map_err(internal)?)?);
+            }
+            Ok(releases)
+        })
+        .await
+    }
+
     async fn snapshot(
         &self,
         mesh_id: &str,

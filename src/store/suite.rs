@@ -87,9 +87,17 @@ pub(super) async fn one_active_release_per_service(store: Arc<dyn ReleaseStore>)
     let mut ended = first.clone();
     ended.status.phase = Phase::Ended;
     store.update(&ended, first.resource_version).await.unwrap();
-    create(&store, &release("second-one", "reviews"))
+    let second = create(&store, &release("second-one", "reviews"))
         .await
         .unwrap();
+    let third = create(&store, &release("third-one", "ratings"))
+        .await
+        .unwrap();
+    let mut elsewhere = release("other-mesh-one", "reviews");
+    elsewhere.mesh_id = "other-mesh".into();
+    create(&store, &elsewhere).await.unwrap();
+    // What the driver works on: the active ones of the mesh, oldest first.
+    assert_eq!(store.active("mesh").await.unwrap(), [second, third]);
 }
 
 pub(super) async fn updates_are_compare_and_swap(store: Arc<dyn ReleaseStore>) {

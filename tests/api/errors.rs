@@ -211,6 +211,9 @@ impl ReleaseStore for BrokenStore {
     async fn list(&self, _: &ListQuery) -> Result<Page, StoreError> {
         Err(self.error())
     }
+    async fn active(&self, _: &str) -> Result<Vec<Release>, StoreError> {
+        Err(self.error())
+    }
     async fn snapshot(
         &self,
         _: &str,

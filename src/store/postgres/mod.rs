@@ -254,6 +254,19 @@ impl ReleaseStore for PostgresStore {
         )
     }
 
+    async fn active(&self, mesh_id: &str) -> Result<Vec<Release>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT resource_version, body FROM releases
+                 WHERE mesh_id = $1 AND active ORDER BY seq",
+            )
+            .await
+            .map_err(db)?;
+        let rows = client.query(&statement, &[&mesh_id]).await.map_err(db)?;
+        rows.iter().map(|r| decode(r.get(1), r.get(0))).collect()
+    }
+
     async fn snapshot(
         &self,
         mesh_id: &str,
