@@ -186,7 +186,14 @@ impl Driver {
         if to <= from {
             return Some(keys);
         }
-        for mesh in self.manager.meshes().iter() {
+        // Changes in meshes without a connected cluster need no round (the
+        // periodic resync still looks at them).
+        for mesh in self
+            .manager
+            .meshes()
+            .iter()
+            .filter(|m| self.manager.drives(m))
+        {
             let mut after = from;
             loop {
                 let events = self

@@ -167,6 +167,19 @@ impl ReleaseManager {
             .cloned()
     }
 
+    /// Whether any cluster of `mesh` has a connection: the driver has
+    /// nothing to carry out for the releases of a mesh that has none (their
+    /// creates recorded that they are not connected).
+    pub fn drives(&self, mesh: &Mesh) -> bool {
+        let Some(clusters) = self.clusters.as_ref() else {
+            return true;
+        };
+        mesh.clusters
+            .iter()
+            .chain(mesh.istio_config_cluster.as_ref())
+            .any(|c| clusters.connected(c))
+    }
+
     /// Ties the watch streams to the service's shutdown signal.
     pub fn with_shutdown(mut self, shutdown: CancellationToken) -> Self {
         self.shutdown = shutdown;

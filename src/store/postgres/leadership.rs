@@ -134,7 +134,8 @@ impl Leadership for PgLeadership {
             .await;
             match taken {
                 Ok(Ok(row)) => {
-                    current.holds = row.get::<_, bool>(0);
+                    // NULL when the schema is gone (current_schema() is NULL).
+                    current.holds = matches!(row.try_get::<_, Option<bool>>(0), Ok(Some(true)));
                     if current.holds {
                         tracing::info!("this replica now drives the clusters");
                     }
