@@ -373,8 +373,8 @@ store_test_suite!(
 
 /// A schema of its own in the test database, dropped when the test ends.
 pub(super) struct Schema {
-    url: String,
-    name: String,
+    pub(super) url: String,
+    pub(super) name: String,
 }
 
 impl Drop for Schema {

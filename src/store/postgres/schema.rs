@@ -139,3 +139,114 @@ pub(super) async fn migrate(pool: &Pool) -> anyhow::Result<Shared> {
         revision_offset,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::MIGRATIONS;
+    use crate::store::suite::{Schema, release};
+    use crate::store::{PostgresStore, ReleaseStore};
+
+    /// A database written by the version before revisions were transaction
+    /// ids: its releases, revisions and resume points carry on.
+    #[tokio::test]
+    #[cfg_attr(
+        not(pg_tests),
+        ignore = "set MESHRELEASE_TEST_DATABASE_URL to run the PostgreSQL suite"
+    )]
+    async fn a_database_of_the_first_schema_is_upgraded_in_place() {
+        let Ok(url) = std::env::var("MESHRELEASE_TEST_DATABASE_URL") else {
+            return;
+        };
+        let name = format!("mr_upgrade_{}", uuid::Uuid::new_v4().simple());
+        let schema = Schema { url, name };
+        let (client, connection) = tokio_postgres::connect(&schema.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        // As the first version left it: far more revisions than the server
+        // has transaction ids (group commits gave many writes one).
+        let old = release("from-before", "reviews");
+        let body = serde_json::to_string(&crate::domain::Release {
+            resource_version: 5_000_000_000,
+            ..old.clone()
+        })
+        .unwrap();
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA {0}; SET search_path = {0}; {1}
+                 CREATE TABLE schema_version (version INTEGER NOT NULL);
+                 INSERT INTO schema_version VALUES (1);",
+                schema.name, MIGRATIONS[0]
+            ))
+            .await
+            .unwrap();
+        client
+            .execute(
+                "INSERT INTO releases (mesh_id, namespace, name, uid, service_name, phase, active, resource_version, body)
+                 VALUES ('mesh', 'default', 'from-before', $1, 'reviews', 'Pending', TRUE, 5000000000, $2)",
+                &[&old.uid.to_string(), &body],
+            )
+            .await
+            .unwrap();
+        client
+            .execute(
+                "INSERT INTO events (revision, mesh_id, namespace, type, body)
+                 VALUES (4999999999, 'mesh', 'default', 'ADDED', $1), (5000000000, 'mesh', 'default', 'MODIFIED', $1)",
+                &[&body],
+            )
+            .await
+            .unwrap();
+
+        let store: Arc<dyn ReleaseStore> = Arc::new(
+            PostgresStore::connect(&schema.url, Some(&schema.name), 4)
+                .await
+                .unwrap(),
+        );
+        let kept = store
+            .get("mesh", "default", "from-before")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(kept.resource_version, 5_000_000_000);
+        let new = match store
+            .create(&release("after-upgrade", "ratings"), None)
+            .await
+            .unwrap()
+        {
+            crate::store::Created::New(r) => r,
+            other => panic!("{other:?}"),
+        };
+        assert!(
+            new.resource_version > 5_000_000_000,
+            "{}",
+            new.resource_version
+        );
+        // A watcher that had seen the first old event resumes: the second
+        // old one, then the new one.
+        let events = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            loop {
+                let events = store
+                    .events_after("mesh", None, 4_999_999_999, 10)
+                    .await
+                    .unwrap();
+                if events.len() == 2 {
+                    return events;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the new event never became readable");
+        assert_eq!(
+            events.iter().map(|e| e.revision).collect::<Vec<_>>(),
+            [5_000_000_000, new.resource_version]
+        );
+        // And one that had seen nothing kept is too old.
+        assert!(matches!(
+            store.events_after("mesh", None, 4_999_999_997, 10).await,
+            Err(crate::store::StoreError::TooOld { .. })
+        ));
+    }
+}
