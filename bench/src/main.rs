@@ -6,6 +6,7 @@
 #![allow(clippy::print_stdout)]
 
 mod load;
+mod reconcile;
 mod scale;
 mod server;
 mod soak;
@@ -64,6 +65,15 @@ struct Args {
     /// binary for this many seconds and report errors, memory and descriptors.
     #[arg(long)]
     soak: Option<u64>,
+    /// Instead of the throughput comparison, drive this many canary releases
+    /// across 4 simulated clusters through the server binary and report the
+    /// time to Running, the steady state's cluster requests, a restart and
+    /// memory per release.
+    #[arg(long)]
+    reconcile: Option<usize>,
+    /// Seconds of steady state `--reconcile` counts cluster requests over.
+    #[arg(long, default_value_t = 60)]
+    steady_secs: u64,
     /// The server binary for `--scale` and `--soak`; by default the `meshrelease` next to
     /// this benchmark's own executable.
     #[arg(long)]
@@ -75,6 +85,9 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(seconds) = args.soak {
         return soak::run(seconds, args.server_binary).await;
+    }
+    if let Some(releases) = args.reconcile {
+        return reconcile::run(releases, args.steady_secs, args.server_binary).await;
     }
     if let Some(releases) = args.scale {
         return scale::run(releases, args.concurrency, args.server_binary).await;

@@ -36,6 +36,15 @@ pub(crate) struct Server {
 impl Server {
     /// Starts the binary and returns once `/readyz` answers 200.
     pub(crate) async fn start(binary: &Path, data_dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with(binary, data_dir, &[]).await
+    }
+
+    /// As [`Server::start`], with more (or overriding) environment.
+    pub(crate) async fn start_with(
+        binary: &Path,
+        data_dir: &Path,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
         let address = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let sha = hex::encode(sha2::Sha256::digest(TOKEN.as_bytes()));
         let child = Command::new(binary)
@@ -54,6 +63,7 @@ impl Server {
                     r#"[{{ subject = "bench", sha256 = "{sha}", allow = [{{ actions = ["asm:mesh:*"], meshes = ["*"] }}] }}]"#
                 ),
             )
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
@@ -96,6 +106,21 @@ impl Server {
     }
 
     /// (resident, peak resident) in KiB.
+    /// A figure of `/metrics`: the sum of the samples of `name` whose labels
+    /// contain `labels`.
+    pub(crate) async fn metric(&self, name: &str, labels: &str) -> anyhow::Result<f64> {
+        let text = reqwest::get(format!("http://{}/metrics", self.address))
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter(|l| l.contains(labels))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+
     pub(crate) fn memory(&self) -> anyhow::Result<(u64, u64)> {
         let pid = self.child.id().context("the server has exited")?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;

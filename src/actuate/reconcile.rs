@@ -42,6 +42,9 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub const MAX_CONFLICTS: u32 = 8;
 /// The wait after a lost race: short, since the next try reads afresh.
 pub const CONFLICT_RETRY: Duration = Duration::from_millis(50);
+/// Releases reconciled at once: their cluster requests overlap, so a round
+/// of many releases is not a queue of one request after another.
+pub const CONCURRENT_ROUNDS: usize = 16;
 
 pub struct Driver {
     pub manager: Arc<ReleaseManager>,
@@ -300,14 +303,31 @@ impl Driver {
         self.metrics
             .queue_depth
             .set(i64::try_from(due.len()).unwrap_or(i64::MAX));
-        for (mesh, release) in due {
-            if self.shutdown.is_cancelled() {
-                return;
-            }
+        // Several releases at once (each at most once per round; no two
+        // active releases share an object, one being per service).
+        let due: Vec<_> = due
+            .into_iter()
+            .map(|(mesh, release)| {
+                let conflicts = backoff.get(&key_of(&release)).map_or(0, |b| b.conflicts);
+                (mesh.clone(), release, conflicts)
+            })
+            .collect();
+        let rounds = due.into_iter().map(|(mesh, release, conflicts)| {
             let key = key_of(&release);
-            let conflicts = backoff.get(&key).map_or(0, |b| b.conflicts);
-            let generation = release.generation;
-            let outcome = self.reconcile(mesh, release, conflicts).await;
+            async move {
+                if self.shutdown.is_cancelled() {
+                    return None;
+                }
+                let generation = release.generation;
+                let outcome = self.reconcile(&mesh, release, conflicts).await;
+                Some((key, conflicts, generation, outcome))
+            }
+        });
+        let mut rounds = futures_util::stream::iter(rounds).buffer_unordered(CONCURRENT_ROUNDS);
+        while let Some(finished) = rounds.next().await {
+            let Some((key, conflicts, generation, outcome)) = finished else {
+                continue;
+            };
             self.metrics.queue_depth.dec();
             let result = match &outcome {
                 Outcome::Done => "done",
