@@ -83,6 +83,9 @@ fn requests_by_kind(clusters: &[SimCluster], from: &[usize]) -> BTreeMap<String,
             } else {
                 ""
             };
+            if seen.method != "GET" && std::env::var_os("BENCH_SHOW_WRITES").is_some() {
+                eprintln!("steady-state write: {} {}", seen.method, seen.path);
+            }
             *kinds
                 .entry(format!("{} {kind}{watch}", seen.method))
                 .or_default() += 1;
