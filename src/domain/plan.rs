@@ -137,9 +137,10 @@ pub struct Observation {
     /// The Service `spec.serviceName`, if it exists.
     pub service: Option<JsonObject>,
     /// The VirtualServices and DestinationRules of the release's namespace
-    /// in the Istio config cluster (the planner picks those for the host).
-    pub virtual_services: Vec<JsonObject>,
-    pub destination_rules: Vec<JsonObject>,
+    /// in the Istio config cluster (the planner picks those for the host);
+    /// shared, since every release of a namespace reads the same lists.
+    pub virtual_services: std::sync::Arc<Vec<JsonObject>>,
+    pub destination_rules: std::sync::Arc<Vec<JsonObject>>,
     /// Each gray Deployment (in the order of the spec), if it exists.
     pub gray: Vec<Option<JsonObject>>,
     pub now: DateTime<Utc>,

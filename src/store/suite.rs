@@ -236,7 +236,19 @@ pub(super) async fn events_follow_every_write_in_order(store: Arc<dyn ReleaseSto
     elsewhere.mesh_id = "other-mesh".into();
     create(&store, &elsewhere).await.unwrap();
 
-    let events = store.events_after("mesh", None, start, 100).await.unwrap();
+    // A store may hold changes back while older writes (anyone's, on a
+    // shared database) are in flight: wait for all three, boundedly.
+    let events = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            let events = store.events_after("mesh", None, start, 100).await.unwrap();
+            if events.len() >= 3 {
+                return events;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the three changes never became readable");
     let kinds: Vec<EventType> = events.iter().map(|e| e.kind).collect();
     assert_eq!(
         kinds,

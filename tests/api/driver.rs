@@ -370,6 +370,42 @@ async fn a_settled_release_costs_no_cluster_requests_while_another_moves() {
     );
 }
 
+/// GETs of a namespace's VirtualServices (lists, not one by name).
+fn virtual_service_lists(clusters: &Clusters) -> usize {
+    [&clusters.a, &clusters.b]
+        .iter()
+        .flat_map(|c| c.sim.requests.all())
+        .filter(|seen| seen.method == "GET" && seen.path.ends_with("/virtualservices"))
+        .count()
+}
+
+#[tokio::test]
+async fn resyncs_of_many_releases_share_one_list_of_the_routing_objects() {
+    let clusters = clusters().await;
+    let services: Vec<String> = (0..8).map(|i| format!("svc{i}")).collect();
+    for service in &services {
+        clusters.a.put_original(service, 1).await;
+    }
+    // A resync every 100 ms: each looks at every release.
+    let app = app_resyncing(&clusters, "", 100).await;
+    for service in &services {
+        let (status, body) = json_of(app.create(&release_body(service, service)).await).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    for service in &services {
+        until(&app, service, "Running", phase_is("Running")).await;
+    }
+    let before = virtual_service_lists(&clusters);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let lists = virtual_service_lists(&clusters) - before;
+    // Some 15 rounds of 8 observations each; a list per observation would
+    // be over a hundred. Reused for a second, it is read once or twice.
+    assert!(
+        lists <= 3,
+        "{lists} lists of VirtualServices in 1.5 s of resyncs over 8 releases"
+    );
+}
+
 #[tokio::test]
 async fn a_lost_race_is_retried_on_a_fresh_read() {
     let clusters = clusters().await;

@@ -156,8 +156,10 @@ impl World {
                 )
                 .cloned(),
             service: Some(object(service)),
-            virtual_services: self.of_kind("cluster-a", ObjectKind::VirtualService),
-            destination_rules: self.of_kind("cluster-a", ObjectKind::DestinationRule),
+            virtual_services: self.of_kind("cluster-a", ObjectKind::VirtualService).into(),
+            destination_rules: self
+                .of_kind("cluster-a", ObjectKind::DestinationRule)
+                .into(),
             gray: release
                 .gray_deployments
                 .iter()
