@@ -6,6 +6,7 @@
 #![allow(clippy::print_stdout)]
 
 mod load;
+mod pinned;
 mod reconcile;
 mod scale;
 mod server;
@@ -71,6 +72,11 @@ struct Args {
     /// memory per release.
     #[arg(long)]
     reconcile: Option<usize>,
+    /// Instead of the throughput comparison, open-loop latency at 25%, 50%
+    /// and 75% of the closed-loop peak of the server binary pinned to CPU 1
+    /// (run this under `taskset -c 0`), `--duration-secs` per run.
+    #[arg(long)]
+    pinned: bool,
     /// Seconds of steady state `--reconcile` counts cluster requests over.
     #[arg(long, default_value_t = 60)]
     steady_secs: u64,
@@ -85,6 +91,17 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(seconds) = args.soak {
         return soak::run(seconds, args.server_binary).await;
+    }
+    if args.pinned {
+        let errors = pinned::run(
+            args.duration_secs,
+            args.concurrency,
+            args.connections,
+            args.server_binary,
+        )
+        .await?;
+        anyhow::ensure!(errors == 0, "{errors} requests failed");
+        return Ok(());
     }
     if let Some(releases) = args.reconcile {
         return reconcile::run(releases, args.steady_secs, args.server_binary).await;

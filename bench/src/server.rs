@@ -45,9 +45,27 @@ impl Server {
         data_dir: &Path,
         env: &[(&str, String)],
     ) -> anyhow::Result<Self> {
+        Self::start_on(binary, data_dir, env, None).await
+    }
+
+    /// As [`Server::start_with`], on CPU `cpu` only when given (`taskset`).
+    pub(crate) async fn start_on(
+        binary: &Path,
+        data_dir: &Path,
+        env: &[(&str, String)],
+        cpu: Option<usize>,
+    ) -> anyhow::Result<Self> {
         let address = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let sha = hex::encode(sha2::Sha256::digest(TOKEN.as_bytes()));
-        let child = Command::new(binary)
+        let mut command = match cpu {
+            Some(cpu) => {
+                let mut taskset = Command::new("taskset");
+                taskset.args(["-c", &cpu.to_string()]).arg(binary);
+                taskset
+            }
+            None => Command::new(binary),
+        };
+        let child = command
             .arg("--listen")
             .arg(address.to_string())
             .arg("--data-dir")

@@ -293,7 +293,7 @@ pub(crate) async fn grpc_client(address: SocketAddr, options: &Options) -> anyho
 
 /// REST clients speak HTTP/1.1 with keep-alive, as most REST clients do: one
 /// connection per request in flight.
-fn rest_client(address: SocketAddr, options: &Options) -> anyhow::Result<Client> {
+pub(crate) fn rest_client(address: SocketAddr, options: &Options) -> anyhow::Result<Client> {
     let per_client = options.concurrency.div_ceil(options.connections.max(1));
     let clients = (0..options.connections.max(1))
         .map(|_| {
