@@ -17,6 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::env::var_os("MESHRELEASE_TEST_DATABASE_URL").is_some() {
         println!("cargo:rustc-cfg=pg_tests");
     }
+    build_info();
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     let descriptor = std::env::var("DEP_MESHRELEASE_WIRE_DESCRIPTOR")?;
     println!("cargo:rerun-if-changed={descriptor}");
@@ -119,4 +120,35 @@ fn snake_case(name: &str) -> String {
         }
     }
     out
+}
+
+/// The commit built and its date, for `--version`, `/metrics` and the
+/// start-up log (`unknown` outside a git checkout). The commit's date, not
+/// the build's: two builds of one commit are alike.
+fn build_info() {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .and_then(|out| String::from_utf8(out.stdout).ok())
+            .map(|text| text.trim().to_owned())
+            .filter(|text| !text.is_empty())
+    };
+    let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    let date = git(&["log", "-1", "--format=%cs"]).unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=MESHRELEASE_COMMIT={commit}");
+    println!("cargo:rustc-env=MESHRELEASE_COMMIT_DATE={date}");
+    // A new commit (or checkout) rebuilds; paths that do not exist are left
+    // out (cargo would take them as changed at every build).
+    let mut watched = vec!["HEAD".to_owned(), "packed-refs".to_owned()];
+    watched.extend(git(&["symbolic-ref", "-q", "HEAD"]));
+    for name in watched {
+        if let Some(path) = git(&["rev-parse", "--git-path", &name])
+            && std::path::Path::new(&path).exists()
+        {
+            println!("cargo:rerun-if-changed={path}");
+        }
+    }
 }

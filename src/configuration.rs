@@ -26,13 +26,18 @@ use crate::domain::{Action, Condition, ConditionKey, Effect, Mesh, Principal, St
 #[derive(Debug, Default, Parser, Serialize)]
 #[command(
     name = "meshrelease",
-    version,
+    version = crate::VERSION,
     about = "Grayscale releases for service-mesh workloads, over gRPC and REST"
 )]
 pub struct Cli {
     /// The TOML configuration file.
     #[arg(long, env = "MESHRELEASE_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Check the configuration (file, environment and flags together), say
+    /// what it resolves to, and exit: 0 when valid, 2 when not.
+    #[arg(long)]
+    #[serde(skip)]
+    pub check_config: bool,
     /// Address to listen on for gRPC, gRPC-Web and REST.
     #[arg(long, env = "MESHRELEASE_LISTEN")]
     pub listen: Option<String>,
@@ -249,6 +254,35 @@ pub enum OneOrMany {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+impl Settings {
+    /// Where releases are kept, for logs: never the database's password.
+    pub fn store_description(&self) -> String {
+        match self.store {
+            StoreKind::Sqlite => format!("sqlite in {}", self.data_dir.display()),
+            StoreKind::Memory => "memory (nothing kept across restarts)".into(),
+            StoreKind::Postgres => {
+                let config = self
+                    .database
+                    .as_deref()
+                    .and_then(|url| url.parse::<tokio_postgres::Config>().ok());
+                let Some(config) = config else {
+                    return "postgres".into();
+                };
+                let host = match config.get_hosts().first() {
+                    Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+                    Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
+                    None => "localhost".into(),
+                };
+                let port = config.get_ports().first().copied().unwrap_or(5432);
+                format!(
+                    "postgres at {host}:{port}/{}",
+                    config.get_dbname().unwrap_or("")
+                )
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

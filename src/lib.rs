@@ -17,6 +17,17 @@
 //! - `metrics`: what `/metrics` reports.
 //! - `configuration`, `telemetry`, `shutdown`, `startup`: running it.
 
+/// The version, with the commit built and its date, as `--version`, the
+/// start-up log and `meshrelease_build_info` say.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("MESHRELEASE_COMMIT"),
+    ", ",
+    env!("MESHRELEASE_COMMIT_DATE"),
+    ")"
+);
+
 pub mod actuate;
 pub mod api;
 pub mod auth;

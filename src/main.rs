@@ -15,10 +15,21 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if cli.check_config {
+        report_valid(&cli, &settings);
+        return ExitCode::SUCCESS;
+    }
     telemetry::init(settings.log_format, &settings.log_level);
     if settings.tokens.is_empty() {
         tracing::warn!("no tokens are configured: every release operation will answer 401");
     }
+    let store = settings.store_description();
+    let config = cli
+        .config
+        .as_ref()
+        .map_or("(none: flags, environment and defaults)".to_owned(), |p| {
+            p.display().to_string()
+        });
     let application = match Application::build(settings).await {
         Ok(application) => application,
         Err(e) => {
@@ -26,9 +37,33 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(address = %application.local_addr(), "listening");
+    tracing::info!(
+        version = meshrelease::VERSION,
+        address = %application.local_addr(),
+        store = %store,
+        config = %config,
+        "listening"
+    );
     application
         .run_until_stopped(shutdown::signal_received())
         .await;
     ExitCode::SUCCESS
+}
+
+/// `--check-config`'s answer, on stdout (logging is not set up).
+#[allow(clippy::print_stdout)]
+fn report_valid(cli: &Cli, settings: &Settings) {
+    println!(
+        "meshrelease: the configuration{} is valid: listen {}, store {}, {} meshes, {} tokens, {} access keys, {} clusters",
+        cli.config
+            .as_ref()
+            .map(|p| format!(" ({})", p.display()))
+            .unwrap_or_default(),
+        settings.listen,
+        settings.store_description(),
+        settings.meshes.len(),
+        settings.tokens.len(),
+        settings.credentials.len(),
+        settings.clusters.len(),
+    );
 }

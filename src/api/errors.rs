@@ -62,6 +62,8 @@ pub enum ApiError {
     },
     #[error("{0}")]
     Unavailable(String),
+    #[error("the service is shutting down: reconnect and resume from the last resourceVersion")]
+    ShuttingDown,
     /// A fault of the service. The cause is logged, never sent to a client.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -104,6 +106,7 @@ impl From<DomainError> for ApiError {
             DomainError::FailedPrecondition(m) => ApiError::FailedPrecondition(m),
             DomainError::Gone(m) => ApiError::Gone(m),
             DomainError::Unavailable(m) => ApiError::Unavailable(m),
+            DomainError::ShuttingDown => ApiError::ShuttingDown,
             DomainError::Internal(cause) => ApiError::Internal(cause),
         }
     }
@@ -349,6 +352,9 @@ impl From<ApiError> for WireError {
                     Code::Unavailable,
                     "service unavailable, retry later",
                 )
+            }
+            ApiError::ShuttingDown => {
+                WireError::new(ErrorCode::Unavailable, Code::Unavailable, message)
             }
             ApiError::Internal(cause) => {
                 tracing::error!(

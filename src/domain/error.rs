@@ -58,6 +58,10 @@ pub enum DomainError {
     Gone(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The service is stopping: a stream it ends says so, so that the client
+    /// reconnects elsewhere and resumes.
+    #[error("the service is shutting down: reconnect and resume from the last resourceVersion")]
+    ShuttingDown,
     /// A fault of the service. The cause is logged, never sent to a client.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),

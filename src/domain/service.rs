@@ -750,7 +750,12 @@ impl ReleaseManager {
                 if events.is_empty() {
                     tokio::select! {
                         changed = revisions.changed() => if changed.is_err() { return },
-                        () = shutdown.cancelled() => return,
+                        () = shutdown.cancelled() => {
+                            // Not a normal end: the client reconnects (to
+                            // another replica) and resumes.
+                            let _ = sender.send(Err(DomainError::ShuttingDown)).await;
+                            return;
+                        }
                         () = sender.closed() => return,
                     }
                     continue;

@@ -94,12 +94,43 @@ pub struct SqliteStore {
     commits: CommitMetrics,
 }
 
+/// The database holds the secret that signs continue tokens: it is created
+/// readable by its owner only (SQLite gives its `-wal` and `-shm` files the
+/// same mode), and one found readable by others is narrowed, saying so.
+fn owner_only(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!("creating {}", path.display())));
+        }
+    }
+    let mode = std::fs::metadata(path)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            path = %path.display(),
+            mode = format!("{:o}", mode & 0o777),
+            "the database was readable by others; narrowing it to its owner (0600)"
+        );
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("narrowing the permissions of {}", path.display()))?;
+    }
+    Ok(())
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database in `data_dir` and migrates it.
     pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
         let path = data_dir.join(DATABASE_FILE);
+        owner_only(&path)?;
         let mut conn = open_connection(&path, OpenFlags::default())?;
         migrate(&mut conn)?;
         let secret = cursor_secret(&conn)?;

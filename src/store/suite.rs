@@ -460,3 +460,38 @@ async fn sqlite_keeps_releases_and_revisions_across_reopen() {
         "revisions must not restart"
     );
 }
+
+#[tokio::test]
+async fn the_sqlite_database_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mode = |name: &str| {
+        std::fs::metadata(dir.path().join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    {
+        let store: Arc<dyn ReleaseStore> =
+            Arc::new(crate::store::SqliteStore::open(dir.path()).unwrap());
+        create(&store, &release("secretive", "reviews"))
+            .await
+            .unwrap();
+        assert_eq!(mode(crate::store::DATABASE_FILE), 0o600);
+        let wal = format!("{}-wal", crate::store::DATABASE_FILE);
+        if dir.path().join(&wal).exists() {
+            assert_eq!(mode(&wal), 0o600);
+        }
+        store.close().await;
+    }
+    // One left readable by others (an older version, a copy) is narrowed.
+    std::fs::set_permissions(
+        dir.path().join(crate::store::DATABASE_FILE),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let store = crate::store::SqliteStore::open(dir.path()).unwrap();
+    assert_eq!(mode(crate::store::DATABASE_FILE), 0o600);
+    store.close().await;
+}

@@ -409,3 +409,117 @@ async fn a_second_signal_exits_at_once_while_a_request_holds_the_drain() {
     drop(send);
     let _ = stuck.await;
 }
+
+#[test]
+fn the_version_names_the_commit_it_was_built_from() {
+    let output = Command::new(env!("CARGO_BIN_EXE_meshrelease"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let version = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    assert!(
+        version.starts_with(&format!(
+            "meshrelease {} (commit ",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{version}"
+    );
+    // Built in a git checkout, it names the commit checked out.
+    if let Ok(head) = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        && head.status.success()
+    {
+        let head = String::from_utf8_lossy(&head.stdout).trim().to_owned();
+        assert!(version.contains(&head), "{version} does not name {head}");
+    }
+}
+
+#[test]
+fn check_config_validates_says_what_it_resolved_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "listen = \"127.0.0.1:0\"\n[[meshes]]\nid = \"m\"\nclusters = [\"c\"]\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_meshrelease"))
+        .arg("--config")
+        .arg(&good)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("is valid"), "{stdout}");
+    assert!(stdout.contains("1 meshes"), "{stdout}");
+    assert!(stdout.contains("store sqlite in"), "{stdout}");
+    // It only checked: no database was created.
+    assert!(
+        !dir.path().join(meshrelease::store::DATABASE_FILE).exists(),
+        "--check-config opened the store"
+    );
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "listen = \"127.0.0.1:0\"\nstore = \"etcd\"\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_meshrelease"))
+        .arg("--config")
+        .arg(&bad)
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("store:"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn the_start_up_log_and_metrics_say_what_is_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let metrics = http_client()
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && !l.starts_with('#'))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics:\n{metrics}"))
+    };
+    assert_eq!(value("meshrelease_build_info{"), 1.0);
+    assert!(
+        metrics.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))),
+        "{metrics}"
+    );
+    assert!(value("meshrelease_process_resident_memory_bytes") > 1e6);
+    assert!(value("meshrelease_process_open_fds") >= 4.0);
+    assert!(value("meshrelease_process_threads") >= 2.0);
+    assert!(value("meshrelease_process_cpu_seconds") >= 0.0);
+
+    let log = server.kill_and_read_log();
+    let listening = log
+        .lines()
+        .find(|l| l.contains("listening"))
+        .unwrap_or_else(|| panic!("no start-up line:\n{log}"));
+    for field in [
+        "version=\"0.1.0 (commit ",
+        "address=127.0.0.1:",
+        "store=sqlite in ",
+        "config=(none",
+    ] {
+        assert!(listening.contains(field), "{field} is not in: {listening}");
+    }
+}

@@ -211,7 +211,7 @@ async fn a_rest_watch_refuses_as_every_operation_does_before_streaming() {
 }
 
 #[tokio::test]
-async fn a_rest_watch_ends_cleanly_when_the_service_stops() {
+async fn a_rest_watch_ends_with_an_unavailable_line_when_the_service_stops() {
     let app = spawn_app().await;
     app.create(&release_body("watched", "reviews")).await;
     let mut lines = Lines::new(
@@ -224,14 +224,26 @@ async fn a_rest_watch_ends_cleanly_when_the_service_stops() {
     );
     lines.event().await;
     let stopping = tokio::spawn(app.stop());
-    // The stream ends (a complete last chunk, no partial line), within the
-    // drain, rather than holding the shutdown open.
+    // The stream ends (complete lines only), within the drain, rather than
+    // holding the shutdown open; its last line says the service went away,
+    // so that a client can tell a shutdown from a normal end and reconnect.
+    let mut last = None;
     while let Some(line) = lines.next().await {
         assert!(
             line.get("result").is_some() || line.get("error").is_some(),
             "{line}"
         );
+        last = Some(line);
     }
+    let last = last.expect("no line before the end");
+    assert_eq!(last["error"]["errorCode"], "ASM.01040002", "{last}");
+    assert!(
+        last["error"]["errorMsg"]
+            .as_str()
+            .unwrap()
+            .contains("shutting down"),
+        "{last}"
+    );
     tokio::time::timeout(Duration::from_secs(15), stopping)
         .await
         .expect("the service stops")

@@ -298,3 +298,26 @@ async fn a_resume_point_older_than_postgresql_keeps_is_410() {
     app.stop().await;
     drop_schema(&schema).await;
 }
+
+#[tokio::test]
+async fn a_grpc_watch_ends_unavailable_when_the_service_stops() {
+    let app = spawn_app().await;
+    app.create(&release_body("watched", "reviews")).await;
+    let mut events = watch(&app, "", "").await.unwrap();
+    assert_eq!(next(&mut events).await.1, "watched");
+    let stopping = tokio::spawn(app.stop());
+    // Not a clean end (None): UNAVAILABLE, so the client reconnects.
+    let ended = tokio::time::timeout(Duration::from_secs(15), events.next())
+        .await
+        .expect("the stream did not end within the drain");
+    let status = match ended {
+        Some(Err(status)) => status,
+        other => panic!("expected UNAVAILABLE, got {other:?}"),
+    };
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("shutting down"), "{status:?}");
+    tokio::time::timeout(Duration::from_secs(15), stopping)
+        .await
+        .expect("the service stops")
+        .unwrap();
+}

@@ -14,6 +14,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod process;
+
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -168,6 +170,7 @@ pub struct Metrics {
     durations: Family<RpcLabels, Histogram, fn() -> Histogram>,
     in_flight: Family<ProtocolLabels, Gauge>,
     watchers: Gauge,
+    process: process::Process,
     /// gRPC path (`/asm.v2.ReleaseService/CreateRelease`) to its label.
     grpc_methods: HashMap<String, Arc<String>>,
     unknown: Arc<String>,
@@ -234,6 +237,7 @@ impl Metrics {
             "Requests to the clusters, by cluster, verb and HTTP status (error: no answer)",
             driver.cluster_requests.clone(),
         );
+        let process = process::Process::register(&mut registry);
         let grpc_methods = grpc_methods
             .into_iter()
             .map(|name| (format!("/{name}"), Arc::new(name)))
@@ -244,6 +248,7 @@ impl Metrics {
             durations,
             in_flight,
             watchers,
+            process,
             grpc_methods,
             unknown: Arc::new("unknown".into()),
             unmatched: Arc::new("none".into()),
@@ -300,6 +305,7 @@ impl Metrics {
             .set(i64::try_from(watchers).unwrap_or(i64::MAX));
         let mut text = String::with_capacity(16 * 1024);
         // Writing to a String cannot fail.
+        self.process.refresh();
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
     }
