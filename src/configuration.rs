@@ -85,6 +85,10 @@ pub struct Cli {
     /// Seconds a shutdown waits for requests in flight.
     #[arg(long, env = "MESHRELEASE_DRAIN_TIMEOUT_SECS")]
     pub drain_timeout_secs: Option<u64>,
+    /// Seconds between a stop signal and the drain, during which `/readyz`
+    /// answers 503 and requests are still served (for load balancers).
+    #[arg(long, env = "MESHRELEASE_SHUTDOWN_DELAY_SECS")]
+    pub shutdown_delay_secs: Option<u64>,
     /// The meshes, as a TOML array of tables (replaces the file's).
     #[arg(long, env = "MESHRELEASE_MESHES")]
     pub meshes: Option<String>,
@@ -128,6 +132,7 @@ struct Layered {
     max_connections: usize,
     listen_backlog: u32,
     drain_timeout_secs: u64,
+    shutdown_delay_secs: u64,
     meshes: Vec<MeshConfig>,
     tokens: Vec<TokenConfig>,
     credentials: Vec<CredentialConfig>,
@@ -165,6 +170,7 @@ impl Default for Layered {
             max_connections: 4096,
             listen_backlog: default_listen_backlog(),
             drain_timeout_secs: 30,
+            shutdown_delay_secs: 0,
             meshes: Vec::new(),
             tokens: Vec::new(),
             credentials: Vec::new(),
@@ -311,6 +317,8 @@ pub struct Settings {
     pub max_connections: usize,
     pub listen_backlog: u32,
     pub drain_timeout: Duration,
+    /// Not ready but still serving, between the stop signal and the drain.
+    pub shutdown_delay: Duration,
     pub meshes: Vec<Mesh>,
     pub tokens: Vec<TokenEntry>,
     pub credentials: Vec<CredentialEntry>,
@@ -440,6 +448,7 @@ impl Settings {
             max_connections: l.max_connections,
             listen_backlog: l.listen_backlog,
             drain_timeout: Duration::from_secs(l.drain_timeout_secs),
+            shutdown_delay: Duration::from_secs(l.shutdown_delay_secs),
             meshes: validate_meshes(l.meshes)?,
             tokens: validate_tokens(l.tokens)?,
             credentials: validate_credentials(l.credentials)?,

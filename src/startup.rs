@@ -45,6 +45,11 @@ pub struct Application {
     /// The one shutdown signal: readiness, health, watch streams, the
     /// cluster driver and the accept loop all follow it.
     shutdown: CancellationToken,
+    /// Fired by the stop signal, `shutdown_delay` before `shutdown`:
+    /// readiness and gRPC health turn not serving while requests are still
+    /// served, so that load balancers stop sending first.
+    stopping: CancellationToken,
+    shutdown_delay: std::time::Duration,
     driver: crate::actuate::Driver,
 }
 
@@ -75,6 +80,7 @@ impl Application {
         store: Arc<dyn ReleaseStore>,
     ) -> anyhow::Result<Self> {
         let shutdown = CancellationToken::new();
+        let stopping = CancellationToken::new();
         let driver_metrics = crate::metrics::DriverMetrics::default();
         let clusters: Arc<dyn crate::domain::ports::ClusterPort> = Arc::new(
             crate::actuate::KubeClusters::connect(&settings.clusters, driver_metrics.clone()).await,
@@ -174,6 +180,7 @@ impl Application {
                 get(readyz).with_state(Readiness {
                     store: store.clone(),
                     shutdown: shutdown.clone(),
+                    stopping: stopping.clone(),
                 }),
             )
             .fallback(transcode)
@@ -240,6 +247,8 @@ impl Application {
             manager,
             health,
             shutdown,
+            stopping,
+            shutdown_delay: settings.shutdown_delay,
             driver,
         })
     }
@@ -269,13 +278,18 @@ impl Application {
             store,
             health,
             shutdown: token,
+            stopping,
+            shutdown_delay,
             driver,
             ..
         } = self;
         let driving = driver.spawn();
-        let fired = token.clone();
+        let (fired, not_ready) = (token.clone(), stopping.clone());
         tokio::spawn(async move {
-            fired.cancelled().await;
+            tokio::select! {
+                () = fired.cancelled() => {}
+                () = not_ready.cancelled() => {}
+            }
             health
                 .set_not_serving::<ReleaseServiceServer<ReleaseApi>>()
                 .await;
@@ -283,7 +297,20 @@ impl Application {
         let trigger = token.clone();
         let stop = async move {
             tokio::select! {
-                () = shutdown => trigger.cancel(),
+                () = shutdown => {
+                    stopping.cancel();
+                    if !shutdown_delay.is_zero() {
+                        tracing::info!(
+                            seconds = shutdown_delay.as_secs(),
+                            "not ready; serving on until the shutdown delay ends, then draining"
+                        );
+                        tokio::select! {
+                            () = tokio::time::sleep(shutdown_delay) => {}
+                            () = trigger.cancelled() => {}
+                        }
+                    }
+                    trigger.cancel();
+                }
                 () = trigger.cancelled() => {}
             }
         };

@@ -16,6 +16,8 @@ use crate::store::ReleaseStore;
 pub struct Readiness {
     pub store: Arc<dyn ReleaseStore>,
     pub shutdown: CancellationToken,
+    /// Fired at the stop signal, before the drain (`shutdown_delay_secs`).
+    pub stopping: CancellationToken,
 }
 
 pub async fn healthz() -> Response {
@@ -23,7 +25,7 @@ pub async fn healthz() -> Response {
 }
 
 pub async fn readyz(State(readiness): State<Readiness>) -> Response {
-    if readiness.shutdown.is_cancelled() {
+    if readiness.shutdown.is_cancelled() || readiness.stopping.is_cancelled() {
         return ApiError::Unavailable("shutting down".into()).into_response();
     }
     match readiness.store.check_writable().await {

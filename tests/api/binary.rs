@@ -523,3 +523,52 @@ async fn the_start_up_log_and_metrics_say_what_is_running() {
         assert!(listening.contains(field), "{field} is not in: {listening}");
     }
 }
+
+#[tokio::test]
+async fn the_shutdown_delay_turns_readiness_off_and_keeps_serving_before_the_drain() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(dir.path(), &["--shutdown-delay-secs", "5"]);
+    let ready = |base: String| async move {
+        http_client()
+            .get(format!("{base}/readyz"))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    };
+    assert_eq!(ready(server.base.clone()).await.unwrap(), 200);
+    let signalled = std::time::Instant::now();
+    let pid = server.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // At once: not ready (a load balancer stops sending), but a new
+    // connection is still accepted and its request served.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while ready(server.base.clone()).await.unwrap() != 503 {
+        assert!(std::time::Instant::now() < deadline, "still ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        create(&server.base, "during-delay", "reviews", "req-delay-1").await,
+        200
+    );
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "the checks above took the whole delay; nothing was proved"
+    );
+    // Then it drains and exits, cleanly, once the delay is over.
+    let status = tokio::task::spawn_blocking(move || server.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        signalled.elapsed() >= Duration::from_secs(5),
+        "exited before the delay was over"
+    );
+}
