@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use figment::Figment;
+use figment::value::magic::RelativePathBuf;
 use figment::providers::{Format as _, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
@@ -117,7 +118,8 @@ pub struct Cli {
 #[serde(deny_unknown_fields)]
 struct Layered {
     listen: String,
-    data_dir: PathBuf,
+    /// Relative paths written in the file are the file's directory's.
+    data_dir: RelativePathBuf,
     store: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     database: Option<String>,
@@ -147,7 +149,7 @@ struct Layered {
 pub struct ClusterConfig {
     pub id: String,
     #[serde(default)]
-    pub kubeconfig: Option<PathBuf>,
+    pub kubeconfig: Option<RelativePathBuf>,
     #[serde(default)]
     pub context: Option<String>,
 }
@@ -156,7 +158,7 @@ impl Default for Layered {
     fn default() -> Self {
         Layered {
             listen: DEFAULT_LISTEN.to_owned(),
-            data_dir: PathBuf::from("./data"),
+            data_dir: RelativePathBuf::from("./data"),
             store: "sqlite".to_owned(),
             database: None,
             database_pool_size: 16,
@@ -229,7 +231,7 @@ pub struct RateLimitConfig {
 pub struct CredentialConfig {
     pub subject: String,
     pub access_key: String,
-    pub secret_key_file: Option<PathBuf>,
+    pub secret_key_file: Option<RelativePathBuf>,
     pub secret_key_env: Option<String>,
     pub allow: Vec<StatementConfig>,
     #[serde(default)]
@@ -434,7 +436,7 @@ impl Settings {
         }
         Ok(Settings {
             listen,
-            data_dir: l.data_dir,
+            data_dir: l.data_dir.relative(),
             store,
             database,
             database_pool_size: l.database_pool_size,
@@ -627,7 +629,8 @@ fn validate_clusters(clusters: Vec<ClusterConfig>) -> Result<Vec<ClusterSettings
         if out.iter().any(|o| o.id == c.id) {
             return fail(format!("clusters[{i}].id: {:?} is declared twice", c.id));
         }
-        if let Some(path) = &c.kubeconfig
+        let kubeconfig = c.kubeconfig.as_ref().map(RelativePathBuf::relative);
+        if let Some(path) = &kubeconfig
             && !path.is_file()
         {
             return fail(format!(
@@ -637,7 +640,7 @@ fn validate_clusters(clusters: Vec<ClusterConfig>) -> Result<Vec<ClusterSettings
         }
         out.push(ClusterSettings {
             id: c.id,
-            kubeconfig: c.kubeconfig,
+            kubeconfig,
             context: c.context,
         });
     }
@@ -784,7 +787,7 @@ fn validate_credentials(
             ));
         }
         let secret = match (&c.secret_key_file, &c.secret_key_env) {
-            (Some(path), None) => read_secret_file(path)
+            (Some(path), None) => read_secret_file(&path.relative())
                 .map_err(|e| ConfigError(format!("credentials[{i}].secret_key_file: {e}")))?,
             (None, Some(variable)) => std::env::var(variable).map_err(|_| {
                 ConfigError(format!(
@@ -941,6 +944,49 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("credentials[0].secret_key_env"), "{err}");
+    }
+
+    #[test]
+    fn relative_paths_in_the_file_are_the_files_directorys_and_in_flags_the_working_directorys() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("conf");
+        std::fs::create_dir_all(conf.join("secrets")).unwrap();
+        let secret = conf.join("secrets/sdk-client.sk");
+        std::fs::write(&secret, "MFyfvK41ba2giqM7Uio6PznpdUKGpownRZlmVmHc\n").unwrap();
+        set_private(&secret);
+        std::fs::write(conf.join("a.kubeconfig"), "apiVersion: v1\n").unwrap();
+        let file = conf.join("meshrelease.toml");
+        std::fs::write(
+            &file,
+            GOOD.replace("data_dir = \"./d\"", "data_dir = \"state\"")
+                + "[[clusters]]\nid = \"cluster-a\"\nkubeconfig = \"a.kubeconfig\"\n",
+        )
+        .unwrap();
+        // Run from elsewhere: the file's relative paths still name its files.
+        let s = Settings::load(&Cli {
+            config: Some(file.clone()),
+            ..Cli::default()
+        })
+        .unwrap();
+        assert_eq!(s.data_dir, conf.join("state"));
+        assert_eq!(s.clusters[0].kubeconfig, Some(conf.join("a.kubeconfig")));
+        assert_eq!(
+            s.credentials[0].secret_key,
+            b"MFyfvK41ba2giqM7Uio6PznpdUKGpownRZlmVmHc"
+        );
+        // A flag's (or the environment's) path is the working directory's.
+        let s = Settings::load(&Cli {
+            config: Some(file),
+            data_dir: Some(PathBuf::from("elsewhere")),
+            ..Cli::default()
+        })
+        .unwrap();
+        assert_eq!(s.data_dir, PathBuf::from("elsewhere"));
+        // And with no file, the default is the working directory's ./data.
+        assert_eq!(
+            Settings::load(&Cli::default()).unwrap().data_dir,
+            PathBuf::from("./data")
+        );
     }
 
     #[test]
