@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use figment::Figment;
-use figment::value::magic::RelativePathBuf;
 use figment::providers::{Format as _, Serialized, Toml};
+use figment::value::magic::RelativePathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::actuate::ClusterSettings;
@@ -55,6 +55,10 @@ pub struct Cli {
     /// Connections to PostgreSQL held at most.
     #[arg(long, env = "MESHRELEASE_DATABASE_POOL_SIZE")]
     pub database_pool_size: Option<usize>,
+    /// A file holding the PostgreSQL password (mode 0600), so that it need
+    /// not be in the URL. `MESHRELEASE_DATABASE_PASSWORD` may hold it instead.
+    #[arg(long, env = "MESHRELEASE_DATABASE_PASSWORD_FILE")]
+    pub database_password_file: Option<PathBuf>,
     /// `text` or `json`.
     #[arg(long, env = "MESHRELEASE_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -124,6 +128,7 @@ struct Layered {
     #[serde(skip_serializing_if = "Option::is_none")]
     database: Option<String>,
     database_pool_size: usize,
+    database_password_file: Option<RelativePathBuf>,
     log_format: String,
     log_level: String,
     max_body_bytes: usize,
@@ -162,6 +167,7 @@ impl Default for Layered {
             store: "sqlite".to_owned(),
             database: None,
             database_pool_size: 16,
+            database_password_file: None,
             log_format: "text".to_owned(),
             log_level: "info".to_owned(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
@@ -309,6 +315,9 @@ pub struct Settings {
     pub store: StoreKind,
     pub database: Option<String>,
     pub database_pool_size: usize,
+    /// The PostgreSQL password, from `database_password_file` or
+    /// `MESHRELEASE_DATABASE_PASSWORD`, when not in the URL.
+    pub database_password: Option<Password>,
     pub log_format: LogFormat,
     pub log_level: String,
     pub max_body_bytes: usize,
@@ -440,6 +449,7 @@ impl Settings {
             store,
             database,
             database_pool_size: l.database_pool_size,
+            database_password: database_password(l.database_password_file.as_ref())?,
             log_format,
             log_level: l.log_level,
             max_body_bytes: l.max_body_bytes,
@@ -846,6 +856,34 @@ fn validate_rate_limit(
 }
 
 /// A secret key file; refused when others may read it (as ssh refuses keys).
+/// A password, never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(pub String);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(REDACTED)")
+    }
+}
+
+/// The database password from its file (private, one line) or, without
+/// one, from `MESHRELEASE_DATABASE_PASSWORD`.
+fn database_password(file: Option<&RelativePathBuf>) -> Result<Option<Password>, ConfigError> {
+    if let Some(file) = file {
+        let text = read_secret_file(&file.relative())
+            .map_err(|e| ConfigError(format!("database_password_file: {e}")))?;
+        let password = text.trim_end_matches(['\n', '\r']);
+        if password.is_empty() {
+            return fail("database_password_file: the file is empty");
+        }
+        return Ok(Some(Password(password.to_owned())));
+    }
+    Ok(std::env::var("MESHRELEASE_DATABASE_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .map(Password))
+}
+
 fn read_secret_file(path: &Path) -> Result<String, String> {
     let metadata = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
     #[cfg(unix)]
@@ -986,6 +1024,29 @@ mod tests {
         assert_eq!(
             Settings::load(&Cli::default()).unwrap().data_dir,
             PathBuf::from("./data")
+        );
+    }
+
+    #[test]
+    fn the_database_password_comes_from_a_private_file_and_never_shows() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pg.password");
+        std::fs::write(&file, "s3cret-pw\n").unwrap();
+        set_private(&file);
+        let cli = |path: &Path| Cli {
+            database: Some("postgres://app@127.0.0.1:5432/releases".into()),
+            database_password_file: Some(path.to_owned()),
+            ..Cli::default()
+        };
+        let s = Settings::load(&cli(&file)).unwrap();
+        assert_eq!(s.database_password, Some(Password("s3cret-pw".into())));
+        assert!(!format!("{s:?}").contains("s3cret"), "the password shows");
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = Settings::load(&cli(&file)).unwrap_err().to_string();
+        assert!(
+            err.contains("database_password_file") && err.contains("chmod 600"),
+            "{err}"
         );
     }
 

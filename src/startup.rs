@@ -61,8 +61,9 @@ impl Application {
             StoreKind::Sqlite => Arc::new(SqliteStore::open(&settings.data_dir)?),
             StoreKind::Memory => Arc::new(MemoryStore::new()),
             StoreKind::Postgres => Arc::new(
-                PostgresStore::connect(
+                PostgresStore::connect_with_password(
                     settings.database.as_deref().unwrap_or_default(),
+                    settings.database_password.as_ref().map(|p| p.0.as_str()),
                     None,
                     settings.database_pool_size,
                 )

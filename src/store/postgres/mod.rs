@@ -46,7 +46,25 @@ impl PostgresStore {
         schema: Option<&str>,
         max_connections: usize,
     ) -> anyhow::Result<Self> {
-        let mut config: tokio_postgres::Config = url.parse()?;
+        Self::connect_with_password(url, None, schema, max_connections).await
+    }
+
+    /// As [`PostgresStore::connect`], with a password kept out of the URL.
+    pub async fn connect_with_password(
+        url: &str,
+        password: Option<&str>,
+        schema: Option<&str>,
+        max_connections: usize,
+    ) -> anyhow::Result<Self> {
+        let config = connection_config(url, password)?;
+        Self::connect_config(config, schema, max_connections).await
+    }
+
+    async fn connect_config(
+        mut config: tokio_postgres::Config,
+        schema: Option<&str>,
+        max_connections: usize,
+    ) -> anyhow::Result<Self> {
         config.connect_timeout(Duration::from_secs(5));
         if let Some(schema) = schema {
             anyhow::ensure!(
@@ -126,6 +144,15 @@ impl Drop for PostgresStore {
     fn drop(&mut self) {
         self.follower.abort();
     }
+}
+
+/// The URL's settings, with `password` (when given) in place of the URL's.
+fn connection_config(url: &str, password: Option<&str>) -> anyhow::Result<tokio_postgres::Config> {
+    let mut config: tokio_postgres::Config = url.parse()?;
+    if let Some(password) = password {
+        config.password(password);
+    }
+    Ok(config)
 }
 
 fn db(e: tokio_postgres::Error) -> StoreError {
@@ -323,5 +350,22 @@ impl ReleaseStore for PostgresStore {
 
     fn leadership(&self) -> Arc<dyn Leadership> {
         self.leadership.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_password_given_apart_replaces_the_urls() {
+        let config = super::connection_config(
+            "postgres://app:in-url@db.internal:5433/releases",
+            Some("apart"),
+        )
+        .unwrap();
+        assert_eq!(config.get_password(), Some(&b"apart"[..]));
+        assert_eq!(config.get_user(), Some("app"));
+        let config =
+            super::connection_config("postgres://app:in-url@db.internal/releases", None).unwrap();
+        assert_eq!(config.get_password(), Some(&b"in-url"[..]));
     }
 }
