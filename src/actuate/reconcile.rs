@@ -530,6 +530,10 @@ impl Driver {
             Ok(_) => {}
             // Someone wrote since we read: the next round sees it.
             Err(DomainError::Aborted(_)) => {}
+            // Removed since we read (it had ended): nothing left to record.
+            Err(DomainError::NotFound(_)) => {
+                tracing::debug!(release = %release.name, "the release went away during its round");
+            }
             Err(e) => {
                 tracing::warn!(release = %release.name, ?step, error = %e, "cannot record the release's status")
             }
