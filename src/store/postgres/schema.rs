@@ -127,8 +127,20 @@ pub(super) async fn migrate(pool: &Pool) -> anyhow::Result<Shared> {
         .query_one("SELECT value FROM meta WHERE key = 'cursor_secret'", &[])
         .await?
         .get(0);
+    // Revisions must stay above every one given. They do while the server's
+    // transaction ids grow; restored onto another server (whose ids start
+    // lower), they would not: the offset grows to keep them above. Every
+    // replica reads it here, at start, as every replica restarts when the
+    // database is restored.
     let revision_offset: i64 = tx
-        .query_one("SELECT revision_offset FROM change_log", &[])
+        .query_one(
+            "UPDATE change_log SET revision_offset = GREATEST(revision_offset,
+                 GREATEST(COALESCE((SELECT MAX(revision) FROM events), 0),
+                          COALESCE((SELECT MAX(resource_version) FROM releases), 0))
+                 + 1 - pg_current_xact_id()::text::bigint)
+             RETURNING revision_offset",
+            &[],
+        )
         .await?
         .get(0);
     tx.commit().await?;
@@ -243,6 +255,33 @@ mod tests {
             events.iter().map(|e| e.revision).collect::<Vec<_>>(),
             [5_000_000_000, new.resource_version]
         );
+        // Restored onto a server whose transaction ids are behind the
+        // revisions given (simulated: the offset lost): a new start keeps
+        // revisions above every one given.
+        store.close().await;
+        drop(store);
+        client
+            .batch_execute(&format!(
+                "UPDATE {0}.change_log SET revision_offset = 0;
+                 UPDATE {0}.releases SET resource_version = 9000000000000 WHERE name = 'after-upgrade'",
+                schema.name
+            ))
+            .await
+            .unwrap();
+        let store: Arc<dyn ReleaseStore> = Arc::new(
+            PostgresStore::connect(&schema.url, Some(&schema.name), 4)
+                .await
+                .unwrap(),
+        );
+        let after_restore = match store
+            .create(&release("after-restore", "details"), None)
+            .await
+            .unwrap()
+        {
+            crate::store::Created::New(r) => r.resource_version,
+            other => panic!("{other:?}"),
+        };
+        assert!(after_restore > 9_000_000_000_000, "{after_restore}");
         // And one that had seen nothing kept is too old.
         assert!(matches!(
             store.events_after("mesh", None, 4_999_999_997, 10).await,
