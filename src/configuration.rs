@@ -65,6 +65,10 @@ pub struct Cli {
     /// A tracing filter, such as `info` or `meshrelease=debug,info`.
     #[arg(long, env = "MESHRELEASE_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// Where audit records go, as JSON lines: `stdout`, `off`, or a file
+    /// (appended to, created 0600).
+    #[arg(long, env = "MESHRELEASE_AUDIT_LOG")]
+    pub audit_log: Option<String>,
     /// The largest request body (REST) or message (gRPC), in bytes.
     #[arg(long, env = "MESHRELEASE_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
@@ -131,6 +135,7 @@ struct Layered {
     database_password_file: Option<RelativePathBuf>,
     log_format: String,
     log_level: String,
+    audit_log: String,
     max_body_bytes: usize,
     header_read_timeout_secs: u64,
     body_read_timeout_secs: u64,
@@ -170,6 +175,7 @@ impl Default for Layered {
             database_password_file: None,
             log_format: "text".to_owned(),
             log_level: "info".to_owned(),
+            audit_log: "stdout".to_owned(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             header_read_timeout_secs: 10,
             body_read_timeout_secs: 30,
@@ -320,6 +326,7 @@ pub struct Settings {
     pub database_password: Option<Password>,
     pub log_format: LogFormat,
     pub log_level: String,
+    pub audit_log: crate::telemetry::AuditSink,
     pub max_body_bytes: usize,
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,
@@ -452,6 +459,7 @@ impl Settings {
             database_password: database_password(l.database_password_file.as_ref())?,
             log_format,
             log_level: l.log_level,
+            audit_log: crate::telemetry::AuditSink::parse(&l.audit_log),
             max_body_bytes: l.max_body_bytes,
             header_read_timeout: Duration::from_secs(l.header_read_timeout_secs),
             body_read_timeout: Duration::from_secs(l.body_read_timeout_secs),

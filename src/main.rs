@@ -19,7 +19,14 @@ async fn main() -> ExitCode {
         report_valid(&cli, &settings);
         return ExitCode::SUCCESS;
     }
-    telemetry::init(settings.log_format, &settings.log_level);
+    if let Err(e) = telemetry::init(
+        settings.log_format,
+        &settings.log_level,
+        &settings.audit_log,
+    ) {
+        eprintln!("meshrelease: audit_log: {e}");
+        return ExitCode::from(2);
+    }
     if settings.tokens.is_empty() {
         tracing::warn!("no tokens are configured: every release operation will answer 401");
     }

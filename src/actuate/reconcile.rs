@@ -431,6 +431,20 @@ impl Driver {
                 object,
                 "changed a cluster object"
             );
+            // And the audit trail's record of the same change.
+            tracing::info!(
+                target: crate::telemetry::AUDIT,
+                subject = "meshrelease-driver",
+                mesh = %release.mesh_id,
+                namespace = %release.namespace,
+                release = %release.name,
+                cluster = %change.cluster_id,
+                kind = change.kind.as_str(),
+                action = change.change.as_str(),
+                object,
+                outcome = "OK",
+                "changed a cluster object"
+            );
         }
         let gray_deployments = Some(
             release

@@ -2,6 +2,7 @@
 //! (REST reaches it through `crate::transcode`). Each method unwraps the
 //! request, calls the domain, and maps the error; nothing more.
 
+mod audit;
 pub mod conversions;
 pub mod errors;
 pub mod field_mask;

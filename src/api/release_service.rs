@@ -101,6 +101,7 @@ impl ReleaseService for ReleaseApi {
             .unwrap_or_default();
         let span = rpc_span("CreateRelease", &request.mesh_id, &request.namespace, &name);
         let draft = ReleaseDraft::try_from(request.release.unwrap_or_default())?;
+        let dry_run = request.dry_run;
         let created = self
             .manager
             .create(
@@ -113,9 +114,11 @@ impl ReleaseService for ReleaseApi {
                     client_token,
                 },
             )
-            .instrument(span)
-            .await?;
-        Ok(Response::new(created.into()))
+            .instrument(span.clone())
+            .await
+            .map_err(Status::from);
+        super::audit::record(&span, true, dry_run, &principal.subject, &created);
+        Ok(Response::new(created?.into()))
     }
 
     async fn get_release(
@@ -126,13 +129,14 @@ impl ReleaseService for ReleaseApi {
         let r = request.into_inner();
         let span = rpc_span("GetRelease", &r.mesh_id, &r.namespace, &r.name);
         let target = release_ref(r.mesh_id, r.namespace, r.name);
-        Ok(Response::new(
-            self.manager
-                .get(&principal, target)
-                .instrument(span)
-                .await?
-                .into(),
-        ))
+        let got = self
+            .manager
+            .get(&principal, target)
+            .instrument(span.clone())
+            .await
+            .map_err(Status::from);
+        super::audit::record(&span, false, false, &principal.subject, &got);
+        Ok(Response::new(got?.into()))
     }
 
     async fn list_releases(
@@ -155,8 +159,11 @@ impl ReleaseService for ReleaseApi {
                     phase: optional(r.phase),
                 },
             )
-            .instrument(span)
-            .await?;
+            .instrument(span.clone())
+            .await
+            .map_err(Status::from);
+        super::audit::record(&span, false, false, &principal.subject, &page);
+        let page = page?;
         Ok(Response::new(ReleaseList {
             kind: "ReleaseList".into(),
             api_version: API_VERSION.into(),
@@ -185,9 +192,11 @@ impl ReleaseService for ReleaseApi {
                     dry_run: r.dry_run,
                 },
             )
-            .instrument(span)
-            .await?;
-        Ok(Response::new(updated.into()))
+            .instrument(span.clone())
+            .await
+            .map_err(Status::from);
+        super::audit::record(&span, true, r.dry_run, &principal.subject, &updated);
+        Ok(Response::new(updated?.into()))
     }
 
     async fn patch_release(
@@ -232,9 +241,11 @@ impl ReleaseService for ReleaseApi {
                     dry_run: r.dry_run,
                 },
             )
-            .instrument(span)
-            .await?;
-        Ok(Response::new(patched.into()))
+            .instrument(span.clone())
+            .await
+            .map_err(Status::from);
+        super::audit::record(&span, true, r.dry_run, &principal.subject, &patched);
+        Ok(Response::new(patched?.into()))
     }
 
     async fn delete_release(
@@ -245,13 +256,14 @@ impl ReleaseService for ReleaseApi {
         let r = request.into_inner();
         let span = rpc_span("DeleteRelease", &r.mesh_id, &r.namespace, &r.name);
         let target = release_ref(r.mesh_id, r.namespace, r.name);
-        Ok(Response::new(
-            self.manager
-                .delete(&principal, target, &r.action)
-                .instrument(span)
-                .await?
-                .into(),
-        ))
+        let deleted = self
+            .manager
+            .delete(&principal, target, &r.action)
+            .instrument(span.clone())
+            .await
+            .map_err(Status::from);
+        super::audit::record(&span, true, false, &principal.subject, &deleted);
+        Ok(Response::new(deleted?.into()))
     }
 
     type WatchReleasesStream = WatchStream;
@@ -273,8 +285,11 @@ impl ReleaseService for ReleaseApi {
                     resource_version: r.resource_version,
                 },
             )
-            .instrument(span)
-            .await?;
+            .instrument(span.clone())
+            .await
+            .map_err(Status::from);
+        super::audit::record(&span, false, false, &principal.subject, &events);
+        let events = events?;
         let stream = ReceiverStream::new(events).map(|event| {
             event
                 .map(|e| pb::WatchEvent {

@@ -83,7 +83,21 @@ pub async fn authenticate(
             next.run(request).await
         }
         Err(error) => {
+            // Refused before any operation: audited with why (never the
+            // token or the signature).
+            let subject = if let ApiError::TooManyRequests { subject, .. } = &error {
+                Some(subject.clone())
+            } else {
+                None
+            };
             let error = WireError::from(error);
+            tracing::info!(
+                target: crate::telemetry::AUDIT,
+                subject = subject.as_deref(),
+                outcome = crate::metrics::grpc_code_name(error.grpc_code),
+                reason = %error.message,
+                "refused"
+            );
             if grpc {
                 grpc_error_as(grpc_web, error)
             } else {

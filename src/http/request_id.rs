@@ -31,11 +31,16 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
         .filter(|id| is_sane(id))
         .map(|id| String::from_utf8_lossy(id).into_owned())
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let peer = request
+        .extensions()
+        .get::<super::server::PeerAddr>()
+        .map(|p| p.0.to_string());
     let span = tracing::info_span!(
         "request",
         request_id = %id,
         method = %request.method(),
         path = %crate::domain::names::bounded(request.uri().path()),
+        peer = peer.as_deref().unwrap_or("unknown"),
         subject = tracing::field::Empty,
     );
     request.extensions_mut().insert(RequestId(id.clone()));

@@ -25,6 +25,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use super::idle::{CountInFlight, IdleTimeout};
 
+/// The address a request's connection came from (a request extension).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
 /// Connection-level limits.
 #[derive(Debug, Clone)]
 pub struct ConnectionLimits {
@@ -173,7 +177,10 @@ pub async fn serve(
         let connection = builder
             .serve_connection_with_upgrades(
                 TokioIo::new(IdleTimeout::new(stream, limits.idle_timeout, busy.clone())),
-                TowerToHyperService::new(CountInFlight::new(service.clone(), busy)),
+                TowerToHyperService::new(CountInFlight::new(
+                    tower_http::add_extension::AddExtension::new(service.clone(), PeerAddr(peer)),
+                    busy,
+                )),
             )
             .into_owned();
         let connection = graceful.watch(connection);

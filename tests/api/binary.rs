@@ -572,3 +572,112 @@ async fn the_shutdown_delay_turns_readiness_off_and_keeps_serving_before_the_dra
         "exited before the delay was over"
     );
 }
+
+#[tokio::test]
+async fn the_audit_trail_has_a_record_per_change_and_per_refusal_and_no_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let server = start(dir.path(), &["--audit-log", audit.to_str().unwrap()]);
+    let releases = format!(
+        "{}/v2/meshes/{MESH}/namespaces/default/releases",
+        server.base
+    );
+    let post = |token: &'static str, name: &'static str| {
+        http_client()
+            .post(releases.clone())
+            .header("X-Auth-Token", token)
+            .header("X-Request-Id", format!("req-audit-{name}"))
+            .json(&release_body(name, name))
+            .send()
+    };
+    assert_eq!(post(TOKEN, "audited").await.unwrap().status(), 200);
+    assert_eq!(post(DENIED_TOKEN, "denied").await.unwrap().status(), 403);
+    assert_eq!(post("not-a-token", "unknown").await.unwrap().status(), 401);
+    // A read changes nothing and is allowed: no record.
+    let read = http_client()
+        .get(format!("{releases}/audited"))
+        .header("X-Auth-Token", TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    // A cancel over gRPC.
+    let mut grpc = meshrelease::pb::asm::v2::release_service_client::ReleaseServiceClient::connect(
+        server.base.clone(),
+    )
+    .await
+    .unwrap();
+    grpc.delete_release(authed(meshrelease::pb::asm::v2::DeleteReleaseRequest {
+        mesh_id: MESH.into(),
+        namespace: "default".into(),
+        name: "audited".into(),
+        action: "cancel".into(),
+    }))
+    .await
+    .unwrap();
+
+    // Records are written as they happen; read them when all four are there.
+    let mut records = Vec::new();
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(&audit).unwrap_or_default();
+        records = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect::<Vec<_>>();
+        if records.len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = std::fs::read_to_string(&audit).unwrap();
+    for secret in [TOKEN, DENIED_TOKEN, "not-a-token"] {
+        assert!(
+            !text.contains(secret),
+            "the audit trail holds a token:\n{text}"
+        );
+    }
+    // Each record flattened: its fields and those of the spans it was in.
+    let flat: Vec<serde_json::Map<String, serde_json::Value>> = records
+        .iter()
+        .map(|r| {
+            let mut all = r["fields"].as_object().cloned().unwrap_or_default();
+            for span in r["spans"].as_array().into_iter().flatten() {
+                all.extend(span.as_object().cloned().unwrap_or_default());
+            }
+            all
+        })
+        .collect();
+    let summary: Vec<(String, String, String)> = flat
+        .iter()
+        .map(|r| {
+            let text = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or("").to_owned();
+            (text("rpc"), text("subject"), text("outcome"))
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("CreateRelease".into(), "tester".into(), "OK".into()),
+            (
+                "CreateRelease".into(),
+                "denied".into(),
+                "PERMISSION_DENIED".into()
+            ),
+            (String::new(), String::new(), "UNAUTHENTICATED".into()),
+            ("DeleteRelease".into(), "tester".into(), "OK".into()),
+        ],
+        "{text}"
+    );
+    let created = &flat[0];
+    assert_eq!(created["request_id"], "req-audit-audited");
+    assert_eq!(created["mesh"], MESH);
+    assert_eq!(created["namespace"], "default");
+    assert_eq!(created["release"], "audited");
+    assert!(
+        created["peer"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{created:?}"
+    );
+    assert_eq!(flat[2]["request_id"], "req-audit-unknown");
+    assert!(records.iter().all(|r| r["timestamp"].is_string()));
+    drop(server);
+}

@@ -173,7 +173,12 @@ async fn start(
     data_dir: Arc<TempDir>,
     kept: TestStore,
 ) -> TestApp {
-    meshrelease::telemetry::init(settings.log_format, &settings.log_level);
+    meshrelease::telemetry::init(
+        settings.log_format,
+        &settings.log_level,
+        &meshrelease::telemetry::AuditSink::Off,
+    )
+    .unwrap();
     let app = Application::build_with_store(settings, store)
         .await
         .unwrap();
