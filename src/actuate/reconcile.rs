@@ -63,8 +63,14 @@ const CHANGES_BATCH: usize = 1000;
 
 /// Which active releases a round looks at.
 enum Selection {
-    /// Every one: at start, on the periodic resync, after a cluster's watch
-    /// listed afresh, when the change log cannot say what changed.
+    /// Every one, in every mesh: the first round (at start, or on taking
+    /// over the drive), so that each release says whether its clusters are
+    /// connected.
+    Everything,
+    /// Every one in the meshes with a connected cluster: the periodic
+    /// resync, after a cluster's watch listed afresh, when the change log
+    /// cannot say what changed. (The others' releases only wait for a
+    /// connection, which takes a restart: the first round covers them.)
     All,
     /// Those written since the last round (resolved into `Keys`).
     ChangedSince,
@@ -174,7 +180,7 @@ impl Driver {
                 };
             }
             if seen.is_none() {
-                selection = Selection::All;
+                selection = Selection::Everything;
             }
             seen = Some(now_at);
             self.reconcile_all(&mut backoff, &mut uids, &selection)
@@ -229,7 +235,7 @@ impl Driver {
         uids: &HashMap<String, Key>,
     ) -> (Vec<(&'m Mesh, Release)>, Option<HashSet<Key>>) {
         let keys: Option<HashSet<Key>> = match selection {
-            Selection::All | Selection::ChangedSince => None,
+            Selection::Everything | Selection::All | Selection::ChangedSince => None,
             Selection::Keys(keys) => Some(keys.clone()),
             Selection::WaitedEnough => Some(backoff.keys().cloned().collect()),
             Selection::Uids(wanted) => wanted.iter().map(|uid| uids.get(uid).cloned()).collect(),
@@ -238,7 +244,11 @@ impl Driver {
         let mut found = Vec::new();
         match &keys {
             None => {
-                for mesh in meshes {
+                let everything = matches!(selection, Selection::Everything);
+                for mesh in meshes
+                    .iter()
+                    .filter(|m| everything || self.manager.drives(m))
+                {
                     match store.active(&mesh.id).await {
                         Ok(releases) => found.extend(releases.into_iter().map(|r| (mesh, r))),
                         Err(e) => {
