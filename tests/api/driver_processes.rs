@@ -189,3 +189,45 @@ async fn of_two_replicas_on_postgresql_one_drives_and_killing_it_moves_the_drive
     sigkill(survivor);
     drop_schema(&schema).await;
 }
+
+#[tokio::test]
+async fn every_change_the_driver_makes_in_a_cluster_is_in_the_audit_trail() {
+    let clusters = clusters().await;
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let service = driving(
+        dir.path(),
+        &clusters,
+        "meshrelease",
+        &["--audit-log", audit.to_str().unwrap()],
+    );
+    create(&service.base, "audited", "reviews").await;
+    until(&service.base, "audited", "Running", |r| {
+        phase(r) == "Running"
+    })
+    .await;
+    sigkill(service);
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let driver: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["fields"]["subject"] == "meshrelease-driver")
+        .collect();
+    // At least the gray Deployment, applied in cluster-b, named with its
+    // release; and nothing the driver did is missing its cluster.
+    assert!(
+        driver
+            .iter()
+            .any(|r| r["fields"]["object"] == "reviews-v1-v2"
+                && r["fields"]["cluster"] == "cluster-b"
+                && r["fields"]["release"] == "audited"
+                && r["fields"]["outcome"] == "OK"),
+        "no record of the gray Deployment:\n{text}"
+    );
+    assert!(
+        driver
+            .iter()
+            .all(|r| r["fields"]["cluster"].is_string() && r["fields"]["action"].is_string()),
+        "{text}"
+    );
+}
