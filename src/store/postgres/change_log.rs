@@ -26,8 +26,9 @@ use crate::domain::ports::{
 /// How often changes committed by other replicas are looked for.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
-/// How many polls between prunings of the change log.
-const PRUNE_EVERY: u32 = 40;
+/// How often the change log is pruned (by time, not by polls: under a
+/// steady stream of this process's commits the poll timer never fires).
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
 /// The highest revision a watcher may read now.
 const FRONTIER: &str = "
@@ -51,10 +52,10 @@ pub(super) async fn follow(
     commits: Arc<Notify>,
     offset: i64,
 ) {
-    let mut polls = 0;
+    let mut pruned_at = tokio::time::Instant::now();
     loop {
         tokio::select! {
-            () = tokio::time::sleep(POLL_INTERVAL) => polls += 1,
+            () = tokio::time::sleep(POLL_INTERVAL) => {}
             () = commits.notified() => {}
         }
         let Ok(mut client) = pool.get().await else {
@@ -67,8 +68,8 @@ pub(super) async fn follow(
                 newer
             });
         }
-        if polls >= PRUNE_EVERY {
-            polls = 0;
+        if pruned_at.elapsed() >= PRUNE_EVERY {
+            pruned_at = tokio::time::Instant::now();
             if let Err(e) = prune(&mut client, EVENT_RETENTION).await {
                 tracing::warn!(error = %e, "cannot prune the change log");
             }
