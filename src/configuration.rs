@@ -278,6 +278,49 @@ pub enum LogFormat {
 
 impl Settings {
     /// Where releases are kept, for logs: never the database's password.
+    /// The keys a reload cannot apply (the listener, the store, logging,
+    /// limits and timers are set up once), each with its value: a reload
+    /// that changes one of them says it needs a restart.
+    pub fn restart_only(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("listen", self.listen.to_string()),
+            ("store", self.store_description()),
+            ("database", format!("{:?}", self.database)),
+            // Compared, never shown: a reload names only the keys.
+            (
+                "database_password",
+                self.database_password
+                    .as_ref()
+                    .map(|p| p.0.clone())
+                    .unwrap_or_default(),
+            ),
+            ("database_pool_size", self.database_pool_size.to_string()),
+            ("log_format", format!("{:?}", self.log_format)),
+            ("log_level", self.log_level.clone()),
+            ("audit_log", format!("{:?}", self.audit_log)),
+            ("max_body_bytes", self.max_body_bytes.to_string()),
+            (
+                "header_read_timeout_secs",
+                format!("{:?}", self.header_read_timeout),
+            ),
+            (
+                "body_read_timeout_secs",
+                format!("{:?}", self.body_read_timeout),
+            ),
+            ("idle_timeout_secs", format!("{:?}", self.idle_timeout)),
+            (
+                "max_concurrent_streams",
+                self.max_concurrent_streams.to_string(),
+            ),
+            ("max_connections", self.max_connections.to_string()),
+            ("listen_backlog", self.listen_backlog.to_string()),
+            ("drain_timeout_secs", format!("{:?}", self.drain_timeout)),
+            ("shutdown_delay_secs", format!("{:?}", self.shutdown_delay)),
+            ("resync_interval_ms", format!("{:?}", self.resync_interval)),
+            ("cors_allowed_origins", format!("{:?}", self.cors)),
+        ]
+    }
+
     pub fn store_description(&self) -> String {
         match self.store {
             StoreKind::Sqlite => format!("sqlite in {}", self.data_dir.display()),

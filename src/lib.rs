@@ -36,6 +36,7 @@ pub mod console;
 pub mod domain;
 pub mod http;
 pub mod metrics;
+pub mod reload;
 pub mod shutdown;
 pub mod startup;
 pub mod store;

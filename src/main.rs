@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use meshrelease::configuration::{Cli, Settings};
 use meshrelease::startup::Application;
-use meshrelease::{shutdown, telemetry};
+use meshrelease::{reload, shutdown, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -37,7 +37,7 @@ async fn main() -> ExitCode {
         .map_or("(none: flags, environment and defaults)".to_owned(), |p| {
             p.display().to_string()
         });
-    let application = match Application::build(settings).await {
+    let mut application = match Application::build(settings).await {
         Ok(application) => application,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "cannot start");
@@ -51,6 +51,13 @@ async fn main() -> ExitCode {
         config = %config,
         "listening"
     );
+    if let Some(reloader) = application.take_reloader() {
+        tokio::spawn(reload::on_hangup(
+            cli,
+            reloader,
+            application.shutdown_token(),
+        ));
+    }
     application
         .run_until_stopped(shutdown::signal_received())
         .await;

@@ -21,7 +21,7 @@ use crate::auth::TokenRegistry;
 use crate::auth::credentials::CredentialRegistry;
 use crate::configuration::{Settings, StoreKind};
 use crate::domain::{Meshes, ReleaseManager};
-use crate::http::authenticate::{Authenticator, authenticate, grpc_error};
+use crate::http::authenticate::{Authenticator, Registries, authenticate, grpc_error};
 use crate::http::body_deadline::body_deadline;
 use crate::http::grpc_errors::normalize_grpc_errors;
 use crate::http::health::{Readiness, healthz, readyz};
@@ -31,6 +31,7 @@ use crate::http::request_id::request_id;
 use crate::http::server::{ConnectionLimits, bind, serve};
 use crate::metrics::Metrics;
 use crate::pb::asm::v2::release_service_server::ReleaseServiceServer;
+use crate::reload::Reloader;
 use crate::store::{MemoryStore, PostgresStore, ReleaseStore, SqliteStore};
 use crate::transcode::{RouteTable, Transcoder, release_service_methods, transcode};
 
@@ -51,6 +52,7 @@ pub struct Application {
     stopping: CancellationToken,
     shutdown_delay: std::time::Duration,
     driver: crate::actuate::Driver,
+    reloader: Option<Reloader>,
 }
 
 impl Application {
@@ -83,9 +85,10 @@ impl Application {
         let shutdown = CancellationToken::new();
         let stopping = CancellationToken::new();
         let driver_metrics = crate::metrics::DriverMetrics::default();
-        let clusters: Arc<dyn crate::domain::ports::ClusterPort> = Arc::new(
+        let kube_clusters = Arc::new(
             crate::actuate::KubeClusters::connect(&settings.clusters, driver_metrics.clone()).await,
         );
+        let clusters: Arc<dyn crate::domain::ports::ClusterPort> = kube_clusters.clone();
         let manager = Arc::new(
             ReleaseManager::new(Meshes::new(settings.meshes.clone()), store.clone())
                 .with_shutdown(shutdown.clone())
@@ -190,6 +193,20 @@ impl Application {
                 max_body_bytes: settings.max_body_bytes,
             });
 
+        let authenticator = Arc::new(Authenticator::new(
+            Registries {
+                tokens: TokenRegistry::new(settings.tokens.clone()),
+                credentials: CredentialRegistry::new(settings.credentials.clone()),
+            },
+            settings.max_body_bytes,
+        ));
+        let reloader = Reloader {
+            authenticator: authenticator.clone(),
+            manager: manager.clone(),
+            clusters: kube_clusters,
+            restart_only: std::sync::Mutex::new(settings.restart_only()),
+        };
+
         // The protocol is chosen per request by content type, as the contract says.
         let app = Router::new()
             .fallback(move |request: Request| {
@@ -201,11 +218,7 @@ impl Application {
                 async move { service.oneshot(request).await.into_response() }
             })
             .layer(middleware::from_fn_with_state(
-                Arc::new(Authenticator {
-                    tokens: TokenRegistry::new(settings.tokens.clone()),
-                    credentials: CredentialRegistry::new(settings.credentials.clone()),
-                    max_body_bytes: settings.max_body_bytes,
-                }),
+                authenticator.clone(),
                 authenticate,
             ))
             .layer(middleware::from_fn_with_state(
@@ -251,6 +264,7 @@ impl Application {
             stopping,
             shutdown_delay: settings.shutdown_delay,
             driver,
+            reloader: Some(reloader),
         })
     }
 
@@ -262,6 +276,12 @@ impl Application {
     /// SIGTERM does.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
+    }
+
+    /// What a configuration reload replaces (taken once: the SIGHUP task
+    /// owns it).
+    pub fn take_reloader(&mut self) -> Option<Reloader> {
+        self.reloader.take()
     }
 
     /// The release operations, as the cluster driver reaches them.

@@ -45,10 +45,17 @@ pub struct ClusterSettings {
 }
 
 pub struct KubeClusters {
-    clients: HashMap<String, kube::Client>,
+    /// Replaced whole by a configuration reload, which also restarts the
+    /// watches ([`ClusterPort::changes`] follows the channel).
+    clients: tokio::sync::watch::Sender<Arc<Clients>>,
     metrics: DriverMetrics,
     lists: Lists,
 }
+
+type Clients = HashMap<String, kube::Client>;
+
+/// Clients made for a reload, every one of them, not yet in use.
+pub struct PreparedClients(Clients);
 
 /// How long a namespace's list of VirtualServices or DestinationRules is
 /// reused. A round over many releases observes each of them, and each
@@ -76,6 +83,10 @@ impl Lists {
     fn slot(&self, key: ListKey) -> Arc<tokio::sync::Mutex<Listed>> {
         let mut lists = self.0.lock().unwrap_or_else(|e| e.into_inner());
         lists.entry(key).or_default().clone()
+    }
+
+    fn clear(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     /// Forgets the lists of a cluster's namespace (after a write there).
@@ -106,12 +117,33 @@ impl KubeClusters {
     }
 
     /// Over clients made elsewhere (the unit tests' mock services).
-    pub fn with_clients(clients: HashMap<String, kube::Client>, metrics: DriverMetrics) -> Self {
+    pub fn with_clients(clients: Clients, metrics: DriverMetrics) -> Self {
         KubeClusters {
-            clients,
+            clients: tokio::sync::watch::Sender::new(Arc::new(clients)),
             metrics,
             lists: Lists::default(),
         }
+    }
+
+    /// The clients a reloaded configuration names, every one of them, or
+    /// the first cluster whose configuration cannot be read (a reload is
+    /// all or nothing: see [`KubeClusters::replace`]).
+    pub async fn prepare(settings: &[ClusterSettings]) -> Result<PreparedClients, String> {
+        let mut clients = HashMap::new();
+        for cluster in settings {
+            let client = client_for(cluster)
+                .await
+                .map_err(|e| format!("clusters: {}: {e}", cluster.id))?;
+            clients.insert(cluster.id.clone(), client);
+        }
+        Ok(PreparedClients(clients))
+    }
+
+    /// Takes the clients of a reloaded configuration: requests from now on
+    /// use them, the watches restart on them, and no list is reused.
+    pub fn replace(&self, clients: PreparedClients) {
+        self.clients.send_replace(Arc::new(clients.0));
+        self.lists.clear();
     }
 
     /// The result, counted by cluster, verb and the code the cluster answered.
@@ -137,14 +169,13 @@ impl KubeClusters {
         resource: &ApiResource,
         namespace: &str,
     ) -> Result<Api<DynamicObject>, ClusterError> {
-        let client = self
-            .clients
-            .get(cluster)
-            .ok_or_else(|| ClusterError::Unreachable {
+        let client = self.clients.borrow().get(cluster).cloned().ok_or_else(|| {
+            ClusterError::Unreachable {
                 cluster: cluster.to_owned(),
                 message: "no connection is configured".into(),
-            })?;
-        Ok(Api::namespaced_with(client.clone(), namespace, resource))
+            }
+        })?;
+        Ok(Api::namespaced_with(client, namespace, resource))
     }
 
     async fn get(
@@ -297,7 +328,7 @@ fn namespace_of(object: &JsonObject) -> String {
 #[async_trait]
 impl ClusterPort for KubeClusters {
     fn connected(&self, cluster: &str) -> bool {
-        self.clients.contains_key(cluster)
+        self.clients.borrow().contains_key(cluster)
     }
 
     async fn observe(&self, release: &Release, context: &Context) -> Observation {
@@ -455,16 +486,29 @@ impl ClusterPort for KubeClusters {
     }
 
     fn changes(&self) -> BoxStream<'static, ClusterChange> {
-        if self.clients.is_empty() {
+        // The watches of the clients configured now, replaced by new ones
+        // each time a reload replaces the clients.
+        let metrics = self.metrics.clone();
+        let watches = tokio_stream::wrappers::WatchStream::new(self.clients.subscribe())
+            .map(move |clients| watch_managed(&clients, &metrics));
+        super::switch::switch_latest(watches)
+    }
+}
+
+/// One stream of changes to the Deployments this service manages, over
+/// every cluster in `clients`.
+fn watch_managed(clients: &Clients, metrics: &DriverMetrics) -> BoxStream<'static, ClusterChange> {
+    {
+        if clients.is_empty() {
             return futures_util::stream::pending().boxed();
         }
         let deployments = ApiResource::from_gvk(&GroupVersionKind::gvk("apps", "v1", "Deployment"));
         let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY}");
-        let watches = self.clients.iter().map(|(id, client)| {
+        let watches = clients.iter().map(|(id, client)| {
             let api = Api::<DynamicObject>::all_with(client.clone(), &deployments);
             let config = watcher::Config::default().labels(&selector);
             let id = id.clone();
-            let metrics = self.metrics.clone();
+            let metrics = metrics.clone();
             // The watcher lists, then watches from there, and lists again
             // when the watch cannot resume; errors back off and retry.
             watcher(api, config)

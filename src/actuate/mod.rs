@@ -5,6 +5,7 @@
 
 pub mod kube;
 pub mod reconcile;
+mod switch;
 
 pub use self::kube::{ClusterSettings, KubeClusters};
 pub use reconcile::Driver;

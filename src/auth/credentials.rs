@@ -4,7 +4,7 @@
 //! minutes of the server's clock, and a nonce (when sent) may be used once.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -54,23 +54,38 @@ pub struct SignedRequest<'a> {
 
 #[derive(Default)]
 pub struct CredentialRegistry {
-    by_access_key: HashMap<String, (CredentialEntry, Option<TokenBucket>)>,
-    nonces: Mutex<HashMap<(String, String), Instant>>,
+    by_access_key: HashMap<String, (CredentialEntry, Option<Arc<TokenBucket>>)>,
+    /// Shared with the registry a reload replaces it by.
+    nonces: Arc<Mutex<HashMap<(String, String), Instant>>>,
 }
 
 impl CredentialRegistry {
     pub fn new(entries: Vec<CredentialEntry>) -> Self {
+        Self::renewed(entries, &Self::default())
+    }
+
+    /// The registry a configuration reload makes: an access key kept with
+    /// the same rate limit keeps its bucket, and the nonces seen stay seen
+    /// (a replay across a reload is still a replay).
+    pub fn renewed(entries: Vec<CredentialEntry>, previous: &CredentialRegistry) -> Self {
         Self {
             by_access_key: entries
                 .into_iter()
                 .map(|e| {
-                    let bucket = e.rate_limit.map(TokenBucket::new);
+                    let kept = previous
+                        .by_access_key
+                        .get(&e.access_key)
+                        .filter(|(old, _)| old.rate_limit == e.rate_limit)
+                        .and_then(|(_, bucket)| bucket.clone());
+                    let bucket =
+                        kept.or_else(|| e.rate_limit.map(|l| Arc::new(TokenBucket::new(l))));
                     (e.access_key.clone(), (e, bucket))
                 })
                 .collect(),
-            nonces: Mutex::default(),
+            nonces: previous.nonces.clone(),
         }
     }
+
 
     /// The principal of a correctly signed request, or why it is not one
     /// (never the expected signature).
@@ -144,7 +159,7 @@ impl CredentialRegistry {
         }
         Ok(Caller {
             principal: &entry.principal,
-            limiter: bucket.as_ref(),
+            limiter: bucket.as_deref(),
         })
     }
 

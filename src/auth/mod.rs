@@ -8,6 +8,8 @@ pub mod credentials;
 pub mod rate_limit;
 pub mod signature;
 
+use std::sync::Arc;
+
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -33,16 +35,28 @@ pub struct Caller<'a> {
 
 #[derive(Debug, Default)]
 pub struct TokenRegistry {
-    entries: Vec<(TokenEntry, Option<TokenBucket>)>,
+    entries: Vec<(TokenEntry, Option<Arc<TokenBucket>>)>,
 }
 
 impl TokenRegistry {
     pub fn new(entries: Vec<TokenEntry>) -> Self {
+        Self::renewed(entries, &Self::default())
+    }
+
+    /// The registry a configuration reload makes: a token kept with the same
+    /// rate limit keeps its bucket (what it has used up stays used up).
+    pub fn renewed(entries: Vec<TokenEntry>, previous: &TokenRegistry) -> Self {
         Self {
             entries: entries
                 .into_iter()
                 .map(|e| {
-                    let bucket = e.rate_limit.map(TokenBucket::new);
+                    let kept = previous.entries.iter().find_map(|(old, bucket)| {
+                        (old.sha256 == e.sha256 && old.rate_limit == e.rate_limit)
+                            .then(|| bucket.clone())
+                            .flatten()
+                    });
+                    let bucket =
+                        kept.or_else(|| e.rate_limit.map(|l| Arc::new(TokenBucket::new(l))));
                     (e, bucket)
                 })
                 .collect(),
@@ -58,7 +72,7 @@ impl TokenRegistry {
             if bool::from(entry.sha256.ct_eq(&digest)) {
                 found = Some(Caller {
                     principal: &entry.principal,
-                    limiter: bucket.as_ref(),
+                    limiter: bucket.as_deref(),
                 });
             }
         }
@@ -90,5 +104,53 @@ mod tests {
         );
         assert!(r.authenticate(b"demo-token ").is_none());
         assert!(r.authenticate(b"").is_none());
+    }
+
+    fn limited(token: &[u8], subject: &str, per_second: f64) -> TokenEntry {
+        TokenEntry {
+            sha256: Sha256::digest(token).into(),
+            principal: Principal {
+                subject: subject.into(),
+                statements: vec![],
+            },
+            rate_limit: Some(RateLimit {
+                requests_per_second: per_second,
+                burst: 1,
+            }),
+        }
+    }
+
+    fn admitted(registry: &TokenRegistry, token: &[u8]) -> bool {
+        registry
+            .authenticate(token)
+            .unwrap()
+            .limiter
+            .unwrap()
+            .try_acquire()
+            .is_ok()
+    }
+
+    #[test]
+    fn a_reload_keeps_what_a_kept_token_used_up_and_starts_a_changed_limit_afresh() {
+        let before = TokenRegistry::new(vec![
+            limited(b"kept", "kept", 0.001),
+            limited(b"changed", "changed", 0.001),
+        ]);
+        assert!(admitted(&before, b"kept"));
+        assert!(admitted(&before, b"changed"));
+        assert!(!admitted(&before, b"kept"));
+
+        let after = TokenRegistry::renewed(
+            vec![
+                limited(b"kept", "kept", 0.001),
+                limited(b"changed", "changed", 0.002),
+            ],
+            &before,
+        );
+        // The burst of one is used up, reload or not ...
+        assert!(!admitted(&after, b"kept"));
+        // ... but a new limit is a new bucket.
+        assert!(admitted(&after, b"changed"));
+        assert!(after.authenticate(b"gone").is_none());
     }
 }

@@ -1,6 +1,7 @@
 //! Meshes and their clusters, as configured.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::istio::IstioApi;
 use super::plan::OriginalOnEnd;
@@ -35,21 +36,29 @@ impl Mesh {
 /// The meshes this service runs releases for.
 #[derive(Debug, Clone, Default)]
 pub struct Meshes {
-    by_id: BTreeMap<String, Mesh>,
+    by_id: BTreeMap<String, Arc<Mesh>>,
 }
 
 impl Meshes {
     pub fn new(meshes: impl IntoIterator<Item = Mesh>) -> Self {
         Self {
-            by_id: meshes.into_iter().map(|m| (m.id.clone(), m)).collect(),
+            by_id: meshes
+                .into_iter()
+                .map(|m| (m.id.clone(), Arc::new(m)))
+                .collect(),
         }
     }
 
     pub fn get(&self, id: &str) -> Option<&Mesh> {
-        self.by_id.get(id)
+        self.by_id.get(id).map(|m| &**m)
+    }
+
+    /// The mesh, for a caller that keeps it past a configuration reload.
+    pub fn shared(&self, id: &str) -> Option<Arc<Mesh>> {
+        self.by_id.get(id).cloned()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Mesh> {
-        self.by_id.values()
+        self.by_id.values().map(|m| &**m)
     }
 }

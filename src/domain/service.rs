@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use arc_swap::ArcSwap;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -118,7 +119,8 @@ pub struct WatchReleases {
 }
 
 pub struct ReleaseManager {
-    meshes: Meshes,
+    /// Swapped whole when the configuration is reloaded.
+    meshes: ArcSwap<Meshes>,
     store: Arc<dyn ReleaseStore>,
     /// The service's one shutdown signal: watch streams end when it fires.
     shutdown: CancellationToken,
@@ -131,7 +133,7 @@ pub struct ReleaseManager {
 impl ReleaseManager {
     pub fn new(meshes: Meshes, store: Arc<dyn ReleaseStore>) -> Self {
         Self {
-            meshes,
+            meshes: ArcSwap::from_pointee(meshes),
             store,
             shutdown: CancellationToken::new(),
             clusters: None,
@@ -191,10 +193,10 @@ impl ReleaseManager {
         principal: &Principal,
         action: Action,
         mesh_id: &str,
-    ) -> Result<&Mesh, DomainError> {
-        let mesh = self.meshes.get(mesh_id);
+    ) -> Result<Arc<Mesh>, DomainError> {
+        let mesh = self.meshes.load().shared(mesh_id);
         // Permission first: a caller learns nothing of meshes it may not use.
-        if !principal.allows(action, mesh_id, mesh) {
+        if !principal.allows(action, mesh_id, mesh.as_deref()) {
             return Err(DomainError::PermissionDenied {
                 subject: principal.subject.clone(),
                 action,
@@ -211,6 +213,7 @@ impl ReleaseManager {
         request: CreateRelease,
     ) -> Result<Release, DomainError> {
         let mesh = self.mesh(principal, Action::CreateRelease, &request.mesh_id)?;
+        let mesh = &*mesh;
         let key = match &request.client_token {
             Some(token) => Some(idempotency_key(principal, token, &request)?),
             None => None,
@@ -260,9 +263,16 @@ impl ReleaseManager {
         self.load(target).await
     }
 
-    /// The meshes this service runs releases for.
-    pub fn meshes(&self) -> &Meshes {
-        &self.meshes
+    /// The meshes this service runs releases for, as configured now.
+    pub fn meshes(&self) -> Arc<Meshes> {
+        self.meshes.load_full()
+    }
+
+    /// Takes another set of meshes (a configuration reload). Releases of a
+    /// mesh no longer configured stay stored; requests for that mesh answer
+    /// 404 and the driver leaves them alone until the mesh is back.
+    pub fn replace_meshes(&self, meshes: Meshes) {
+        self.meshes.store(Arc::new(meshes));
     }
 
     async fn load(&self, target: &ReleaseRef) -> Result<Release, DomainError> {
@@ -367,6 +377,7 @@ impl ReleaseManager {
     ) -> Result<Release, DomainError> {
         let target = &request.target;
         let mesh = self.mesh(principal, Action::UpdateRelease, &target.mesh_id)?;
+        let mesh = &*mesh;
         let mut violations = Vec::new();
         if !request.draft.name.is_empty() && request.draft.name != target.name {
             violations.push(Violation::new(
@@ -552,6 +563,7 @@ impl ReleaseManager {
     ) -> Result<Release, DomainError> {
         let target = &request.target;
         let mesh = self.mesh(principal, Action::UpdateRelease, &target.mesh_id)?;
+        let mesh = &*mesh;
         let masked = read_mask(&request.mask, &request.draft, target, &mesh.id)?;
         for _ in 0..WRITE_ATTEMPTS {
             let current = self.load(target).await?;

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -15,8 +16,8 @@ use super::body_deadline::read_limited;
 use super::is_grpc;
 use crate::api::errors::ApiError;
 use crate::api::errors::WireError;
-use crate::auth::credentials::{CredentialRegistry, SignedRequest};
-use crate::auth::{Caller, TOKEN_HEADER, TokenRegistry, signature};
+use crate::auth::credentials::{CredentialEntry, CredentialRegistry, SignedRequest};
+use crate::auth::{Caller, TOKEN_HEADER, TokenEntry, TokenRegistry, signature};
 use crate::domain::Principal;
 
 /// Paths anyone may call: liveness, readiness, metrics, gRPC health and
@@ -32,11 +33,37 @@ fn is_public(path: &str) -> bool {
 
 /// The credentials requests are checked against.
 pub struct Authenticator {
-    pub tokens: TokenRegistry,
-    pub credentials: CredentialRegistry,
+    /// Swapped whole by a configuration reload: a request sees the old set
+    /// or the new one, never a mix.
+    registries: ArcSwap<Registries>,
     /// A signed request's body is read (and hashed) before it is parsed; no
     /// more than this.
-    pub max_body_bytes: usize,
+    max_body_bytes: usize,
+}
+
+/// Tokens and access keys, with the policies and rate limits they carry.
+pub struct Registries {
+    pub tokens: TokenRegistry,
+    pub credentials: CredentialRegistry,
+}
+
+impl Authenticator {
+    pub fn new(registries: Registries, max_body_bytes: usize) -> Self {
+        Self {
+            registries: ArcSwap::from_pointee(registries),
+            max_body_bytes,
+        }
+    }
+
+    /// Takes the tokens and access keys of a reloaded configuration; what
+    /// callers kept (rate limit buckets, AK/SK nonces) carries over.
+    pub fn replace(&self, tokens: Vec<TokenEntry>, credentials: Vec<CredentialEntry>) {
+        let previous = self.registries.load();
+        self.registries.store(Arc::new(Registries {
+            tokens: TokenRegistry::renewed(tokens, &previous.tokens),
+            credentials: CredentialRegistry::renewed(credentials, &previous.credentials),
+        }));
+    }
 }
 
 pub async fn authenticate(
@@ -59,7 +86,7 @@ pub async fn authenticate(
         Some(_) if signed => Err(ApiError::Unauthenticated(
             "send X-Auth-Token or an SDK-HMAC-SHA256 Authorization, not both".into(),
         )),
-        Some(token) => match auth.tokens.authenticate(token.as_bytes()) {
+        Some(token) => match auth.registries.load().tokens.authenticate(token.as_bytes()) {
             Some(caller) => admit(&caller).map(|()| (caller.principal.clone(), request)),
             None => Err(ApiError::Unauthenticated(
                 "X-Auth-Token is not valid".into(),
@@ -126,7 +153,8 @@ async fn verify_signature(
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let caller = auth
+    let registries = auth.registries.load();
+    let caller = registries
         .credentials
         .verify(
             &SignedRequest {

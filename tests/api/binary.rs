@@ -24,6 +24,31 @@ impl Drop for Server {
 }
 
 impl Server {
+    /// Waits (up to a minute) until the log has had `needle` `times` times,
+    /// and returns the log so far.
+    pub async fn wait_for_log(&self, needle: &str, times: usize) -> String {
+        for _ in 0..600 {
+            let log = self.log.lock().unwrap().clone();
+            if log.matches(needle).count() >= times {
+                return log;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "the log never had {needle:?} {times} times:\n{}",
+            self.log.lock().unwrap()
+        );
+    }
+
+    /// Sends the process a signal (`HUP`, `TERM`, ...), as `kill -s` does.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args(["-s", name, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -s {name}");
+    }
+
     /// Kills the process and returns all it logged: the reader is joined
     /// first, so no line still in the pipe is missed.
     pub fn kill_and_read_log(mut self) -> String {
@@ -44,7 +69,8 @@ pub fn start(data_dir: &std::path::Path, extra: &[&str]) -> Server {
 /// As [`start`], with more environment variables.
 pub fn start_with_env(data_dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
     let cli = test_cli(data_dir);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_meshrelease"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_meshrelease"));
+    command
         .args([
             "--listen",
             "127.0.0.1:0",
@@ -58,8 +84,22 @@ pub fn start_with_env(data_dir: &std::path::Path, extra: &[&str], env: &[(&str, 
         .args(extra)
         .env("MESHRELEASE_MESHES", cli.meshes.unwrap())
         .env("MESHRELEASE_TOKENS", cli.tokens.unwrap())
+        .envs(env.iter().copied());
+    spawn(command)
+}
+
+/// Starts the binary on a configuration file alone (nothing from this
+/// process's environment), which must listen on port 0 and log as text.
+pub fn start_with_config(config: &std::path::Path) -> Server {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_meshrelease"));
+    command.arg("--config").arg(config).env_clear();
+    spawn(command)
+}
+
+/// Runs `command`, copies its stderr, and waits for its `listening` line.
+fn spawn(mut command: Command) -> Server {
+    let mut child = command
         .env("NO_COLOR", "1")
-        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

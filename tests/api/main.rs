@@ -26,6 +26,7 @@ mod openapi;
 mod protocols;
 mod rate_limits;
 mod real_cluster;
+mod reload;
 mod replicas;
 mod rest_watch;
 mod retries;
