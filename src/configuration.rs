@@ -59,6 +59,17 @@ pub struct Cli {
     /// not be in the URL. `MESHRELEASE_DATABASE_PASSWORD` may hold it instead.
     #[arg(long, env = "MESHRELEASE_DATABASE_PASSWORD_FILE")]
     pub database_password_file: Option<PathBuf>,
+    /// The listener's certificate chain (PEM): with `tls_key_file`, the one
+    /// listener serves gRPC, gRPC-Web and REST over TLS only.
+    #[arg(long, env = "MESHRELEASE_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key of `tls_cert_file` (PEM, mode 0600).
+    #[arg(long, env = "MESHRELEASE_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// CA certificates (PEM): clients must present a certificate they issued
+    /// (mutual TLS).
+    #[arg(long, env = "MESHRELEASE_TLS_CLIENT_CA_FILE")]
+    pub tls_client_ca_file: Option<PathBuf>,
     /// `text` or `json`.
     #[arg(long, env = "MESHRELEASE_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -133,6 +144,9 @@ struct Layered {
     database: Option<String>,
     database_pool_size: usize,
     database_password_file: Option<RelativePathBuf>,
+    tls_cert_file: Option<RelativePathBuf>,
+    tls_key_file: Option<RelativePathBuf>,
+    tls_client_ca_file: Option<RelativePathBuf>,
     log_format: String,
     log_level: String,
     audit_log: String,
@@ -173,6 +187,9 @@ impl Default for Layered {
             database: None,
             database_pool_size: 16,
             database_password_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
             log_format: "text".to_owned(),
             log_level: "info".to_owned(),
             audit_log: "stdout".to_owned(),
@@ -284,6 +301,9 @@ impl Settings {
     pub fn restart_only(&self) -> Vec<(&'static str, String)> {
         vec![
             ("listen", self.listen.to_string()),
+            // The certificate files are read again on a reload (other
+            // names too); turning TLS on or off is the listener's make-up.
+            ("tls_cert_file", self.tls.is_some().to_string()),
             ("store", self.store_description()),
             ("database", format!("{:?}", self.database)),
             // Compared, never shown: a reload names only the keys.
@@ -367,6 +387,8 @@ pub struct Settings {
     /// The PostgreSQL password, from `database_password_file` or
     /// `MESHRELEASE_DATABASE_PASSWORD`, when not in the URL.
     pub database_password: Option<Password>,
+    /// TLS on the listener; `None`: plaintext (h2c and HTTP/1.1).
+    pub tls: Option<TlsFiles>,
     pub log_format: LogFormat,
     pub log_level: String,
     pub audit_log: crate::telemetry::AuditSink,
@@ -500,6 +522,7 @@ impl Settings {
             database,
             database_pool_size: l.database_pool_size,
             database_password: database_password(l.database_password_file.as_ref())?,
+            tls: validate_tls(l.tls_cert_file, l.tls_key_file, l.tls_client_ca_file)?,
             log_format,
             log_level: l.log_level,
             audit_log: crate::telemetry::AuditSink::parse(&l.audit_log),
@@ -907,6 +930,43 @@ fn validate_rate_limit(
 }
 
 /// A secret key file; refused when others may read it (as ssh refuses keys).
+/// The listener's certificate files, as configured (read at start and on
+/// each reload).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Client certificates are required, issued by these CAs.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// `tls_cert_file`, `tls_key_file` and `tls_client_ca_file`: the first two
+/// together, the third only with them; and the files must make a server
+/// configuration now (so that `--check-config` and a reload catch a bad one).
+fn validate_tls(
+    cert: Option<RelativePathBuf>,
+    key: Option<RelativePathBuf>,
+    client_ca: Option<RelativePathBuf>,
+) -> Result<Option<TlsFiles>, ConfigError> {
+    let files = match (cert, key) {
+        (None, None) => {
+            if client_ca.is_some() {
+                return fail("tls_client_ca_file: needs tls_cert_file and tls_key_file");
+            }
+            return Ok(None);
+        }
+        (Some(cert), Some(key)) => TlsFiles {
+            cert: cert.relative(),
+            key: key.relative(),
+            client_ca: client_ca.map(|c| c.relative()),
+        },
+        (Some(_), None) => return fail("tls_key_file: is required with tls_cert_file"),
+        (None, Some(_)) => return fail("tls_cert_file: is required with tls_key_file"),
+    };
+    crate::http::tls::server_config(&files).map_err(ConfigError)?;
+    Ok(Some(files))
+}
+
 /// A password, never shown by `Debug`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Password(pub String);
@@ -935,7 +995,7 @@ fn database_password(file: Option<&RelativePathBuf>) -> Result<Option<Password>,
         .map(Password))
 }
 
-fn read_secret_file(path: &Path) -> Result<String, String> {
+pub(crate) fn read_secret_file(path: &Path) -> Result<String, String> {
     let metadata = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
     #[cfg(unix)]
     {

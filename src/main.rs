@@ -47,6 +47,7 @@ async fn main() -> ExitCode {
     tracing::info!(
         version = meshrelease::VERSION,
         address = %application.local_addr(),
+        scheme = %application.scheme(),
         store = %store,
         config = %config,
         "listening"

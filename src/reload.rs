@@ -1,7 +1,7 @@
 //! SIGHUP: the configuration is read again (file, environment and flags, as
 //! at start) and what can change while the service runs is swapped in at
-//! once: tokens, access keys, their policies and rate limits, meshes and
-//! clusters. Everything new is read and checked before anything is
+//! once: tokens, access keys, their policies and rate limits, meshes,
+//! clusters, and the listener's certificates (for new connections). Everything new is read and checked before anything is
 //! swapped, so an invalid file, or a cluster whose kubeconfig cannot be
 //! read, changes nothing: the running configuration is kept and the error
 //! logged. Connections and watch streams stay open across a reload; the
@@ -15,6 +15,7 @@ use crate::actuate::kube::KubeClusters;
 use crate::configuration::{Cli, Settings};
 use crate::domain::{Meshes, ReleaseManager};
 use crate::http::authenticate::Authenticator;
+use crate::http::tls::Tls;
 
 /// The parts of a running service a reload replaces.
 pub struct Reloader {
@@ -23,6 +24,8 @@ pub struct Reloader {
     pub(crate) clusters: Arc<KubeClusters>,
     /// The keys that need a restart, as the service started with them.
     pub(crate) restart_only: Mutex<Vec<(&'static str, String)>>,
+    /// The listener's certificates, when it speaks TLS.
+    pub(crate) tls: Option<Arc<Tls>>,
 }
 
 /// What a reload took in.
@@ -40,6 +43,12 @@ impl Reloader {
     /// Applies `settings` (already validated), all of it or nothing.
     pub async fn apply(&self, settings: Settings) -> Result<Reloaded, String> {
         let clients = KubeClusters::prepare(&settings.clusters).await?;
+        // The certificate files are read again (a renewed certificate under
+        // the same names); turning TLS on or off needs a restart.
+        let tls = match (&self.tls, &settings.tls) {
+            (Some(_), Some(files)) => Some(crate::http::tls::server_config(files)?),
+            _ => None,
+        };
         let need_restart = {
             let running = self.restart_only.lock().unwrap_or_else(|e| e.into_inner());
             running
@@ -61,6 +70,9 @@ impl Reloader {
             .replace(settings.tokens, settings.credentials);
         self.manager.replace_meshes(Meshes::new(settings.meshes));
         self.clusters.replace(clients);
+        if let (Some(running), Some(config)) = (&self.tls, tls) {
+            running.replace(config);
+        }
         Ok(reloaded)
     }
 }

@@ -53,6 +53,8 @@ pub struct Application {
     shutdown_delay: std::time::Duration,
     driver: crate::actuate::Driver,
     reloader: Option<Reloader>,
+    /// TLS on the listener, when configured.
+    tls: Option<Arc<crate::http::tls::Tls>>,
 }
 
 impl Application {
@@ -205,6 +207,7 @@ impl Application {
             manager: manager.clone(),
             clusters: kube_clusters,
             restart_only: std::sync::Mutex::new(settings.restart_only()),
+            tls: None,
         };
 
         // The protocol is chosen per request by content type, as the contract says.
@@ -240,6 +243,12 @@ impl Application {
             None => app,
         };
 
+        let tls = match &settings.tls {
+            Some(files) => Some(Arc::new(
+                crate::http::tls::Tls::load(files).map_err(anyhow::Error::msg)?,
+            )),
+            None => None,
+        };
         let listener = bind(settings.listen, settings.listen_backlog)
             .with_context(|| format!("binding {}", settings.listen))?;
         let local_addr = listener.local_addr()?;
@@ -264,12 +273,21 @@ impl Application {
             stopping,
             shutdown_delay: settings.shutdown_delay,
             driver,
-            reloader: Some(reloader),
+            reloader: Some(Reloader {
+                tls: tls.clone(),
+                ..reloader
+            }),
+            tls,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// `https` when the listener speaks TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
     }
 
     /// The service's shutdown signal: cancelling it stops the service as a
@@ -302,6 +320,7 @@ impl Application {
             stopping,
             shutdown_delay,
             driver,
+            tls,
             ..
         } = self;
         let driving = driver.spawn();
@@ -335,7 +354,7 @@ impl Application {
                 () = trigger.cancelled() => {}
             }
         };
-        serve(listener, app, limits, stop).await;
+        serve(listener, app, limits, tls, stop).await;
         token.cancel();
         let _ = driving.await;
         store.close().await;

@@ -86,7 +86,6 @@ impl CredentialRegistry {
         }
     }
 
-
     /// The principal of a correctly signed request, or why it is not one
     /// (never the expected signature).
     pub fn verify(

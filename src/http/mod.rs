@@ -12,6 +12,7 @@ pub mod idle;
 pub mod observe;
 pub mod request_id;
 pub mod server;
+pub mod tls;
 
 /// Whether a request is gRPC or gRPC-Web (by content type), rather than REST.
 pub fn is_grpc(headers: &http::HeaderMap) -> bool {

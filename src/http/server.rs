@@ -1,5 +1,6 @@
-//! Serving one listener for HTTP/1.1 and HTTP/2 (h2c), with the connection
-//! limits tonic and axum leave open set explicitly, and a graceful drain.
+//! Serving one listener for HTTP/1.1 and HTTP/2 (h2c, or both over TLS when
+//! configured), with the connection limits tonic and axum leave open set
+//! explicitly, and a graceful drain.
 //!
 //! Connections are accepted on a thread of their own (a one-thread runtime
 //! that does nothing else), so that the kernel's listen queue is emptied
@@ -24,6 +25,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use super::idle::{CountInFlight, IdleTimeout};
+use super::tls::Tls;
 
 /// The address a request's connection came from (a request extension).
 #[derive(Debug, Clone, Copy)]
@@ -129,6 +131,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnectionLimits,
+    tls: Option<Arc<Tls>>,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -174,18 +177,45 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let busy = Arc::new(AtomicUsize::new(0));
-        let connection = builder
-            .serve_connection_with_upgrades(
-                TokioIo::new(IdleTimeout::new(stream, limits.idle_timeout, busy.clone())),
-                TowerToHyperService::new(CountInFlight::new(
-                    tower_http::add_extension::AddExtension::new(service.clone(), PeerAddr(peer)),
-                    busy,
-                )),
-            )
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let stream = IdleTimeout::new(stream, limits.idle_timeout, busy.clone());
+        let service = TowerToHyperService::new(CountInFlight::new(
+            tower_http::add_extension::AddExtension::new(service.clone(), PeerAddr(peer)),
+            busy,
+        ));
+        let Some(tls) = &tls else {
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                drop(permit);
+            });
+            continue;
+        };
+        // The handshake in the connection's own task, bounded as a
+        // request's headers are; then the same serving as without TLS.
+        let (acceptor, watcher, builder) = (tls.acceptor(), graceful.watcher(), builder.clone());
+        let handshake_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let stream =
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            if let Err(e) = watcher.watch(connection).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
             drop(permit);

@@ -34,6 +34,7 @@ mod revision_order;
 mod roundtrip;
 mod signing;
 mod strict_input;
+mod tls;
 mod traffic;
 mod transcoding;
 mod validation;

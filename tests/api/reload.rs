@@ -15,7 +15,7 @@ const NEW_TOKEN: &str = "token-after-the-reload";
 
 /// A configuration with one token, the meshes named, and whatever `more`
 /// adds at the top level.
-fn config(token: &str, meshes: &[&str], more: &str) -> String {
+pub fn config(token: &str, meshes: &[&str], more: &str) -> String {
     let mut text = format!(
         "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nlog_format = \"text\"\nlog_level = \"info\"\n{more}\n"
     );
