@@ -349,7 +349,7 @@ impl Settings {
                 let config = self
                     .database
                     .as_deref()
-                    .and_then(|url| url.parse::<tokio_postgres::Config>().ok());
+                    .and_then(crate::store::postgres_config);
                 let Some(config) = config else {
                     return "postgres".into();
                 };
@@ -474,11 +474,9 @@ impl Settings {
             }
         };
         if let Some(url) = &database
-            && url.parse::<tokio_postgres::Config>().is_err()
+            && let Err(e) = crate::store::postgres_connection_check(url)
         {
-            return fail(
-                "database: not a PostgreSQL URL such as postgres://user@127.0.0.1:5432/db",
-            );
+            return fail(format!("database: {e}"));
         }
         if l.database_pool_size < 2 {
             return fail("database_pool_size: must be at least 2");

@@ -9,7 +9,9 @@ mod sqlite;
 mod suite;
 
 pub use memory::MemoryStore;
-pub use postgres::PostgresStore;
+pub use postgres::{
+    PostgresStore, check_url as postgres_connection_check, url_config as postgres_config,
+};
 pub use sqlite::{DATABASE_FILE, SqliteStore};
 
 pub use crate::domain::ports::{

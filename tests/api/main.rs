@@ -23,6 +23,7 @@ mod limits;
 mod list;
 mod metrics;
 mod openapi;
+mod postgres_tls;
 mod protocols;
 mod rate_limits;
 mod real_cluster;

@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::Mutex;
-use tokio_postgres::NoTls;
 
 use crate::domain::ports::Leadership;
 
@@ -40,6 +39,7 @@ const KEEPALIVE_COUNT: u32 = 3;
 
 pub(super) struct PgLeadership {
     config: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
     session: Mutex<Option<Session>>,
 }
 
@@ -49,7 +49,10 @@ struct Session {
 }
 
 impl PgLeadership {
-    pub(super) fn new(mut config: tokio_postgres::Config) -> Self {
+    pub(super) fn new(
+        mut config: tokio_postgres::Config,
+        tls: tokio_postgres_rustls::MakeRustlsConnect,
+    ) -> Self {
         config
             .connect_timeout(CHECK_TIMEOUT)
             .keepalives(true)
@@ -59,6 +62,7 @@ impl PgLeadership {
             .application_name("meshrelease-driver");
         PgLeadership {
             config,
+            tls,
             session: Mutex::new(None),
         }
     }
@@ -72,15 +76,19 @@ impl PgLeadership {
     }
 
     async fn connect(&self) -> Option<Session> {
-        let (client, connection) =
-            match tokio::time::timeout(CHECK_TIMEOUT, self.config.connect(NoTls)).await {
-                Ok(Ok(connected)) => connected,
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "cannot connect to take the driver lock");
-                    return None;
-                }
-                Err(_) => return None,
-            };
+        let (client, connection) = match tokio::time::timeout(
+            CHECK_TIMEOUT,
+            self.config.connect(self.tls.clone()),
+        )
+        .await
+        {
+            Ok(Ok(connected)) => connected,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "cannot connect to take the driver lock");
+                return None;
+            }
+            Err(_) => return None,
+        };
         // Ends when the client is dropped (or the server goes).
         tokio::spawn(connection);
         // The server's side of the keepalives: a dead replica's session, and

@@ -8,6 +8,7 @@
 mod change_log;
 mod leadership;
 mod schema;
+mod tls;
 mod writes;
 
 use std::sync::Arc;
@@ -16,7 +17,6 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
 use tokio::sync::{Notify, watch};
-use tokio_postgres::NoTls;
 
 use leadership::PgLeadership;
 
@@ -56,12 +56,13 @@ impl PostgresStore {
         schema: Option<&str>,
         max_connections: usize,
     ) -> anyhow::Result<Self> {
-        let config = connection_config(url, password)?;
-        Self::connect_config(config, schema, max_connections).await
+        let tls::Connection { config, tls } = connection_config(url, password)?;
+        Self::connect_config(config, tls, schema, max_connections).await
     }
 
     async fn connect_config(
         mut config: tokio_postgres::Config,
+        tls: tokio_postgres_rustls::MakeRustlsConnect,
         schema: Option<&str>,
         max_connections: usize,
     ) -> anyhow::Result<Self> {
@@ -75,10 +76,10 @@ impl PostgresStore {
             );
             config.options(format!("-c search_path={schema}"));
         }
-        let leadership = Arc::new(PgLeadership::new(config.clone()));
+        let leadership = Arc::new(PgLeadership::new(config.clone(), tls.clone()));
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -146,13 +147,25 @@ impl Drop for PostgresStore {
     }
 }
 
-/// The URL's settings, with `password` (when given) in place of the URL's.
-fn connection_config(url: &str, password: Option<&str>) -> anyhow::Result<tokio_postgres::Config> {
-    let mut config: tokio_postgres::Config = url.parse()?;
+/// Whether `url` reads as a PostgreSQL connection: its settings, its
+/// `sslmode` and the CA file it names (for the configuration's check).
+pub fn check_url(url: &str) -> Result<(), String> {
+    tls::connection(url).map(drop)
+}
+
+/// The connection settings of `url`, to describe it (never its password).
+pub fn url_config(url: &str) -> Option<tokio_postgres::Config> {
+    tls::connection(url).ok().map(|c| c.config)
+}
+
+/// The URL's settings (and the TLS it asks for), with `password` (when
+/// given) in place of the URL's.
+fn connection_config(url: &str, password: Option<&str>) -> anyhow::Result<tls::Connection> {
+    let mut connection = tls::connection(url).map_err(anyhow::Error::msg)?;
     if let Some(password) = password {
-        config.password(password);
+        connection.config.password(password);
     }
-    Ok(config)
+    Ok(connection)
 }
 
 fn db(e: tokio_postgres::Error) -> StoreError {
@@ -361,11 +374,13 @@ mod tests {
             "postgres://app:in-url@db.internal:5433/releases",
             Some("apart"),
         )
-        .unwrap();
+        .unwrap()
+        .config;
         assert_eq!(config.get_password(), Some(&b"apart"[..]));
         assert_eq!(config.get_user(), Some("app"));
-        let config =
-            super::connection_config("postgres://app:in-url@db.internal/releases", None).unwrap();
+        let config = super::connection_config("postgres://app:in-url@db.internal/releases", None)
+            .unwrap()
+            .config;
         assert_eq!(config.get_password(), Some(&b"in-url"[..]));
     }
 }
