@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The console in a real browser: Debian's Chromium (apt-get) driven by
 # Playwright (PyPI), headless, against the service and two simulated
-# clusters started here. `--shots DIR` also writes the README's screenshots.
+# clusters started here. `--shots DIR` also writes the screenshots of docs/tutorial.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -4,7 +4,7 @@
 //! an event log that watches replay from any resourceVersion still kept.
 //!
 //! Field ownership follows server-side apply with one simplification, said
-//! here and in the README: every list is atomic (owned and replaced whole),
+//! here and in docs/internals.md: every list is atomic (owned and replaced whole),
 //! where the real server merges some lists by key (containers by name).
 
 use std::collections::{BTreeMap, BTreeSet};
