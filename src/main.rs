@@ -44,6 +44,16 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Every signal handler is in place before the line that says the
+    // service listens (tests, and orchestrators, may signal right after it).
+    let stop = shutdown::signal_received();
+    if let Some(reloader) = application.take_reloader() {
+        tokio::spawn(reload::on_hangup(
+            cli,
+            reloader,
+            application.shutdown_token(),
+        ));
+    }
     tracing::info!(
         version = meshrelease::VERSION,
         address = %application.local_addr(),
@@ -52,16 +62,7 @@ async fn main() -> ExitCode {
         config = %config,
         "listening"
     );
-    if let Some(reloader) = application.take_reloader() {
-        tokio::spawn(reload::on_hangup(
-            cli,
-            reloader,
-            application.shutdown_token(),
-        ));
-    }
-    application
-        .run_until_stopped(shutdown::signal_received())
-        .await;
+    application.run_until_stopped(stop).await;
     ExitCode::SUCCESS
 }
 
@@ -69,12 +70,17 @@ async fn main() -> ExitCode {
 #[allow(clippy::print_stdout)]
 fn report_valid(cli: &Cli, settings: &Settings) {
     println!(
-        "meshrelease: the configuration{} is valid: listen {}, store {}, {} meshes, {} tokens, {} access keys, {} clusters",
+        "meshrelease: the configuration{} is valid: listen {} ({}), store {}, {} meshes, {} tokens, {} access keys, {} clusters",
         cli.config
             .as_ref()
             .map(|p| format!(" ({})", p.display()))
             .unwrap_or_default(),
         settings.listen,
+        match &settings.tls {
+            None => "plaintext",
+            Some(files) if files.client_ca.is_some() => "TLS, client certificates required",
+            Some(_) => "TLS",
+        },
         settings.store_description(),
         settings.meshes.len(),
         settings.tokens.len(),

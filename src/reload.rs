@@ -77,19 +77,28 @@ impl Reloader {
     }
 }
 
-/// Reloads on every SIGHUP until `shutdown` fires.
-pub async fn on_hangup(cli: Cli, reloader: Reloader, shutdown: CancellationToken) {
+/// Reloads on every SIGHUP until `shutdown` fires. The handler is installed
+/// when this is called (before the service says it listens), so that an
+/// early SIGHUP does not end the process, as its default action would.
+pub fn on_hangup(
+    cli: Cli,
+    reloader: Reloader,
+    shutdown: CancellationToken,
+) -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        tracing::error!("cannot listen for SIGHUP; the configuration is read at start only");
-        return;
-    };
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            received = hangups.recv() => if received.is_none() { return },
+    let handler = signal(SignalKind::hangup());
+    async move {
+        let Ok(mut hangups) = handler else {
+            tracing::error!("cannot listen for SIGHUP; the configuration is read at start only");
+            return;
+        };
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                received = hangups.recv() => if received.is_none() { return },
+            }
+            reload_now(&cli, &reloader).await;
         }
-        reload_now(&cli, &reloader).await;
     }
 }
 
@@ -101,13 +110,8 @@ pub async fn reload_now(cli: &Cli, reloader: &Reloader) -> Option<Reloaded> {
     };
     match outcome {
         Ok(reloaded) => {
-            tracing::info!(
-                tokens = reloaded.tokens,
-                credentials = reloaded.credentials,
-                meshes = reloaded.meshes,
-                clusters = reloaded.clusters,
-                "configuration reloaded"
-            );
+            // Before the line that says it is done, so that whoever waits
+            // for that line has read this one too.
             if !reloaded.need_restart.is_empty() {
                 tracing::warn!(
                     keys = reloaded.need_restart.join(", "),
@@ -119,6 +123,13 @@ pub async fn reload_now(cli: &Cli, reloader: &Reloader) -> Option<Reloaded> {
                     "no tokens or access keys are configured now: every release operation will answer 401"
                 );
             }
+            tracing::info!(
+                tokens = reloaded.tokens,
+                credentials = reloaded.credentials,
+                meshes = reloaded.meshes,
+                clusters = reloaded.clusters,
+                "configuration reloaded"
+            );
             Some(reloaded)
         }
         Err(error) => {

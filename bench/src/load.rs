@@ -22,6 +22,9 @@ pub(crate) struct Measured {
     pub(crate) elapsed: Duration,
     /// Open loop only: how late each request started against its schedule.
     pub(crate) dispatch_lag_us: Option<Histogram<u64>>,
+    /// The slowest request: how long it took and when it was sent (to find
+    /// it in a trace of the server).
+    pub(crate) worst: Option<(Duration, Instant)>,
 }
 
 impl Measured {
@@ -33,6 +36,7 @@ impl Measured {
             first_error: None,
             elapsed: Duration::ZERO,
             dispatch_lag_us: None,
+            worst: None,
         }
     }
 
@@ -42,6 +46,9 @@ impl Measured {
         self.errors += other.errors;
         self.first_error = self.first_error.take().or(other.first_error);
         self.elapsed += other.elapsed;
+        if other.worst.map(|w| w.0) > self.worst.map(|w| w.0) {
+            self.worst = other.worst;
+        }
     }
 
     pub(crate) fn rate(&self) -> f64 {
@@ -136,7 +143,11 @@ pub(crate) async fn open_loop(
                 let sent = Instant::now();
                 let outcome = client.send(&workload, i as usize, sequence.next()).await;
                 let took = sent.elapsed();
-                record(&mut *total.lock().await, took, outcome);
+                let mut total = total.lock().await;
+                if total.worst.is_none_or(|(worst, _)| took > worst) {
+                    total.worst = Some((took, sent));
+                }
+                record(&mut total, took, outcome);
             }));
             next += 1;
         }

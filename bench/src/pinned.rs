@@ -45,9 +45,9 @@ pub(crate) async fn run(
         "pinned open loop: server (in-memory store) on CPU {SERVER_CPU}, this generator where it was started (run it under `taskset -c 0`), {RUNS} runs of {seconds} s per load"
     );
     println!(
-        "| protocol | load | req/s | p50 ms | p90 ms | p99 ms | generator lateness p99 ms | errors |"
+        "| protocol | load | req/s | p50 ms | p90 ms | p99 ms | generator lateness p99 ms | errors | slowest ms, sent at (CLOCK_MONOTONIC) |"
     );
-    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
     let mut errors = 0;
     for (protocol, client) in [
         ("gRPC", grpc_client(server.address, &options).await?),
@@ -104,12 +104,36 @@ pub(crate) async fn run(
 
 fn row(protocol: &str, load: &str, m: &Measured, lag: Option<f64>) {
     println!(
-        "| {protocol} | {load} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} |",
+        "| {protocol} | {load} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
         m.rate(),
         m.ms(0.5),
         m.ms(0.9),
         m.ms(0.99),
         lag.map_or("".to_owned(), |l| format!("{l:.2}")),
-        m.errors
+        m.errors,
+        m.worst.map_or(String::new(), |(took, sent)| format!(
+            "{:.2} at {}",
+            took.as_secs_f64() * 1000.0,
+            monotonic(sent)
+        )),
     );
+}
+
+/// When `at` was, on CLOCK_MONOTONIC (what `perf record -k mono` stamps
+/// its samples with), as seconds. std's `Instant` is that clock on Linux
+/// and shows its reading only through `Debug`.
+fn monotonic(at: std::time::Instant) -> String {
+    let shown = format!("{at:?}");
+    let number = |key: &str| -> Option<u64> {
+        let rest = &shown[shown.find(key)? + key.len()..];
+        rest.trim_start_matches([':', ' '])
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    };
+    match (number("tv_sec"), number("tv_nsec")) {
+        (Some(sec), Some(nsec)) => format!("{sec}.{nsec:09}"),
+        _ => shown,
+    }
 }

@@ -331,3 +331,41 @@ async fn a_bad_certificate_is_refused_at_start_naming_the_key() {
         );
     }
 }
+
+#[test]
+fn check_config_says_whether_the_listener_speaks_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("test CA");
+    let (cert, key) = install(dir.path(), &ca.server());
+    let clients = dir.path().join("clients-ca.crt");
+    std::fs::write(&clients, Ca::new("clients").pem()).unwrap();
+    let files = format!(
+        "tls_cert_file = {:?}\ntls_key_file = {:?}\n",
+        cert.display().to_string(),
+        key.display().to_string()
+    );
+    for (more, says) in [
+        (String::new(), "(plaintext)"),
+        (files.clone(), "(TLS)"),
+        (
+            format!(
+                "{files}tls_client_ca_file = {:?}\n",
+                clients.display().to_string()
+            ),
+            "(TLS, client certificates required)",
+        ),
+    ] {
+        let path = dir.path().join("meshrelease.toml");
+        std::fs::write(&path, config(TOKEN, &[MESH], &more)).unwrap();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_meshrelease"))
+            .arg("--config")
+            .arg(&path)
+            .arg("--check-config")
+            .env_clear()
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{stdout}");
+        assert!(stdout.contains(says), "{says}: {stdout}");
+    }
+}
