@@ -40,6 +40,16 @@ async fn channel(base: &str) -> Channel {
         .unwrap()
 }
 
+/// The name of the release in the watch's next event.
+async fn next_name(events: &mut tonic::Streaming<pb::WatchEvent>) -> String {
+    let event = tokio::time::timeout(REQUEST_TIMEOUT, events.next())
+        .await
+        .expect("no event came")
+        .expect("the watch ended")
+        .expect("the watch failed");
+    event.release.unwrap().metadata.unwrap().name
+}
+
 fn create_in(
     mesh: &str,
     name: &str,
@@ -76,19 +86,7 @@ async fn a_reload_swaps_tokens_and_meshes_without_dropping_connections_or_watche
         .create_release(create_in(MESH, "before-reload", "reviews", OLD_TOKEN))
         .await
         .unwrap();
-    let seen = tokio::time::timeout(REQUEST_TIMEOUT, events.next())
-        .await
-        .unwrap();
-    assert_eq!(
-        seen.unwrap()
-            .unwrap()
-            .release
-            .unwrap()
-            .metadata
-            .unwrap()
-            .name,
-        "before-reload"
-    );
+    assert_eq!(next_name(&mut events).await, "before-reload");
     // A mesh that is not configured yet.
     let refused = client
         .create_release(create_in("second-mesh", "in-second", "ratings", OLD_TOKEN))
@@ -136,19 +134,7 @@ async fn a_reload_swaps_tokens_and_meshes_without_dropping_connections_or_watche
         .await
         .unwrap();
     // The watch opened before the reload is still streaming.
-    let seen = tokio::time::timeout(REQUEST_TIMEOUT, events.next())
-        .await
-        .unwrap();
-    assert_eq!(
-        seen.unwrap()
-            .unwrap()
-            .release
-            .unwrap()
-            .metadata
-            .unwrap()
-            .name,
-        "after-reload"
-    );
+    assert_eq!(next_name(&mut events).await, "after-reload");
 
     // REST sees the same: the old token is refused, the new one lists.
     let list = format!("{}/v2/meshes/{MESH}/releases", server.base);

@@ -146,6 +146,18 @@ async fn list_status(
     Ok((response.status().as_u16(), response.version()))
 }
 
+/// `meshrelease --config PATH --check-config`, with nothing from this
+/// process's environment.
+fn check_config(path: &Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_meshrelease"))
+        .arg("--config")
+        .arg(path)
+        .arg("--check-config")
+        .env_clear()
+        .output()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn grpc_and_rest_are_served_over_tls_with_alpn_h2_and_http1() {
     let dir = tempfile::tempdir().unwrap();
@@ -316,13 +328,7 @@ async fn a_bad_certificate_is_refused_at_start_naming_the_key() {
         };
         let path = dir.path().join(format!("bad-{i}.toml"));
         std::fs::write(&path, config(TOKEN, &[MESH], &more)).unwrap();
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_meshrelease"))
-            .arg("--config")
-            .arg(&path)
-            .arg("--check-config")
-            .env_clear()
-            .output()
-            .unwrap();
+        let output = check_config(&path);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "case {i}: {stderr}");
         assert!(
@@ -357,13 +363,7 @@ fn check_config_says_whether_the_listener_speaks_tls() {
     ] {
         let path = dir.path().join("meshrelease.toml");
         std::fs::write(&path, config(TOKEN, &[MESH], &more)).unwrap();
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_meshrelease"))
-            .arg("--config")
-            .arg(&path)
-            .arg("--check-config")
-            .env_clear()
-            .output()
-            .unwrap();
+        let output = check_config(&path);
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(output.status.success(), "{stdout}");
         assert!(stdout.contains(says), "{says}: {stdout}");
