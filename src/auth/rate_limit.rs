@@ -65,6 +65,12 @@ mod tests {
         }
         let wait = bucket.try_acquire_at(start).unwrap_err();
         assert!((wait.as_secs_f64() - 0.5).abs() < 1e-6, "{wait:?}");
+        // A quarter second later half a token is back: the wait is for the
+        // other half.
+        let wait = bucket
+            .try_acquire_at(start + Duration::from_millis(250))
+            .unwrap_err();
+        assert!((wait.as_secs_f64() - 0.25).abs() < 1e-6, "{wait:?}");
         // Half a second later, one more.
         let later = start + Duration::from_millis(500);
         assert!(bucket.try_acquire_at(later).is_ok());

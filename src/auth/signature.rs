@@ -271,6 +271,17 @@ mod tests {
     }
 
     #[test]
+    fn the_string_to_sign_is_the_guides() {
+        // Algorithm, date, and the hex SHA-256 of the canonical request, one
+        // per line (the digest computed apart, with Python's hashlib).
+        let canonical = "GET\n/v2/meshes/demo-mesh/releases/\nlimit=10\nhost:127.0.0.1\nx-sdk-date:20261129T060000Z\n\nhost;x-sdk-date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        assert_eq!(
+            string_to_sign("20261129T060000Z", canonical),
+            "SDK-HMAC-SHA256\n20261129T060000Z\n4a1001ee31cb0ee36fb07956adc809595771fa02a81ab8db7ca461bee47aa6e5"
+        );
+    }
+
+    #[test]
     fn authorization_headers_are_parsed_strictly() {
         let a = parse_authorization(&format!(
             "SDK-HMAC-SHA256 Access=AK1, SignedHeaders=host;X-Sdk-Date, Signature={}",
@@ -283,6 +294,13 @@ mod tests {
         assert!(
             parse_authorization("SDK-HMAC-SHA256 Access=A, SignedHeaders=h, Signature=zz").is_err()
         );
+        // Another algorithm, even of the same length, is not this one.
+        let other = parse_authorization(&format!(
+            "SDK-HMAC-SHA384 Access=AK1, SignedHeaders=host, Signature={}",
+            "ab".repeat(32)
+        ))
+        .unwrap_err();
+        assert!(other.contains("must start with SDK-HMAC-SHA256"), "{other}");
         assert!(is_signature(b"sdk-hmac-sha256 Access=x"));
         assert!(!is_signature(b"Bearer x"));
     }

@@ -139,6 +139,25 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn actions_have_the_contracts_names_and_read_back() {
+        let names: Vec<&str> = Action::ALL.iter().map(|a| a.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "asm:mesh:createRelease",
+                "asm:mesh:getRelease",
+                "asm:mesh:listReleases",
+                "asm:mesh:updateRelease",
+                "asm:mesh:deleteRelease",
+            ]
+        );
+        for action in Action::ALL {
+            assert_eq!(Action::parse(action.as_str()), Some(*action));
+        }
+        assert_eq!(Action::parse("asm:mesh:eraseRelease"), None);
+    }
+
     fn statement(effect: Effect, meshes: Option<&[&str]>) -> Statement {
         Statement {
             effect,

@@ -122,6 +122,20 @@ mod tests {
     use super::*;
     use Phase::*;
 
+    #[test]
+    fn templates_change_while_the_release_is_active_and_policies_while_running() {
+        for phase in [
+            Pending, Deploying, Running, Failed, Ending, Ended, Canceling, Canceled,
+        ] {
+            assert_eq!(
+                templates_may_change(phase),
+                matches!(phase, Pending | Deploying | Running),
+                "{phase:?}"
+            );
+            assert_eq!(policy_may_change(phase), phase == Running, "{phase:?}");
+        }
+    }
+
     /// Every move from every phase, with both traffic extremes and a split:
     /// the allowed ones are exactly these.
     #[test]

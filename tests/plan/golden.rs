@@ -281,3 +281,71 @@ fn a_gray_version_never_ready_fails_with_traffic_on_the_original() {
         ]),
     );
 }
+
+#[test]
+fn a_release_whose_original_is_missing_fails_and_touches_nothing() {
+    let mut world = owned_world();
+    world
+        .objects
+        .retain(|(_, kind, name), _| !(*kind == ObjectKind::Deployment && name == "reviews-v1"));
+    let mut release = release(ReleaseType::Canary, TrafficPolicy::Weight(0));
+    let p = round(&mut release, &mut world);
+    assert_eq!(p.step, Some(Move::Fail), "{p:?}");
+    assert!(p.changes.is_empty(), "{p:?}");
+    assert!(
+        p.conditions
+            .iter()
+            .any(|(kind, status, reason, _)| kind == "Failed"
+                && *status
+                && reason == "OriginalNotFound"),
+        "{p:?}"
+    );
+    assert_eq!(release.status.phase, Phase::Failed);
+}
+
+#[test]
+fn the_progress_deadline_is_reached_only_once_it_has_passed() {
+    let mut world = owned_world();
+    world.gray_becomes_ready = false;
+    let mut release = release(ReleaseType::Canary, TrafficPolicy::Weight(50));
+    round(&mut release, &mut world);
+    assert_eq!(release.status.phase, Phase::Deploying);
+    let since = release.status.phase_time.expect("Deploying since");
+    // Exactly at the deadline (the template's progressDeadlineSeconds,
+    // 300): still waiting.
+    world.now = since + chrono::TimeDelta::seconds(300);
+    round(&mut release, &mut world);
+    assert_eq!(release.status.phase, Phase::Deploying);
+    world.now = since + chrono::TimeDelta::seconds(301);
+    round(&mut release, &mut world);
+    assert_eq!(release.status.phase, Phase::Failed);
+}
+
+#[test]
+fn a_gray_deployment_that_is_not_what_was_applied_is_applied_again() {
+    let mut world = owned_world();
+    let mut release = release(ReleaseType::Canary, TrafficPolicy::Weight(0));
+    to_running(&mut release, &mut world);
+    // Someone changed the gray Deployment (its digest no longer matches).
+    let key = world
+        .objects
+        .keys()
+        .find(|(_, kind, name)| *kind == ObjectKind::Deployment && name == "reviews-v1-v2")
+        .cloned()
+        .expect("the gray Deployment");
+    world.objects.get_mut(&key).unwrap()["metadata"]["annotations"]["meshrelease.io/template-hash"] =
+        json!("changed-by-someone");
+    let p = round(&mut release, &mut world);
+    assert!(
+        p.changes
+            .iter()
+            .any(|c| c.kind == ObjectKind::Deployment && name(&c.object) == "reviews-v1-v2"),
+        "the gray Deployment must be applied again: {p:?}"
+    );
+    // Once it is what was applied, nothing more.
+    let p = round(&mut release, &mut world);
+    assert!(
+        !p.changes.iter().any(|c| c.kind == ObjectKind::Deployment),
+        "{p:?}"
+    );
+}
