@@ -349,3 +349,35 @@ fn a_gray_deployment_that_is_not_what_was_applied_is_applied_again() {
         "{p:?}"
     );
 }
+
+#[test]
+fn with_scale_to_zero_an_end_keeps_the_original_at_zero_replicas() {
+    use meshrelease::domain::plan::{Change, Context, OriginalOnEnd};
+    let mut world = owned_world();
+    let mut release = release(ReleaseType::Canary, TrafficPolicy::Weight(0));
+    to_running(&mut release, &mut world);
+    release.traffic_policy = TrafficPolicy::Weight(100);
+    round(&mut release, &mut world);
+    client(&mut release, Move::End);
+    let ctx = Context {
+        original_on_end: OriginalOnEnd::ScaleToZero,
+        ..context()
+    };
+    let mut scales = 0;
+    for _ in 0..5 {
+        let p = plan(&release, &world.observe(&release), &ctx);
+        scales += p
+            .changes
+            .iter()
+            .filter(|c| c.change == Change::ScaleToZero)
+            .count();
+        world.carry_out(&p);
+        record(&mut release, &p, world.now);
+    }
+    assert_eq!(release.status.phase, Phase::Ended);
+    assert_eq!(scales, 1, "scaled once, then seen at zero");
+    let original = world
+        .get("cluster-a", ObjectKind::Deployment, "reviews-v1")
+        .expect("the original is kept");
+    assert_eq!(original["spec"]["replicas"], json!(0));
+}
