@@ -674,7 +674,23 @@ impl Routing {
     ) -> Plan {
         let subsets = match self.subsets(release, with_original) {
             Ok(subsets) => subsets,
-            Err(message) => return Plan::fail("SubsetConflict", message),
+            // Only an active release can fail; one that failed, ends or is
+            // canceled says why its routing is not applied (asking to fail
+            // it again was a move the phase machine refuses, every round).
+            Err(message) => {
+                return match release.status.phase {
+                    Phase::Pending | Phase::Deploying | Phase::Running => {
+                        Plan::fail("SubsetConflict", message)
+                    }
+                    Phase::Failed
+                    | Phase::Ending
+                    | Phase::Canceling
+                    | Phase::Ended
+                    | Phase::Canceled => {
+                        Plan::default().condition(TRAFFIC_APPLIED, false, "SubsetConflict", message)
+                    }
+                };
+            }
         };
         let http = routes_for(
             &self.base_vs(release),

@@ -381,3 +381,87 @@ fn with_scale_to_zero_an_end_keeps_the_original_at_zero_replicas() {
         .expect("the original is kept");
     assert_eq!(original["spec"]["replicas"], json!(0));
 }
+
+#[test]
+fn a_deployment_is_ready_only_when_every_replica_is_updated_and_available() {
+    use meshrelease::domain::plan::deployment_ready;
+    let with_status = |status: Value| {
+        object(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "reviews-v1-v2", "generation": 2},
+            "spec": {"replicas": 3, "selector": {}, "template": {}},
+            "status": status
+        }))
+    };
+    let ready = json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 3});
+    assert!(deployment_ready(&with_status(ready.clone())));
+    for (field, value, why) in [
+        (
+            "observedGeneration",
+            1,
+            "the controller has not seen the latest spec",
+        ),
+        ("updatedReplicas", 2, "a replica still runs the old spec"),
+        ("availableReplicas", 2, "a replica is not available"),
+        ("replicas", 4, "an old replica is still there"),
+    ] {
+        let mut status = ready.clone();
+        status[field] = json!(value);
+        assert!(!deployment_ready(&with_status(status)), "{why}");
+    }
+}
+
+#[test]
+fn an_owners_subset_of_the_gray_versions_name_with_other_labels_fails_the_release() {
+    let mut rule = owners_destination_rule();
+    rule["spec"]["subsets"] = json!([{"name": "v2", "labels": {"version": "v3"}}]);
+    let mut world = World::new(vec![
+        (ObjectKind::VirtualService, owners_virtual_service()),
+        (ObjectKind::DestinationRule, rule),
+    ]);
+    let mut release = release(ReleaseType::Canary, TrafficPolicy::Weight(0));
+    let plans = settle(&mut release, &mut world, 5);
+    assert_eq!(release.status.phase, Phase::Failed);
+    let reasons = |p: &Plan| -> Vec<String> { p.conditions.iter().map(|c| c.2.clone()).collect() };
+    assert!(
+        plans.iter().any(
+            |p| p.step == Some(Move::Fail) && reasons(p).contains(&"SubsetConflict".to_owned())
+        ),
+        "{plans:?}"
+    );
+    // Failed, it says why its routing is not applied, and asks for no
+    // further move (settle would panic at a refused one).
+    let after = round(&mut release, &mut world);
+    assert_eq!(after.step, None);
+    assert!(
+        reasons(&after).contains(&"SubsetConflict".to_owned()),
+        "{after:?}"
+    );
+}
+
+#[test]
+fn an_end_keeps_the_owners_own_subset_of_the_original() {
+    let mut rule = owners_destination_rule();
+    rule["spec"]["subsets"] = json!([{"name": "v1", "labels": {"version": "v1"}}]);
+    let mut world = World::new(vec![
+        (ObjectKind::VirtualService, owners_virtual_service()),
+        (ObjectKind::DestinationRule, rule),
+    ]);
+    let mut release = release(ReleaseType::Canary, TrafficPolicy::Weight(0));
+    to_running(&mut release, &mut world);
+    release.traffic_policy = TrafficPolicy::Weight(100);
+    round(&mut release, &mut world);
+    client(&mut release, Move::End);
+    settle(&mut release, &mut world, 5);
+    assert_eq!(release.status.phase, Phase::Ended);
+    let rule = world
+        .get("cluster-a", ObjectKind::DestinationRule, "reviews")
+        .expect("the DestinationRule");
+    let names: Vec<&str> = rule["spec"]["subsets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"v1"), "the owners' subset stays: {names:?}");
+}
