@@ -124,6 +124,14 @@ fn to_running(release: &mut Release, world: &mut World) {
     assert_eq!(release.status.phase, Phase::Running);
 }
 
+/// Running with all traffic on the gray version, then asked to end.
+fn to_ending(release: &mut Release, world: &mut World) {
+    to_running(release, world);
+    release.traffic_policy = TrafficPolicy::Weight(100);
+    round(release, world);
+    client(release, Move::End);
+}
+
 /// One round: plan, carry out, record.
 fn round(release: &mut Release, world: &mut World) -> Plan {
     let p = plan(release, &world.observe(release), &context());
@@ -210,10 +218,7 @@ fn a_blue_green_switch() {
 fn an_end_moves_traffic_before_it_deletes_the_original() {
     let mut world = owned_world();
     let mut release = release(ReleaseType::Canary, TrafficPolicy::Weight(0));
-    to_running(&mut release, &mut world);
-    release.traffic_policy = TrafficPolicy::Weight(100);
-    round(&mut release, &mut world);
-    client(&mut release, Move::End);
+    to_ending(&mut release, &mut world);
     let first = round(&mut release, &mut world);
     let second = round(&mut release, &mut world);
     let third = round(&mut release, &mut world);
@@ -355,10 +360,7 @@ fn with_scale_to_zero_an_end_keeps_the_original_at_zero_replicas() {
     use meshrelease::domain::plan::{Change, Context, OriginalOnEnd};
     let mut world = owned_world();
     let mut release = release(ReleaseType::Canary, TrafficPolicy::Weight(0));
-    to_running(&mut release, &mut world);
-    release.traffic_policy = TrafficPolicy::Weight(100);
-    round(&mut release, &mut world);
-    client(&mut release, Move::End);
+    to_ending(&mut release, &mut world);
     let ctx = Context {
         original_on_end: OriginalOnEnd::ScaleToZero,
         ..context()
@@ -448,10 +450,7 @@ fn an_end_keeps_the_owners_own_subset_of_the_original() {
         (ObjectKind::DestinationRule, rule),
     ]);
     let mut release = release(ReleaseType::Canary, TrafficPolicy::Weight(0));
-    to_running(&mut release, &mut world);
-    release.traffic_policy = TrafficPolicy::Weight(100);
-    round(&mut release, &mut world);
-    client(&mut release, Move::End);
+    to_ending(&mut release, &mut world);
     settle(&mut release, &mut world, 5);
     assert_eq!(release.status.phase, Phase::Ended);
     let rule = world
