@@ -193,3 +193,148 @@ fn header(headers: &http::HeaderMap, name: &str) -> Option<String> {
         .collect();
     (!values.is_empty()).then(|| values.join(","))
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeDelta;
+
+    use super::*;
+
+    const SECRET: &[u8] = b"secret-key-of-ak-1";
+
+    fn registry() -> CredentialRegistry {
+        CredentialRegistry::new(vec![CredentialEntry {
+            access_key: "AK1".into(),
+            secret_key: SECRET.to_vec(),
+            principal: Principal {
+                subject: "ak-1".into(),
+                statements: vec![],
+            },
+            rate_limit: None,
+        }])
+    }
+
+    fn now() -> DateTime<Utc> {
+        NaiveDateTime::parse_from_str("20261129T080000Z", DATE_FORMAT)
+            .unwrap()
+            .and_utc()
+    }
+
+    /// A GET signed at `signed_at` with `secret`, with a nonce when given.
+    /// (The canonicalisation is the module's own: its independence is
+    /// checked in `signature.rs` and `tests/api/signing.rs`; here the rules
+    /// around it are.)
+    fn verify(
+        registry: &CredentialRegistry,
+        access_key: &str,
+        secret: &[u8],
+        signed_at: DateTime<Utc>,
+        nonce: Option<&str>,
+    ) -> Result<String, String> {
+        let date = signed_at.format(DATE_FORMAT).to_string();
+        let mut headers = http::HeaderMap::new();
+        headers.insert(DATE_HEADER, date.parse().unwrap());
+        headers.insert("host", "example.com".parse().unwrap());
+        let mut signed = vec![DATE_HEADER.to_owned(), "host".to_owned()];
+        if let Some(nonce) = nonce {
+            headers.insert(NONCE_HEADER, nonce.parse().unwrap());
+            signed.push(NONCE_HEADER.to_owned());
+        }
+        let body = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b""));
+        let path = "/v2/meshes/m1/namespaces/ns/releases";
+        let canonical = signature::canonical_request(
+            "GET",
+            path,
+            None,
+            &signed,
+            |n| header(&headers, n),
+            &body,
+        )
+        .unwrap();
+        let signature = signature::sign(secret, &signature::string_to_sign(&date, &canonical));
+        let authorization = format!(
+            "{} Access={access_key}, SignedHeaders={}, Signature={}",
+            signature::ALGORITHM,
+            signed.join(";"),
+            hex::encode(signature)
+        );
+        registry
+            .verify(
+                &SignedRequest {
+                    method: "GET",
+                    path,
+                    query: None,
+                    headers: &headers,
+                    authorization: &authorization,
+                    body_sha256_hex: &body,
+                },
+                now(),
+            )
+            .map(|caller| caller.principal.subject.clone())
+    }
+
+    #[test]
+    fn the_date_may_be_up_to_15_minutes_away_either_way() {
+        let r = registry();
+        let minutes = |m: i64, s: i64| TimeDelta::minutes(m) + TimeDelta::seconds(s);
+        for off in [minutes(0, 0), minutes(15, 0), -minutes(15, 0)] {
+            assert_eq!(
+                verify(&r, "AK1", SECRET, now() + off, None),
+                Ok("ak-1".into()),
+                "{off}"
+            );
+        }
+        for off in [minutes(15, 1), -minutes(15, 1), minutes(24 * 60, 0)] {
+            let refused = verify(&r, "AK1", SECRET, now() + off, None).unwrap_err();
+            assert!(refused.contains("15 minutes"), "{off}: {refused}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_key_and_a_wrong_secret_are_refused() {
+        let r = registry();
+        let unknown = verify(&r, "AK2", SECRET, now(), None).unwrap_err();
+        assert!(unknown.contains("\"AK2\" is not known"), "{unknown}");
+        let wrong = verify(&r, "AK1", b"another-secret", now(), None).unwrap_err();
+        assert!(wrong.contains("does not match"), "{wrong}");
+    }
+
+    #[test]
+    fn a_nonce_is_used_once_even_across_a_reload() {
+        let r = registry();
+        assert!(verify(&r, "AK1", SECRET, now(), Some("n-1")).is_ok());
+        let replay = verify(&r, "AK1", SECRET, now(), Some("n-1")).unwrap_err();
+        assert!(replay.contains("replay"), "{replay}");
+        assert!(verify(&r, "AK1", SECRET, now(), Some("n-2")).is_ok());
+        let reloaded = CredentialRegistry::renewed(registry().by_access_key_entries(), &r);
+        assert!(verify(&reloaded, "AK1", SECRET, now(), Some("n-1")).is_err());
+        assert!(verify(&reloaded, "AK1", SECRET, now(), Some("n-3")).is_ok());
+        // Without a nonce, the same request may come again.
+        assert!(verify(&reloaded, "AK1", SECRET, now(), None).is_ok());
+        assert!(verify(&reloaded, "AK1", SECRET, now(), None).is_ok());
+    }
+
+    #[test]
+    fn the_debug_form_never_shows_the_secret() {
+        let r = registry();
+        let shown = format!("{:?}", r.by_access_key_entries());
+        assert!(
+            shown.contains("AK1") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+        assert!(!shown.contains("secret-key-of-ak-1"), "{shown}");
+        assert!(
+            !shown.contains(&format!("{:?}", SECRET.to_vec())),
+            "{shown}"
+        );
+    }
+
+    impl CredentialRegistry {
+        fn by_access_key_entries(&self) -> Vec<CredentialEntry> {
+            self.by_access_key
+                .values()
+                .map(|(e, _)| e.clone())
+                .collect()
+        }
+    }
+}

@@ -135,6 +135,7 @@ mod tests {
         let before = TokenRegistry::new(vec![
             limited(b"kept", "kept", 0.001),
             limited(b"changed", "changed", 0.001),
+            limited(b"unused", "unused", 0.001),
         ]);
         assert!(admitted(&before, b"kept"));
         assert!(admitted(&before, b"changed"));
@@ -144,9 +145,13 @@ mod tests {
             vec![
                 limited(b"kept", "kept", 0.001),
                 limited(b"changed", "changed", 0.002),
+                limited(b"unused", "unused", 0.001),
             ],
             &before,
         );
+        // Each kept token keeps its own bucket, not another's with the
+        // same limit.
+        assert!(admitted(&after, b"unused"));
         // The burst of one is used up, reload or not ...
         assert!(!admitted(&after, b"kept"));
         // ... but a new limit is a new bucket.

@@ -533,8 +533,119 @@ mod tests {
             fields(&violations),
             vec!["t.spec.selector", "t.spec.template.spec.containers"]
         );
-        let (_, violations) = check(json!({}));
+        let (completed, violations) = check(json!({}));
         assert_eq!(fields(&violations), vec!["t.spec"]);
+        assert!(
+            completed.is_none(),
+            "nothing is completed from a refused template"
+        );
+    }
+
+    fn check_in(template: Value, ctx: &TemplateContext<'_>) -> Vec<String> {
+        let Value::Object(template) = template else {
+            panic!("not an object")
+        };
+        let mut violations = Vec::new();
+        check_and_complete(&template, "t", ctx, &mut violations);
+        violations.into_iter().map(|v| v.field).collect()
+    }
+
+    #[test]
+    fn a_derived_name_is_checked_only_when_it_can_be_derived() {
+        let long = "d".repeat(251);
+        let too_long = TemplateContext {
+            deployment_name: &long,
+            ..CTX
+        };
+        assert_eq!(check_in(good(), &too_long), vec!["t.metadata.name"]);
+        // A name given in the template is not derived.
+        let mut named = good();
+        named["metadata"] = json!({"name": "reviews-gray"});
+        assert!(check_in(named, &too_long).is_empty());
+        // No deployment name or no version: that field's own error says it.
+        for ctx in [
+            TemplateContext {
+                deployment_name: "",
+                ..CTX
+            },
+            TemplateContext { version: "", ..CTX },
+        ] {
+            let violations = check_in(good(), &ctx);
+            assert!(
+                !violations.contains(&"t.metadata.name".to_owned()),
+                "{violations:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_namespace_where_given_is_the_releases() {
+        let mut t = good();
+        t["metadata"] = json!({"namespace": "default"});
+        assert!(check_in(t.clone(), &CTX).is_empty());
+        t["metadata"]["namespace"] = json!("other");
+        assert_eq!(check_in(t.clone(), &CTX), vec!["t.metadata.namespace"]);
+        t["metadata"]["namespace"] = json!(7);
+        assert_eq!(check_in(t, &CTX), vec!["t.metadata.namespace"]);
+    }
+
+    #[test]
+    fn replicas_are_a_whole_number_from_0_to_the_int32_maximum() {
+        for ok in [
+            json!(0),
+            json!(3),
+            json!(i32::MAX),
+            json!(2.0),
+            json!(2147483647.0),
+        ] {
+            let mut t = good();
+            t["spec"]["replicas"] = ok.clone();
+            assert!(check_in(t, &CTX).is_empty(), "{ok}");
+        }
+        for bad in [
+            json!(-1),
+            json!(u64::from(i32::MAX.unsigned_abs()) + 1),
+            json!(2.5),
+            json!(-1.0),
+            json!(2147483648.0),
+            json!("3"),
+        ] {
+            let mut t = good();
+            t["spec"]["replicas"] = bad.clone();
+            assert_eq!(check_in(t, &CTX), vec!["t.spec.replicas"], "{bad}");
+        }
+    }
+
+    #[test]
+    fn api_version_kind_and_labels_where_given_are_checked() {
+        let mut t = good();
+        t["apiVersion"] = json!("apps/v1");
+        t["kind"] = json!("Deployment");
+        t["metadata"] = json!({"labels": {"team": "shop"}});
+        assert!(check_in(t.clone(), &CTX).is_empty());
+        t["metadata"]["labels"] = json!({"bad key!": "x", "team": "not a value!", "n": 1});
+        assert_eq!(
+            check_in(t.clone(), &CTX),
+            vec![
+                "t.metadata.labels[\"bad key!\"]",
+                "t.metadata.labels.n",
+                "t.metadata.labels.team"
+            ]
+        );
+        t["metadata"]["labels"] = json!(["team"]);
+        assert_eq!(check_in(t, &CTX), vec!["t.metadata.labels"]);
+    }
+
+    #[test]
+    fn a_version_label_given_must_be_the_releases_version() {
+        let mut t = good();
+        t["spec"]["template"]["metadata"]["labels"]["version"] = json!("v2");
+        assert!(check_in(t.clone(), &CTX).is_empty());
+        t["spec"]["template"]["metadata"]["labels"]["version"] = json!("v3");
+        assert_eq!(
+            check_in(t, &CTX),
+            vec!["t.spec.template.metadata.labels.version"]
+        );
     }
 
     #[test]

@@ -1146,8 +1146,7 @@ fn to_json<T: serde::Serialize>(value: &T) -> Value {
 /// applies them. The routing objects depend on what the clusters hold (the
 /// original's version label, the owners' VirtualService and
 /// DestinationRule), which a dry run does not read.
-pub fn preview(release: &Release, mesh: &Mesh) -> Vec<PlannedObject> {
-    let _ = mesh;
+pub fn preview(release: &Release) -> Vec<PlannedObject> {
     release
         .status
         .gray_deployments

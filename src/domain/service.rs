@@ -237,7 +237,7 @@ impl ReleaseManager {
                 .check_create(&release)
                 .await
                 .map_err(|e| conflict(e, &release))?;
-            return Ok(with_plan(release, mesh));
+            return Ok(with_plan(release));
         }
         match self.store.create(&release, key.as_ref()).await {
             Ok(Created::New(stored) | Created::Replayed(stored)) => Ok(stored),
@@ -456,7 +456,7 @@ impl ReleaseManager {
             };
             let next = change.apply_to(&current)?;
             if request.dry_run {
-                return Ok(with_plan(next, mesh));
+                return Ok(with_plan(next));
             }
             if let Some(stored) = self.write_spec(&next, &current, pinned).await? {
                 return Ok(stored);
@@ -601,7 +601,7 @@ impl ReleaseManager {
             }
             let next = SpecChange { templates, policy }.apply_to(&current)?;
             if request.dry_run {
-                return Ok(with_plan(next, mesh));
+                return Ok(with_plan(next));
             }
             if next == current {
                 return Ok(current);
@@ -989,8 +989,8 @@ fn fill_identity(draft: &mut ReleaseDraft, current: &Release) {
 }
 
 /// The release with what its next step would change, for a dry-run answer.
-fn with_plan(mut release: Release, mesh: &Mesh) -> Release {
-    release.status.plan = plan::preview(&release, mesh);
+fn with_plan(mut release: Release) -> Release {
+    release.status.plan = plan::preview(&release);
     release
 }
 

@@ -613,6 +613,28 @@ mod tests {
     }
 
     #[test]
+    fn at_most_max_rules_match_rules() {
+        let rules = |n: usize| TrafficPolicyDraft {
+            weight: None,
+            match_rules: (0..n)
+                .map(|i| MatchRuleDraft {
+                    headers: vec![header("x-user", Some(&format!("user-{i}")), None)],
+                    ..Default::default()
+                })
+                .collect(),
+        };
+        let Ok(TrafficPolicy::Match(accepted)) = check(&rules(MAX_RULES), ReleaseType::Canary)
+        else {
+            panic!("{MAX_RULES} rules refused")
+        };
+        assert_eq!(accepted.len(), MAX_RULES);
+        assert_eq!(
+            check(&rules(MAX_RULES + 1), ReleaseType::Canary),
+            Err(vec!["spec.trafficPolicy.match".to_owned()])
+        );
+    }
+
+    #[test]
     fn the_contracts_example_is_accepted() {
         let draft = TrafficPolicyDraft {
             weight: None,

@@ -464,3 +464,88 @@ fn an_end_keeps_the_owners_own_subset_of_the_original() {
         .collect();
     assert!(names.contains(&"v1"), "the owners' subset stays: {names:?}");
 }
+
+#[test]
+fn a_rule_on_a_route_with_an_empty_match_list_still_routes_only_its_requests() {
+    // `match: []` is a route that matches every request, as one without
+    // `match`: the gray route must carry the rule's conditions, never
+    // an empty match list that would send every request to the gray version.
+    let mut vs = owners_virtual_service();
+    vs["spec"]["http"][2]["match"] = json!([]);
+    let mut world = World::new(vec![
+        (ObjectKind::VirtualService, vs),
+        (ObjectKind::DestinationRule, owners_destination_rule()),
+    ]);
+    let mut release = release(ReleaseType::Canary, TrafficPolicy::Weight(0));
+    to_running(&mut release, &mut world);
+    release.traffic_policy = TrafficPolicy::Match(vec![MatchRule {
+        headers: vec![StringMatch {
+            name: "x-user".into(),
+            value: MatchValue::Exact("alice".into()),
+        }],
+        ..MatchRule::default()
+    }]);
+    round(&mut release, &mut world);
+    let vs = world
+        .get("cluster-a", ObjectKind::VirtualService, "reviews-routes")
+        .expect("the VirtualService");
+    let gray = vs["spec"]["http"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "default-reviews-canary-gray")
+        .unwrap_or_else(|| panic!("no gray route: {vs:?}"));
+    assert_eq!(
+        gray["match"],
+        json!([{"headers": {"x-user": {"exact": "alice"}}}]),
+        "{gray}"
+    );
+}
+
+#[test]
+fn a_cancel_leaves_a_virtual_service_another_team_put_in_place_of_its_own() {
+    // No routing of the owners at the start: the release made its own
+    // VirtualService. Another team replaced it (same name, not marked as
+    // this release's) before the cancel.
+    let mut world = World::new(vec![]);
+    let mut release = release(ReleaseType::Canary, TrafficPolicy::Weight(0));
+    to_running(&mut release, &mut world);
+    let theirs = json!({
+        "apiVersion": "networking.istio.io/v1beta1",
+        "kind": "VirtualService",
+        "metadata": {"name": "reviews", "namespace": NS, "labels": {"team": "other"}},
+        "spec": {"hosts": ["reviews"],
+                 "http": [{"route": [{"destination": {"host": "reviews"}}]}]}
+    });
+    world.put("cluster-a", ObjectKind::VirtualService, theirs.clone());
+    client(&mut release, Move::Cancel);
+    settle(&mut release, &mut world, 5);
+    assert_eq!(release.status.phase, Phase::Canceled);
+    assert_eq!(
+        world.get("cluster-a", ObjectKind::VirtualService, "reviews"),
+        Some(&object(theirs)),
+        "their VirtualService stays as they wrote it"
+    );
+    // The DestinationRule it made itself is gone.
+    assert!(
+        world
+            .get("cluster-a", ObjectKind::DestinationRule, "reviews")
+            .is_none()
+    );
+}
+
+#[test]
+fn a_dry_runs_plan_is_the_gray_deployment_the_first_step_applies() {
+    let mut world = owned_world();
+    let mut release = release(ReleaseType::Canary, TrafficPolicy::Weight(0));
+    let preview = meshrelease::domain::plan::preview(&release);
+    assert_eq!(preview.len(), 1, "{preview:?}");
+    round(&mut release, &mut world);
+    let deploying = round(&mut release, &mut world);
+    let applied: Vec<_> = deploying
+        .changes
+        .iter()
+        .filter(|c| c.kind == ObjectKind::Deployment)
+        .collect();
+    assert_eq!(applied, vec![&preview[0]]);
+}
