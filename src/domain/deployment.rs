@@ -249,7 +249,7 @@ impl Checker<'_, '_> {
     }
 
     fn selector(&mut self, selector: &JsonObject, pod_labels: &JsonObject) {
-        let mut requirements = 0;
+        let mut empty = true;
         let mut matches = true;
         for key in selector.keys() {
             if key != "matchLabels" && key != "matchExpressions" {
@@ -264,7 +264,7 @@ impl Checker<'_, '_> {
             Some(Value::Object(match_labels)) => {
                 self.labels(match_labels, "spec.selector.matchLabels");
                 for (key, value) in match_labels {
-                    requirements += 1;
+                    empty = false;
                     matches &= pod_labels.get(key) == Some(value);
                 }
             }
@@ -274,7 +274,7 @@ impl Checker<'_, '_> {
             None => {}
             Some(Value::Array(expressions)) => {
                 for (i, expression) in expressions.iter().enumerate() {
-                    requirements += 1;
+                    empty = false;
                     let path = format!("spec.selector.matchExpressions[{i}]");
                     match self.expression(expression, &path) {
                         Some(expr) => matches &= expr.matches(pod_labels),
@@ -284,7 +284,7 @@ impl Checker<'_, '_> {
             }
             Some(_) => self.push("spec.selector.matchExpressions", "must be a list"),
         }
-        if requirements == 0 {
+        if empty {
             self.push(
                 "spec.selector",
                 "must not be empty: an empty selector would match every pod in the namespace",
@@ -524,6 +524,28 @@ mod tests {
         t["spec"]["selector"]["matchExpressions"][0]["operator"] = json!("NotIn");
         let (_, violations) = check(t);
         assert_eq!(fields(&violations), vec!["t.spec.selector"]);
+    }
+
+    #[test]
+    fn not_in_matches_a_pod_without_those_values_and_bad_keys_are_named() {
+        let mut t = good();
+        t["spec"]["selector"] = json!({"matchExpressions": [
+            {"key": "app", "operator": "NotIn", "values": ["ratings"]},
+            {"key": "app", "operator": "Exists"},
+        ]});
+        assert!(check_in(t.clone(), &CTX).is_empty());
+        t["spec"]["selector"]["matchExpressions"][0]["key"] = json!("bad key!");
+        assert_eq!(
+            check_in(t, &CTX),
+            vec!["t.spec.selector.matchExpressions[0].key", "t.spec.selector"]
+        );
+    }
+
+    #[test]
+    fn an_empty_container_list_is_refused() {
+        let mut t = good();
+        t["spec"]["template"]["spec"]["containers"] = json!([]);
+        assert_eq!(check_in(t, &CTX), vec!["t.spec.template.spec.containers"]);
     }
 
     #[test]
