@@ -134,6 +134,20 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    #[test]
+    fn the_configured_api_versions_are_parsed() {
+        assert_eq!(IstioApi::parse("v1beta1"), Some(IstioApi::V1beta1));
+        assert_eq!(IstioApi::parse("v1"), Some(IstioApi::V1));
+        for other in ["v1alpha3", "V1", "", "networking.istio.io/v1"] {
+            assert_eq!(IstioApi::parse(other), None, "{other:?}");
+        }
+        assert_eq!(
+            IstioApi::V1beta1.api_version(),
+            "networking.istio.io/v1beta1"
+        );
+        assert_eq!(IstioApi::V1.api_version(), "networking.istio.io/v1");
+    }
+
     /// Field names of Istio's published CRDs (istio/api,
     /// `kubernetes/customresourcedefinitions.gen.yaml`, networking v1, read
     /// at commit b8f8791): every name these types write must be one.

@@ -49,10 +49,6 @@ impl Meshes {
         }
     }
 
-    pub fn get(&self, id: &str) -> Option<&Mesh> {
-        self.by_id.get(id).map(|m| &**m)
-    }
-
     /// The mesh, for a caller that keeps it past a configuration reload.
     pub fn shared(&self, id: &str) -> Option<Arc<Mesh>> {
         self.by_id.get(id).cloned()
@@ -60,5 +56,26 @@ impl Meshes {
 
     pub fn iter(&self) -> impl Iterator<Item = &Mesh> {
         self.by_id.values().map(|m| &**m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meshes_are_found_by_id_and_listed_in_id_order() {
+        let mesh = |id: &str| Mesh {
+            id: id.into(),
+            clusters: vec![format!("{id}-cluster")],
+            ..Mesh::default()
+        };
+        let meshes = Meshes::new([mesh("m2"), mesh("m1")]);
+        let ids: Vec<&str> = meshes.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["m1", "m2"]);
+        let found = meshes.shared("m2").expect("m2");
+        assert!(found.has_cluster("m2-cluster"));
+        assert!(!found.has_cluster("m1-cluster"));
+        assert!(meshes.shared("m3").is_none());
     }
 }
