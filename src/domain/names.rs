@@ -183,6 +183,47 @@ mod tests {
         assert!(check_label_key("bad key").is_err());
     }
 
+    #[test]
+    fn kubernetes_name_lengths_at_their_limits() {
+        let a = |n: usize| "a".repeat(n);
+        assert!(check_dns_label(&a(63)).is_ok());
+        assert!(check_dns_label(&a(64)).is_err());
+        assert!(check_dns_label("").is_err());
+        let subdomain = |n: usize| format!("{}.{}", a(63), a(n - 64));
+        assert!(check_dns_subdomain(&subdomain(253)).is_ok());
+        assert!(check_dns_subdomain(&subdomain(254)).is_err());
+        assert!(check_dns_subdomain("").is_err());
+        assert!(check_label_value(&a(63)).is_ok());
+        assert!(check_label_value(&a(64)).is_err());
+        assert!(check_label_value("").is_err());
+        assert!(check_label_key(&a(63)).is_ok());
+        assert!(check_label_key(&a(64)).is_err());
+        assert!(check_label_key(&format!("{}/name", subdomain(253))).is_ok());
+        assert!(check_label_key(&format!("{}/name", subdomain(254))).is_err());
+        assert!(check_label_key("/name").is_err());
+        assert!(check_label_key("example.com/").is_err());
+    }
+
+    #[test]
+    fn kubernetes_name_characters() {
+        for ok in ["a", "0", "a-0", "reviews-v1"] {
+            assert!(check_dns_label(ok).is_ok(), "{ok}");
+            assert!(check_dns_subdomain(ok).is_ok(), "{ok}");
+        }
+        for bad in ["A", "a_b", "a.b", "a-", "-a", "é"] {
+            assert!(check_dns_label(bad).is_err(), "{bad}");
+        }
+        for bad in ["A.b", "a.-b", "a-.b", ".a", "a.", "a b"] {
+            assert!(check_dns_subdomain(bad).is_err(), "{bad}");
+        }
+        for ok in ["a", "A", "0", "a.b_c-D"] {
+            assert!(check_label_value(ok).is_ok(), "{ok}");
+        }
+        for bad in ["_a", "a_", ".a", "a.", "a b", "a/b", "é"] {
+            assert!(check_label_value(bad).is_err(), "{bad}");
+        }
+    }
+
     proptest! {
         #[test]
         fn release_name_matches_the_contract_regex(name in "[a-z0-9A-Z_-]{0,70}") {
