@@ -313,3 +313,28 @@ pub struct ClusterChange {
     /// listed afresh after losing its place).
     pub release_uid: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watch_resumes_only_while_every_later_event_is_kept() {
+        assert!(check_resume_point(5, None).is_ok(), "nothing pruned yet");
+        // The events after 5 start at 6: all there.
+        assert!(check_resume_point(5, Some(6)).is_ok());
+        assert!(check_resume_point(5, Some(3)).is_ok());
+        assert!(matches!(
+            check_resume_point(5, Some(7)),
+            Err(StoreError::TooOld {
+                requested: 5,
+                oldest: 7
+            })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_store_nobody_shares_always_drives() {
+        assert!(Alone.hold().await);
+    }
+}

@@ -225,3 +225,43 @@ impl Phase {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn types_and_phases_read_back_what_they_write() {
+        for t in [ReleaseType::Canary, ReleaseType::BlueGreen] {
+            assert_eq!(ReleaseType::parse(t.as_str()), Some(t));
+        }
+        assert_eq!(ReleaseType::Canary.as_str(), "canary");
+        assert_eq!(ReleaseType::BlueGreen.as_str(), "blue-green");
+        for other in ["", "Canary", "bluegreen", "blue_green"] {
+            assert_eq!(ReleaseType::parse(other), None, "{other:?}");
+        }
+        for p in Phase::ALL {
+            assert_eq!(Phase::parse(p.as_str()), Some(p));
+        }
+        assert_eq!(Phase::parse("running"), None);
+        let over: Vec<Phase> = Phase::ALL.into_iter().filter(|p| !p.is_active()).collect();
+        assert_eq!(over, [Phase::Ended, Phase::Canceled]);
+    }
+
+    #[test]
+    fn a_stored_release_without_a_generation_is_at_its_first() {
+        let release = serde_json::json!({
+            "mesh_id": "m", "namespace": "ns", "name": "reviews-canary",
+            "uid": "01234567-89ab-cdef-0123-456789abcdef",
+            "service_name": "reviews", "cluster_id": "c", "deployment_name": "reviews-v1",
+            "version": "v2", "release_type": "Canary", "gray_deployments": [],
+            "status": {"phase": "Pending", "start_time": "2026-11-29T08:00:00Z",
+                       "update_time": "2026-11-29T08:00:00Z", "deployment": null,
+                       "gray_deployments": []}
+        });
+        let release: Release = serde_json::from_value(release).unwrap();
+        assert_eq!(release.generation, 1);
+        assert_eq!(release.resource_version, 0);
+        assert_eq!(release.traffic_policy, TrafficPolicy::default());
+    }
+}

@@ -247,17 +247,28 @@ async fn a_client_token_is_its_callers_and_replays_the_first_answer_only_within_
     assert_eq!(again, made, "the first answer, as it was");
     assert_eq!(app.get("replayed").await.status(), 404, "not created again");
 
-    // Past the 24-hour window the key is forgotten: the same request is a
-    // new create.
+    // Within the 24-hour window (here 400 s short of it) the key still
+    // replays; past it the key is forgotten: the same request is a new
+    // create.
     let db =
         rusqlite::Connection::open(app.data_dir.path().join(meshrelease::store::DATABASE_FILE))
             .unwrap();
     db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
-    db.execute(
-        "UPDATE idempotency SET created_at = created_at - 86401 WHERE token = 'key-0002'",
-        [],
-    )
-    .unwrap();
+    let age = |seconds: i64| {
+        db.execute(
+            "UPDATE idempotency SET created_at = created_at - ?1 WHERE token = 'key-0002'",
+            [seconds],
+        )
+        .unwrap()
+    };
+    age(86_000);
+    let (status, late) = create_as(&app, MESH, TOKEN, "key-0002", &body).await;
+    assert_eq!(status, 200, "{late}");
+    assert_eq!(
+        late, made,
+        "still the first answer, 400 s before the window ends"
+    );
+    age(401);
     let (status, anew) = create_as(&app, MESH, TOKEN, "key-0002", &body).await;
     assert_eq!(status, 200, "{anew}");
     assert_ne!(
