@@ -635,6 +635,75 @@ mod tests {
     }
 
     #[test]
+    fn matches_and_values_at_their_limits() {
+        let rule = |headers: Vec<StringMatchDraft>| TrafficPolicyDraft {
+            weight: None,
+            match_rules: vec![MatchRuleDraft {
+                headers,
+                ..Default::default()
+            }],
+        };
+        let many = |n: usize| {
+            (0..n)
+                .map(|i| header(&format!("x-h{i}"), Some("1"), None))
+                .collect::<Vec<_>>()
+        };
+        assert!(check(&rule(many(MAX_MATCHES)), ReleaseType::Canary).is_ok());
+        assert_eq!(
+            check(&rule(many(MAX_MATCHES + 1)), ReleaseType::Canary),
+            Err(vec!["spec.trafficPolicy.match[0].headers".to_owned()])
+        );
+        let long = |n: usize| "x".repeat(n);
+        assert!(
+            check(
+                &rule(vec![header(
+                    &long(MAX_VALUE_LEN),
+                    Some(&long(MAX_VALUE_LEN)),
+                    None
+                )]),
+                ReleaseType::Canary
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            check(
+                &rule(vec![
+                    header(&long(MAX_VALUE_LEN + 1), Some("1"), None),
+                    header("x-b", Some(&long(MAX_VALUE_LEN + 1)), None),
+                ]),
+                ReleaseType::Canary
+            ),
+            Err(vec![
+                "spec.trafficPolicy.match[0].headers[0].name".to_owned(),
+                "spec.trafficPolicy.match[0].headers[1].exact".to_owned(),
+            ])
+        );
+    }
+
+    #[test]
+    fn a_user_agent_header_clashes_with_os_or_browsers_only() {
+        let rule = |os: Vec<String>, browsers: Vec<String>| TrafficPolicyDraft {
+            weight: None,
+            match_rules: vec![MatchRuleDraft {
+                headers: vec![header("user-agent", None, Some(".*curl.*"))],
+                os,
+                browsers,
+                ..Default::default()
+            }],
+        };
+        assert!(check(&rule(vec![], vec![]), ReleaseType::Canary).is_ok());
+        for (os, browsers) in [
+            (vec!["iOS".to_owned()], vec![]),
+            (vec![], vec!["Chrome".to_owned()]),
+        ] {
+            assert_eq!(
+                check(&rule(os, browsers), ReleaseType::Canary),
+                Err(vec!["spec.trafficPolicy.match[0].headers".to_owned()])
+            );
+        }
+    }
+
+    #[test]
     fn the_contracts_example_is_accepted() {
         let draft = TrafficPolicyDraft {
             weight: None,
