@@ -587,6 +587,19 @@ mod tests {
     }
 
     #[test]
+    fn a_regex_of_the_longest_length_allowed_is_accepted() {
+        let longest = "a".repeat(MAX_REGEX_LEN);
+        let draft = TrafficPolicyDraft {
+            weight: None,
+            match_rules: vec![MatchRuleDraft {
+                headers: vec![header("x-a", None, Some(&longest))],
+                ..Default::default()
+            }],
+        };
+        assert!(check(&draft, ReleaseType::Canary).is_ok());
+    }
+
+    #[test]
     fn long_regexes_and_conflicting_headers_are_refused() {
         let long = "a".repeat(MAX_REGEX_LEN + 1);
         let draft = TrafficPolicyDraft {

@@ -354,6 +354,37 @@ mod tests {
         d.gray_deployments = vec![one; 17];
         let got = fields(validate(&d, &mesh(), "default"));
         assert_eq!(got[0], "spec.grayDeployments");
+        // Sixteen, each its own name in its cluster, are allowed.
+        d.gray_deployments = (0..MAX_GRAY_DEPLOYMENTS)
+            .map(|i| named_in(&format!("gray-{i}"), "cluster-b"))
+            .collect();
+        assert_eq!(
+            fields(validate(&d, &mesh(), "default")),
+            Vec::<String>::new()
+        );
+    }
+
+    fn named_in(name: &str, cluster: &str) -> GrayDeploymentDraft {
+        let mut t = template();
+        t.insert("metadata".into(), json!({"name": name}));
+        GrayDeploymentDraft {
+            cluster_id: cluster.into(),
+            template: Some(Arc::new(t)),
+        }
+    }
+
+    #[test]
+    fn one_name_in_two_clusters_and_two_names_in_one_cluster_are_fine() {
+        let mut d = draft();
+        d.gray_deployments = vec![
+            named_in("reviews-gray", "cluster-a"),
+            named_in("reviews-gray", "cluster-b"),
+            named_in("reviews-other", "cluster-b"),
+        ];
+        assert_eq!(
+            fields(validate(&d, &mesh(), "default")),
+            Vec::<String>::new()
+        );
     }
 
     #[test]
