@@ -154,7 +154,7 @@ impl CredentialRegistry {
             );
         }
         if let Some(nonce) = nonce {
-            self.remember_nonce(&entry.access_key, &nonce)?;
+            self.remember_nonce(&entry.access_key, &nonce, Instant::now())?;
         }
         Ok(Caller {
             principal: &entry.principal,
@@ -162,10 +162,11 @@ impl CredentialRegistry {
         })
     }
 
-    /// Refuses a nonce seen within the window; remembers it otherwise.
-    fn remember_nonce(&self, access_key: &str, nonce: &str) -> Result<(), String> {
+    /// Refuses a nonce seen within the window (twice the clock skew: a
+    /// request signed at the far edge of the skew one way, replayed at the
+    /// far edge the other way); remembers it otherwise.
+    fn remember_nonce(&self, access_key: &str, nonce: &str, now: Instant) -> Result<(), String> {
         let window = CLOCK_SKEW * 2;
-        let now = Instant::now();
         let mut nonces = self.nonces.lock().unwrap_or_else(|p| p.into_inner());
         let key = (access_key.to_owned(), nonce.to_owned());
         if let Some(seen) = nonces.get(&key)
@@ -312,6 +313,94 @@ mod tests {
         // Without a nonce, the same request may come again.
         assert!(verify(&reloaded, "AK1", SECRET, now(), None).is_ok());
         assert!(verify(&reloaded, "AK1", SECRET, now(), None).is_ok());
+    }
+
+    #[test]
+    fn a_nonce_is_remembered_for_twice_the_clock_skew() {
+        let r = registry();
+        let t0 = Instant::now();
+        let window = Duration::from_secs(30 * 60);
+        assert!(r.remember_nonce("AK1", "n", t0).is_ok());
+        assert!(
+            r.remember_nonce("AK1", "n", t0 + window - Duration::from_secs(1))
+                .is_err()
+        );
+        // Another access key's nonce of the same text is its own.
+        assert!(r.remember_nonce("AK2", "n", t0).is_ok());
+        // Once the window has passed, it may be used again (and is
+        // remembered afresh).
+        assert!(r.remember_nonce("AK1", "n", t0 + window).is_ok());
+        assert!(
+            r.remember_nonce("AK1", "n", t0 + window + Duration::from_secs(1))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn the_date_and_a_nonce_sent_must_be_signed() {
+        let r = registry();
+        let date = now().format(DATE_FORMAT).to_string();
+        let mut headers = http::HeaderMap::new();
+        headers.insert(DATE_HEADER, date.parse().unwrap());
+        headers.insert("host", "example.com".parse().unwrap());
+        let verify = |headers: &http::HeaderMap, signed: &str| {
+            let authorization = format!(
+                "{} Access=AK1, SignedHeaders={signed}, Signature={}",
+                signature::ALGORITHM,
+                "00".repeat(32)
+            );
+            r.verify(
+                &SignedRequest {
+                    method: "GET",
+                    path: "/",
+                    query: None,
+                    headers,
+                    authorization: &authorization,
+                    body_sha256_hex: "",
+                },
+                now(),
+            )
+            .map(|_| ())
+            .unwrap_err()
+        };
+        assert!(verify(&headers, "host").contains("X-Sdk-Date must be among"));
+        headers.insert(NONCE_HEADER, "n-1".parse().unwrap());
+        assert!(verify(&headers, "host;x-sdk-date").contains("X-Sdk-Nonce must be among"));
+        // Both signed: the checks pass and the (zero) signature is what fails.
+        assert!(verify(&headers, "host;x-sdk-date;x-sdk-nonce").contains("does not match"));
+    }
+
+    #[test]
+    fn a_reload_keeps_a_keys_used_up_burst_unless_its_limit_changed() {
+        let limited = |key: &str, per_second: f64| CredentialEntry {
+            access_key: key.into(),
+            secret_key: SECRET.to_vec(),
+            principal: Principal {
+                subject: key.into(),
+                statements: vec![],
+            },
+            rate_limit: Some(RateLimit {
+                requests_per_second: per_second,
+                burst: 1,
+            }),
+        };
+        let admitted = |r: &CredentialRegistry, key: &str| {
+            r.by_access_key[key]
+                .1
+                .as_ref()
+                .expect("a bucket")
+                .try_acquire()
+                .is_ok()
+        };
+        let before =
+            CredentialRegistry::new(vec![limited("kept", 0.001), limited("changed", 0.001)]);
+        assert!(admitted(&before, "kept") && admitted(&before, "changed"));
+        let after = CredentialRegistry::renewed(
+            vec![limited("kept", 0.001), limited("changed", 0.002)],
+            &before,
+        );
+        assert!(!admitted(&after, "kept"), "used up, reload or not");
+        assert!(admitted(&after, "changed"), "a new limit is a new bucket");
     }
 
     #[test]
