@@ -162,27 +162,43 @@ impl CredentialRegistry {
         })
     }
 
-    /// Refuses a nonce seen within the window (twice the clock skew: a
-    /// request signed at the far edge of the skew one way, replayed at the
-    /// far edge the other way); remembers it otherwise.
+    /// Refuses a nonce seen within the window; remembers it otherwise.
     fn remember_nonce(&self, access_key: &str, nonce: &str, now: Instant) -> Result<(), String> {
-        let window = CLOCK_SKEW * 2;
         let mut nonces = self.nonces.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (access_key.to_owned(), nonce.to_owned());
-        if let Some(seen) = nonces.get(&key)
-            && now.duration_since(*seen) < window
-        {
-            return Err("X-Sdk-Nonce was already used: this request is a replay".into());
-        }
-        if nonces.len() >= MAX_NONCES {
-            nonces.retain(|_, seen| now.duration_since(*seen) < window);
-            if nonces.len() >= MAX_NONCES {
-                return Err("too many recent nonces; retry later".into());
-            }
-        }
-        nonces.insert(key, now);
-        Ok(())
+        remember(
+            &mut nonces,
+            (access_key.to_owned(), nonce.to_owned()),
+            now,
+            MAX_NONCES,
+        )
     }
+}
+
+/// How long a nonce is remembered: twice the clock skew (a request signed
+/// at the far edge of the skew one way, replayed at the far edge the other).
+const NONCE_WINDOW: Duration = Duration::from_secs(CLOCK_SKEW.as_secs() * 2);
+
+/// Refuses `key` if it was seen within [`NONCE_WINDOW`] of `now`; remembers
+/// it otherwise. At `cap` nonces, the expired ones are dropped first; if
+/// none has expired, the nonce is refused (memory stays bounded).
+fn remember(
+    nonces: &mut HashMap<(String, String), Instant>,
+    key: (String, String),
+    now: Instant,
+    cap: usize,
+) -> Result<(), String> {
+    let fresh = |seen: &Instant| now.saturating_duration_since(*seen) < NONCE_WINDOW;
+    if nonces.get(&key).is_some_and(fresh) {
+        return Err("X-Sdk-Nonce was already used: this request is a replay".into());
+    }
+    if nonces.len() >= cap {
+        nonces.retain(|_, seen| fresh(seen));
+        if nonces.len() >= cap {
+            return Err("too many recent nonces; retry later".into());
+        }
+    }
+    nonces.insert(key, now);
+    Ok(())
 }
 
 /// A header's value (several joined with `,`), as text.
@@ -334,6 +350,34 @@ mod tests {
             r.remember_nonce("AK1", "n", t0 + window + Duration::from_secs(1))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn at_the_cap_expired_nonces_make_room_and_recent_ones_do_not() {
+        let t0 = Instant::now();
+        let key = |n: &str| ("AK1".to_owned(), n.to_owned());
+        let mut nonces = HashMap::new();
+        for (i, n) in ["a", "b", "c"].into_iter().enumerate() {
+            let at = t0 + Duration::from_secs(i as u64 * 60);
+            assert!(remember(&mut nonces, key(n), at, 3).is_ok());
+        }
+        let full = remember(&mut nonces, key("d"), t0 + Duration::from_secs(180), 3);
+        assert!(full.unwrap_err().contains("too many"));
+        assert_eq!(nonces.len(), 3, "nothing dropped, nothing added");
+        // "a" expires at t0 + 30 min: its room goes to "d"; "b" and "c" stay.
+        let later = t0 + NONCE_WINDOW;
+        assert!(remember(&mut nonces, key("d"), later, 3).is_ok());
+        assert_eq!(nonces.len(), 3);
+        assert!(
+            remember(&mut nonces, key("b"), later, 3).is_err(),
+            "b stays"
+        );
+        assert!(!nonces.contains_key(&key("a")));
+        // Below the cap nothing is dropped, expired or not.
+        let mut roomy = HashMap::new();
+        assert!(remember(&mut roomy, key("a"), t0, 3).is_ok());
+        assert!(remember(&mut roomy, key("b"), t0 + NONCE_WINDOW * 2, 3).is_ok());
+        assert_eq!(roomy.len(), 2);
     }
 
     #[test]
