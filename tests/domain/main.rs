@@ -6,6 +6,7 @@
 
 #![allow(unreachable_pub)]
 
+mod races;
 mod service;
 mod status;
 mod support;

@@ -676,3 +676,48 @@ async fn an_end_needs_all_traffic_on_the_gray_version() {
         .unwrap();
     assert_eq!(ending.status.phase, Phase::Ending);
 }
+
+#[tokio::test]
+async fn list_filters_by_namespace_and_service() {
+    let manager = manager();
+    create(&manager, "reviews-canary", "reviews").await;
+    create(&manager, "ratings-canary", "ratings").await;
+    let names = |page: meshrelease::domain::ReleasePage| -> Vec<String> {
+        page.releases.into_iter().map(|r| r.name).collect()
+    };
+    let query = |namespace: &str, service: &str| ListReleases {
+        mesh_id: MESH.into(),
+        namespace: Some(namespace.into()),
+        service_name: Some(service.into()),
+        ..ListReleases::default()
+    };
+    let all = manager.list(&admin(), query("", "")).await.unwrap();
+    assert_eq!(names(all), ["reviews-canary", "ratings-canary"]);
+    let ratings = manager.list(&admin(), query(NS, "ratings")).await.unwrap();
+    assert_eq!(names(ratings), ["ratings-canary"]);
+    let elsewhere = manager.list(&admin(), query("other", "")).await.unwrap();
+    assert!(names(elsewhere).is_empty());
+}
+
+#[tokio::test]
+async fn after_a_reload_a_mesh_no_longer_configured_is_not_found_and_its_releases_stay() {
+    let manager = manager();
+    create(&manager, "reviews-canary", "reviews").await;
+    let mut other = mesh();
+    other.id = "mesh-2".into();
+    manager.replace_meshes(meshrelease::domain::Meshes::new([other]));
+    let ids: Vec<String> = manager.meshes().iter().map(|m| m.id.clone()).collect();
+    assert_eq!(ids, ["mesh-2"]);
+    let gone = manager.get(&admin(), target("reviews-canary")).await;
+    assert!(
+        matches!(&gone, Err(DomainError::NotFound(m)) if m.contains("mesh")),
+        "{gone:?}"
+    );
+    manager.replace_meshes(meshrelease::domain::Meshes::new([mesh()]));
+    assert!(
+        manager
+            .get(&admin(), target("reviews-canary"))
+            .await
+            .is_ok()
+    );
+}
