@@ -368,3 +368,48 @@ async fn a_release_in_a_cluster_with_no_connection_is_recorded_and_says_so() {
     );
     assert_eq!(manager.unconnected_cluster(&mesh(), &connected), None);
 }
+
+#[tokio::test]
+async fn a_watch_of_one_namespace_sees_only_its_releases() {
+    let manager = manager();
+    create(&manager, "reviews-canary", "reviews").await;
+    let mut elsewhere = create_request(draft("reviews-canary", "reviews"));
+    elsewhere.namespace = "other".into();
+    elsewhere.draft.namespace = "other".into();
+    manager.create(&admin(), elsewhere).await.unwrap();
+    let mut events = manager
+        .watch(
+            &admin(),
+            WatchReleases {
+                mesh_id: MESH.into(),
+                namespace: Some("other".into()),
+                resource_version: String::new(),
+            },
+        )
+        .await
+        .unwrap();
+    let first = next(&mut events).await;
+    assert_eq!(first.release.namespace, "other");
+    // A change in the watched namespace comes; one elsewhere does not.
+    drive(&manager, "reviews-canary", &[Move::StartDeploying]).await;
+    manager
+        .delete(
+            &admin(),
+            meshrelease::domain::service::ReleaseRef {
+                mesh_id: MESH.into(),
+                namespace: "other".into(),
+                name: "reviews-canary".into(),
+            },
+            "cancel",
+        )
+        .await
+        .unwrap();
+    let change = next(&mut events).await;
+    assert_eq!(
+        (
+            change.release.namespace.as_str(),
+            change.release.status.phase
+        ),
+        ("other", Phase::Canceled)
+    );
+}
