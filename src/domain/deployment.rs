@@ -104,7 +104,8 @@ pub fn check_and_complete(
     };
     match spec.get("replicas") {
         None => {}
-        Some(Value::Number(n)) if n.as_u64().is_some_and(|r| r <= i32::MAX as u64) => {}
+        // Any JSON number, 3 or 3.0, that is a whole number from 0 to the
+        // int32 maximum (every such number is exact as an f64).
         Some(Value::Number(n))
             if n.as_f64()
                 .is_some_and(|r| r >= 0.0 && r.fract() == 0.0 && r <= f64::from(i32::MAX)) => {}
