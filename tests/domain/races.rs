@@ -17,7 +17,6 @@ use meshrelease::metrics::CommitMetrics;
 use meshrelease::store::MemoryStore;
 use tokio::sync::watch;
 
-use crate::service::drive;
 use crate::support::*;
 
 #[derive(Default)]
@@ -236,30 +235,13 @@ async fn a_write_that_always_loses_gives_up_and_says_retry() {
 #[tokio::test]
 async fn a_cancel_and_a_patch_that_lose_a_race_are_made_again() {
     let (manager, store) = racing();
-    create(&manager, "reviews-canary", "reviews").await;
-    drive(
-        &manager,
-        "reviews-canary",
-        &[Move::StartDeploying, Move::GrayReady],
-    )
-    .await;
+    running(&manager, "reviews-canary", "reviews").await;
     store.rivals.store(1, Ordering::SeqCst);
-    let mut patch = meshrelease::domain::service::PatchRelease {
-        target: target("reviews-canary"),
-        mask: vec!["spec.trafficPolicy.weight".into()],
-        ..Default::default()
-    };
-    patch.draft.traffic_policy = Some(meshrelease::domain::traffic::TrafficPolicyDraft {
-        weight: Some(0),
-        match_rules: vec![],
-    });
+    let patch = weight_patch("reviews-canary", 0);
     // The same weight: nothing to write, so nothing to lose.
     manager.patch(&admin(), patch.clone()).await.unwrap();
     assert_eq!(store.rivals.load(Ordering::SeqCst), 1);
-    patch.draft.traffic_policy = Some(meshrelease::domain::traffic::TrafficPolicyDraft {
-        weight: Some(20),
-        match_rules: vec![],
-    });
+    let patch = weight_patch("reviews-canary", 20);
     let patched = manager.patch(&admin(), patch).await.unwrap();
     assert_eq!(patched.traffic_policy, TrafficPolicy::Weight(20));
     assert_eq!(store.rivals.load(Ordering::SeqCst), 0);
@@ -272,16 +254,10 @@ async fn a_cancel_and_a_patch_that_lose_a_race_are_made_again() {
         matches!(&canceling, Err(DomainError::FailedPrecondition(_))),
         "weight 20: the original must hold all traffic first: {canceling:?}"
     );
-    let mut back = meshrelease::domain::service::PatchRelease {
-        target: target("reviews-canary"),
-        mask: vec!["spec.trafficPolicy.weight".into()],
-        ..Default::default()
-    };
-    back.draft.traffic_policy = Some(meshrelease::domain::traffic::TrafficPolicyDraft {
-        weight: Some(0),
-        match_rules: vec![],
-    });
-    manager.patch(&admin(), back).await.unwrap();
+    manager
+        .patch(&admin(), weight_patch("reviews-canary", 0))
+        .await
+        .unwrap();
     store.rivals.store(1, Ordering::SeqCst);
     let canceling = manager
         .delete(&admin(), target("reviews-canary"), "cancel")

@@ -1,14 +1,14 @@
 //! Create, get, list, update, patch and delete as a client sees them.
 
+use meshrelease::domain::TrafficPolicy;
 use meshrelease::domain::authz::Action;
 use meshrelease::domain::error::DomainError;
 use meshrelease::domain::phase::Move;
 use meshrelease::domain::release::Phase;
 use meshrelease::domain::service::{
-    DEFAULT_PAGE, ListReleases, MAX_PAGE, PatchRelease, ReleaseManager, StatusUpdate, UpdateRelease,
+    DEFAULT_PAGE, ListReleases, MAX_PAGE, ReleaseManager, UpdateRelease,
 };
 use meshrelease::domain::traffic::TrafficPolicyDraft;
-use meshrelease::domain::{Release, TrafficPolicy};
 
 use crate::support::*;
 
@@ -413,51 +413,10 @@ async fn the_traffic_policy_changes_only_while_running_and_nothing_after_the_end
     );
 }
 
-/// Moves the release as the cluster driver would, one status write each.
-pub async fn drive(manager: &ReleaseManager, name: &str, steps: &[Move]) -> Release {
-    let mut release = manager.read(&target(name)).await.unwrap();
-    for step in steps {
-        release = manager
-            .write_status(
-                &target(name),
-                release.resource_version,
-                StatusUpdate {
-                    step: Some(*step),
-                    ..StatusUpdate::default()
-                },
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{step:?}: {e}"));
-    }
-    release
-}
-
-fn weight_patch(name: &str, weight: i32) -> PatchRelease {
-    let draft = meshrelease::domain::ReleaseDraft {
-        traffic_policy: Some(TrafficPolicyDraft {
-            weight: Some(weight),
-            match_rules: vec![],
-        }),
-        ..Default::default()
-    };
-    PatchRelease {
-        target: target(name),
-        draft,
-        mask: vec!["spec.trafficPolicy.weight".into()],
-        dry_run: false,
-    }
-}
-
 #[tokio::test]
 async fn a_patch_changes_what_its_mask_names_and_nothing_when_it_is_the_same() {
     let manager = manager();
-    create(&manager, "reviews-canary", "reviews").await;
-    drive(
-        &manager,
-        "reviews-canary",
-        &[Move::StartDeploying, Move::GrayReady],
-    )
-    .await;
+    running(&manager, "reviews-canary", "reviews").await;
     let mut dry = weight_patch("reviews-canary", 40);
     dry.dry_run = true;
     let preview = manager.patch(&admin(), dry).await.unwrap();
@@ -570,13 +529,7 @@ async fn a_patch_names_each_path_it_may_not_change() {
 #[tokio::test]
 async fn weight_and_match_replace_each_other_in_a_patch() {
     let manager = manager();
-    create(&manager, "reviews-canary", "reviews").await;
-    drive(
-        &manager,
-        "reviews-canary",
-        &[Move::StartDeploying, Move::GrayReady],
-    )
-    .await;
+    running(&manager, "reviews-canary", "reviews").await;
     let mut to_match = weight_patch("reviews-canary", 0);
     to_match.draft.traffic_policy = Some(TrafficPolicyDraft {
         weight: Some(70),
@@ -653,13 +606,7 @@ async fn delete_moves_by_the_phase_machine_and_removes_only_what_is_over() {
 #[tokio::test]
 async fn an_end_needs_all_traffic_on_the_gray_version() {
     let manager = manager();
-    create(&manager, "reviews-canary", "reviews").await;
-    drive(
-        &manager,
-        "reviews-canary",
-        &[Move::StartDeploying, Move::GrayReady],
-    )
-    .await;
+    running(&manager, "reviews-canary", "reviews").await;
     assert!(matches!(
         manager
             .delete(&admin(), target("reviews-canary"), "end")

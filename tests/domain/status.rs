@@ -18,7 +18,6 @@ use meshrelease::store::MemoryStore;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::service::drive;
 use crate::support::*;
 
 fn condition(kind: &str, status: bool, reason: &str) -> (String, bool, String, String) {

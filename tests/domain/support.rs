@@ -5,8 +5,11 @@ use std::sync::Arc;
 use meshrelease::domain::authz::{Action, Effect, Principal, Statement};
 use meshrelease::domain::error::DomainError;
 use meshrelease::domain::mesh::{Mesh, Meshes};
+use meshrelease::domain::phase::Move;
 use meshrelease::domain::release::{GrayDeploymentDraft, JsonObject, ReleaseDraft};
-use meshrelease::domain::service::{CreateRelease, ReleaseManager, ReleaseRef};
+use meshrelease::domain::service::{
+    CreateRelease, PatchRelease, ReleaseManager, ReleaseRef, StatusUpdate,
+};
 use meshrelease::domain::traffic::TrafficPolicyDraft;
 use meshrelease::domain::{Release, ReleaseType};
 use meshrelease::store::MemoryStore;
@@ -117,4 +120,45 @@ pub fn fields<T: std::fmt::Debug>(result: Result<T, DomainError>) -> Vec<String>
         }
         other => panic!("expected InvalidArgument, got {other:?}"),
     }
+}
+
+/// Moves the release as the cluster driver would, one status write each.
+pub async fn drive(manager: &ReleaseManager, name: &str, steps: &[Move]) -> Release {
+    let mut release = manager.read(&target(name)).await.unwrap();
+    for step in steps {
+        release = manager
+            .write_status(
+                &target(name),
+                release.resource_version,
+                StatusUpdate {
+                    step: Some(*step),
+                    ..StatusUpdate::default()
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{step:?}: {e}"));
+    }
+    release
+}
+
+pub fn weight_patch(name: &str, weight: i32) -> PatchRelease {
+    let draft = ReleaseDraft {
+        traffic_policy: Some(TrafficPolicyDraft {
+            weight: Some(weight),
+            match_rules: vec![],
+        }),
+        ..Default::default()
+    };
+    PatchRelease {
+        target: target(name),
+        draft,
+        mask: vec!["spec.trafficPolicy.weight".into()],
+        dry_run: false,
+    }
+}
+
+/// A release created and driven to Running (weight 0).
+pub async fn running(manager: &ReleaseManager, name: &str, service: &str) -> Release {
+    create(manager, name, service).await;
+    drive(manager, name, &[Move::StartDeploying, Move::GrayReady]).await
 }
