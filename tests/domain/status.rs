@@ -89,20 +89,30 @@ async fn a_status_write_loses_to_any_write_since_and_writes_nothing_new_for_noth
     );
 }
 
-#[tokio::test]
-async fn a_condition_keeps_its_transition_time_until_its_status_changes() {
-    let manager = manager();
-    let release = create(&manager, "reviews-canary", "reviews").await;
-    let first = write(
-        &manager,
-        &release,
+/// The driver's write of one GrayReady condition.
+async fn gray_ready(
+    manager: &ReleaseManager,
+    release: &Release,
+    ready: bool,
+    reason: &str,
+) -> Release {
+    write(
+        manager,
+        release,
         StatusUpdate {
-            conditions: vec![condition("GrayReady", false, "NotReady")],
+            conditions: vec![condition("GrayReady", ready, reason)],
             ..StatusUpdate::default()
         },
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_condition_keeps_its_transition_time_until_its_status_changes() {
+    let manager = manager();
+    let release = create(&manager, "reviews-canary", "reviews").await;
+    let first = gray_ready(&manager, &release, false, "NotReady").await;
     let find = |r: &Release, kind: &str| {
         r.status
             .conditions
@@ -114,29 +124,11 @@ async fn a_condition_keeps_its_transition_time_until_its_status_changes() {
     let since = find(&first, "GrayReady").last_transition_time;
     assert_eq!(find(&first, "GrayReady").status, "False");
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let reworded = write(
-        &manager,
-        &first,
-        StatusUpdate {
-            conditions: vec![condition("GrayReady", false, "StillNotReady")],
-            ..StatusUpdate::default()
-        },
-    )
-    .await
-    .unwrap();
+    let reworded = gray_ready(&manager, &first, false, "StillNotReady").await;
     assert_eq!(find(&reworded, "GrayReady").reason, "StillNotReady");
     assert_eq!(find(&reworded, "GrayReady").last_transition_time, since);
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let turned = write(
-        &manager,
-        &reworded,
-        StatusUpdate {
-            conditions: vec![condition("GrayReady", true, "Ready")],
-            ..StatusUpdate::default()
-        },
-    )
-    .await
-    .unwrap();
+    let turned = gray_ready(&manager, &reworded, true, "Ready").await;
     assert_eq!(find(&turned, "GrayReady").status, "True");
     assert!(find(&turned, "GrayReady").last_transition_time > since);
     assert_eq!(
