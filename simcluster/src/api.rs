@@ -289,8 +289,9 @@ async fn route(
             Ok(json_response(StatusCode::OK, &serve(patched)))
         }
         (&Method::DELETE, Some(ns), Some(name)) => {
+            let preconditions = delete_preconditions(&body)?;
             let mut store = sim.store.lock().await;
-            let deleted = store.delete(resource, ns, name)?;
+            let deleted = store.delete_if(resource, ns, name, &preconditions)?;
             if resource == NAMESPACES {
                 // What the namespace controller does, at once: its objects go too.
                 for kind in ALL.into_iter().filter(|r| r.namespaced) {
@@ -655,5 +656,24 @@ fn openapi_document(group: &str, version: &str) -> Value {
         "info": {"title": "Kubernetes (meshrelease simulated cluster)", "version": SERVER_VERSION},
         "paths": paths,
         "components": {"schemas": schemas},
+    })
+}
+
+/// The preconditions of a DELETE's `DeleteOptions` body, if it has one.
+fn delete_preconditions(body: &Bytes) -> Result<crate::store::Preconditions, KubeError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(crate::store::Preconditions::default());
+    }
+    let options: Value = serde_json::from_slice(body)
+        .map_err(|e| KubeError::bad_request(format!("the DeleteOptions body is not JSON: {e}")))?;
+    let text = |key: &str| {
+        options["preconditions"][key]
+            .as_str()
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    Ok(crate::store::Preconditions {
+        uid: text("uid"),
+        resource_version: text("resourceVersion"),
     })
 }

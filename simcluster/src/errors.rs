@@ -61,6 +61,19 @@ impl KubeError {
         )
     }
 
+    /// A delete whose preconditions (uid, resourceVersion) do not hold.
+    pub fn precondition_failed(resource: Resource, name: &str, message: &str) -> Self {
+        Self::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": {message}",
+                qualified(resource)
+            ),
+            Self::details(resource, name),
+        )
+    }
+
     /// A server-side apply that would take fields another manager owns.
     pub fn apply_conflict(conflicts: &[String]) -> Self {
         let causes: Vec<Value> = conflicts

@@ -58,6 +58,13 @@ pub struct Store {
     events: broadcast::Sender<Event>,
 }
 
+/// `DeleteOptions.preconditions`: what the object must still be.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Preconditions {
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+}
+
 /// Who writes, and how.
 #[derive(Debug, Clone)]
 pub struct Writer<'a> {
@@ -289,7 +296,46 @@ impl Store {
         namespace: &str,
         name: &str,
     ) -> Result<Value, KubeError> {
+        self.delete_if(resource, namespace, name, &Preconditions::default())
+    }
+
+    /// A delete that happens only if the object is still the one the
+    /// client names (`DeleteOptions.preconditions`): 409 Conflict otherwise,
+    /// as the API server answers.
+    pub fn delete_if(
+        &mut self,
+        resource: Resource,
+        namespace: &str,
+        name: &str,
+        preconditions: &Preconditions,
+    ) -> Result<Value, KubeError> {
         let key = (resource, namespace.to_owned(), name.to_owned());
+        let Some(current) = self.objects.get(&key) else {
+            return Err(KubeError::not_found(resource, name));
+        };
+        for (field, wanted) in [
+            ("UID", &preconditions.uid),
+            ("ResourceVersion", &preconditions.resource_version),
+        ] {
+            let Some(wanted) = wanted else { continue };
+            let key_name = if field == "UID" {
+                "uid"
+            } else {
+                "resourceVersion"
+            };
+            let actual = current.object["metadata"][key_name]
+                .as_str()
+                .unwrap_or_default();
+            if actual != wanted {
+                return Err(KubeError::precondition_failed(
+                    resource,
+                    name,
+                    &format!(
+                        "Precondition failed: {field} in precondition: {wanted}, {field} in object meta: {actual}"
+                    ),
+                ));
+            }
+        }
         let Some(stored) = self.objects.remove(&key) else {
             return Err(KubeError::not_found(resource, name));
         };
@@ -310,7 +356,14 @@ impl Store {
             // A no-op write changes nothing, not even the resourceVersion.
             return Ok(render(&before));
         }
-        if after.object.get("spec") != before.object.get("spec") {
+        // Deployments also count annotation changes, as the API server's
+        // Deployment strategy does (annotations are copied to ReplicaSets):
+        // an apply that only changes an annotation makes the controller
+        // report the Deployment as rolling out again.
+        let annotations_changed = key.0.kind == "Deployment"
+            && after.object["metadata"].get("annotations")
+                != before.object["metadata"].get("annotations");
+        if after.object.get("spec") != before.object.get("spec") || annotations_changed {
             let generation = before.object["metadata"]["generation"]
                 .as_i64()
                 .unwrap_or(1)
