@@ -33,6 +33,17 @@ pub enum StoreError {
     IdempotencyMismatch,
     #[error("resourceVersion {requested} is too old; the oldest kept is {oldest}")]
     TooOld { requested: u64, oldest: u64 },
+    /// A resume point this store never gave: beyond its latest revision, or
+    /// before its first (a client of another store, or of this one before
+    /// its data was replaced).
+    #[error(
+        "resourceVersion {requested} was never given by this store (its revisions run from {first} to {latest})"
+    )]
+    NotGiven {
+        requested: u64,
+        first: u64,
+        latest: u64,
+    },
     #[error("store unavailable: {0}")]
     Unavailable(String),
     #[error(transparent)]
@@ -147,13 +158,45 @@ pub struct Event {
     pub release: Release,
 }
 
+/// The revisions a store has given: none at or below `floor` (a new store
+/// starts its revisions at a random point, so that a resourceVersion of
+/// another store, or of this one before its data was replaced, is seldom
+/// one of its own), none above `latest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Given {
+    pub floor: u64,
+    pub latest: u64,
+}
+
 /// Whether a watch can resume after `requested` when the oldest event kept
-/// is `oldest`: every event after `requested` must still be there.
-pub fn check_resume_point(requested: u64, oldest: Option<u64>) -> Result<(), StoreError> {
+/// is `oldest`: every event after `requested` must still be there, and
+/// `requested` must be a revision this store gave (0: from its beginning).
+pub fn check_resume_point(
+    requested: u64,
+    oldest: Option<u64>,
+    given: Given,
+) -> Result<(), StoreError> {
+    let from_the_start = requested == 0;
+    if !from_the_start && (requested < given.floor || requested > given.latest) {
+        return Err(StoreError::NotGiven {
+            requested,
+            first: given.floor + 1,
+            latest: given.latest,
+        });
+    }
+    let requested = requested.max(given.floor);
     match oldest {
         Some(oldest) if requested + 1 < oldest => Err(StoreError::TooOld { requested, oldest }),
         Some(_) | None => Ok(()),
     }
+}
+
+/// Where a new store starts its revisions: a random point between 10^11
+/// and 10^12, far apart for any two stores (below 2^53, so that
+/// JavaScript reads them exactly).
+pub fn new_revision_floor() -> u64 {
+    let random = uuid::Uuid::new_v4().as_u128() as u64;
+    100_000_000_000 + random % 900_000_000_000
 }
 
 #[async_trait]
@@ -287,11 +330,15 @@ pub trait ClusterPort: Send + Sync + 'static {
     /// Reads the release's original Deployment and Service, the Istio
     /// objects of its namespace in the Istio config cluster, and its gray
     /// Deployments. Clusters that do not answer are listed in
-    /// `Observation::unreachable`.
+    /// `Observation::unreachable`. With `fresh`, every object is read from
+    /// the cluster now; without, the namespace's routing objects may come
+    /// from a read shared with other releases a moment ago (never when the
+    /// planner decides on an object's absence: see `Plan::rests_on_absence`).
     async fn observe(
         &self,
         release: &Release,
         context: &super::plan::Context,
+        fresh: bool,
     ) -> super::plan::Observation;
 
     /// Carries out one change of a plan.
@@ -318,19 +365,73 @@ pub struct ClusterChange {
 mod tests {
     use super::*;
 
+    const ALL: Given = Given {
+        floor: 0,
+        latest: u64::MAX,
+    };
+
     #[test]
     fn a_watch_resumes_only_while_every_later_event_is_kept() {
-        assert!(check_resume_point(5, None).is_ok(), "nothing pruned yet");
+        assert!(
+            check_resume_point(5, None, ALL).is_ok(),
+            "nothing pruned yet"
+        );
         // The events after 5 start at 6: all there.
-        assert!(check_resume_point(5, Some(6)).is_ok());
-        assert!(check_resume_point(5, Some(3)).is_ok());
+        assert!(check_resume_point(5, Some(6), ALL).is_ok());
+        assert!(check_resume_point(5, Some(3), ALL).is_ok());
         assert!(matches!(
-            check_resume_point(5, Some(7)),
+            check_resume_point(5, Some(7), ALL),
             Err(StoreError::TooOld {
                 requested: 5,
                 oldest: 7
             })
         ));
+    }
+
+    #[test]
+    fn a_watch_resumes_only_from_a_revision_this_store_gave() {
+        let given = Given {
+            floor: 1000,
+            latest: 1010,
+        };
+        for ok in [1000, 1005, 1010] {
+            assert!(check_resume_point(ok, None, given).is_ok(), "{ok}");
+        }
+        for never in [1, 999, 1011, 5_000] {
+            assert!(
+                matches!(
+                    check_resume_point(never, None, given),
+                    Err(StoreError::NotGiven {
+                        first: 1001,
+                        latest: 1010,
+                        ..
+                    })
+                ),
+                "{never}"
+            );
+        }
+        // 0: from the store's beginning, while it keeps every event.
+        assert!(check_resume_point(0, Some(1001), given).is_ok());
+        assert!(matches!(
+            check_resume_point(0, Some(1003), given),
+            Err(StoreError::TooOld {
+                requested: 1000,
+                oldest: 1003
+            })
+        ));
+    }
+
+    #[test]
+    fn new_stores_start_far_apart_and_within_what_javascript_reads_exactly() {
+        let floors: Vec<u64> = (0..100).map(|_| new_revision_floor()).collect();
+        assert!(
+            floors
+                .iter()
+                .all(|f| (100_000_000_000..1_000_000_000_000).contains(f))
+        );
+        assert!(floors.iter().all(|f| *f < 1 << 53));
+        let distinct: std::collections::BTreeSet<_> = floors.iter().collect();
+        assert_eq!(distinct.len(), floors.len());
     }
 
     #[tokio::test]

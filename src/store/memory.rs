@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use super::{
-    Created, EVENT_RETENTION, Event, EventType, IDEMPOTENCY_WINDOW_SECS, IdempotencyKey, ListQuery,
-    Page, ReleaseStore, Snapshot, StoreError,
+    Created, EVENT_RETENTION, Event, EventType, Given, IDEMPOTENCY_WINDOW_SECS, IdempotencyKey,
+    ListQuery, Page, ReleaseStore, Snapshot, StoreError,
 };
 use crate::domain::Release;
 use crate::metrics::CommitMetrics;
@@ -17,6 +17,9 @@ type Key = (String, String, String);
 
 pub struct MemoryStore {
     state: Mutex<State>,
+    /// No revision at or below it was given: each store starts at its own
+    /// random point (see `new_revision_floor`).
+    floor: u64,
     event_retention: u64,
     revisions: watch::Sender<u64>,
     secret: [u8; 32],
@@ -49,10 +52,15 @@ impl Default for MemoryStore {
         let mut secret = [0u8; 32];
         secret[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
         secret[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        let floor = super::new_revision_floor();
         Self {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                revision: floor,
+                ..State::default()
+            }),
+            floor,
             event_retention: EVENT_RETENTION,
-            revisions: watch::channel(0).0,
+            revisions: watch::channel(floor).0,
             secret,
             commits: CommitMetrics::default(),
         }
@@ -319,7 +327,14 @@ impl ReleaseStore for MemoryStore {
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
         let state = self.lock();
-        super::check_resume_point(revision, state.events.front().map(|e| e.revision))?;
+        super::check_resume_point(
+            revision,
+            state.events.front().map(|e| e.revision),
+            Given {
+                floor: self.floor,
+                latest: state.revision,
+            },
+        )?;
         // In revision order: start after `revision` without walking the
         // events before it.
         let start = state.events.partition_point(|e| e.revision <= revision);

@@ -15,6 +15,6 @@ pub use postgres::{
 pub use sqlite::{DATABASE_FILE, SqliteStore};
 
 pub use crate::domain::ports::{
-    Created, EVENT_RETENTION, Event, EventType, IDEMPOTENCY_WINDOW_SECS, IdempotencyKey, ListQuery,
-    Page, ReleaseStore, Snapshot, StoreError, check_resume_point,
+    Created, EVENT_RETENTION, Event, EventType, Given, IDEMPOTENCY_WINDOW_SECS, IdempotencyKey,
+    ListQuery, Page, ReleaseStore, Snapshot, StoreError, check_resume_point, new_revision_floor,
 };

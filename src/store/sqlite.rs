@@ -90,6 +90,8 @@ pub struct SqliteStore {
     thread: Mutex<Option<JoinHandle<()>>>,
     reader: Arc<Mutex<Connection>>,
     revisions: watch::Receiver<u64>,
+    /// No revision at or below it was given (see `revision_floor`).
+    floor: u64,
     secret: [u8; 32],
     commits: CommitMetrics,
 }
@@ -134,10 +136,13 @@ impl SqliteStore {
         let mut conn = open_connection(&path, OpenFlags::default())?;
         migrate(&mut conn)?;
         let secret = cursor_secret(&conn)?;
-        let revision: i64 =
-            conn.query_row("SELECT COALESCE(MAX(revision), 0) FROM events", [], |r| {
-                r.get(0)
-            })?;
+        let floor = revision_floor(&conn)?;
+        let revision: i64 = conn.query_row(
+            "SELECT MAX(COALESCE((SELECT MAX(revision) FROM events), 0),
+                        COALESCE((SELECT MAX(resource_version) FROM releases), 0), ?1)",
+            params![floor as i64],
+            |r| r.get(0),
+        )?;
         let reader = open_connection(
             &path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -161,6 +166,7 @@ impl SqliteStore {
             thread: Mutex::new(Some(thread)),
             reader: Arc::new(Mutex::new(reader)),
             revisions,
+            floor,
             secret,
             commits,
         })
@@ -228,6 +234,33 @@ fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
     tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
     tx.commit()?;
     Ok(())
+}
+
+/// Where this database's revisions start: a random point for a new one
+/// (`new_revision_floor`), kept in the database; 0 for one made before
+/// there was a floor, whose revisions go on from where they are.
+fn revision_floor(conn: &Connection) -> anyhow::Result<u64> {
+    let stored: Option<Vec<u8>> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'revision_floor'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(floor) = stored.and_then(|s| <[u8; 8]>::try_from(s).ok()) {
+        return Ok(u64::from_be_bytes(floor));
+    }
+    let used: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM events) OR EXISTS (SELECT 1 FROM releases)",
+        [],
+        |r| r.get(0),
+    )?;
+    let floor = if used { 0 } else { super::new_revision_floor() };
+    conn.execute(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('revision_floor', ?1)",
+        params![floor.to_be_bytes().to_vec()],
+    )?;
+    Ok(floor)
 }
 
 /// The continue-token secret, made on first open and kept in the database so
@@ -736,12 +769,25 @@ impl ReleaseStore for SqliteStore {
     ) -> Result<Vec<Event>, StoreError> {
         let mesh_id = mesh_id.to_owned();
         let namespace = namespace.map(str::to_owned);
+        let floor = self.floor;
         self.read(move |conn| {
             let tx = conn.transaction().map_err(internal)?;
-            let oldest: Option<i64> = tx
-                .query_row("SELECT MIN(revision) FROM events", [], |r| r.get(0))
+            let (oldest, latest): (Option<i64>, i64) = tx
+                .query_row(
+                    "SELECT MIN(revision), MAX(COALESCE(MAX(revision), 0),
+                        COALESCE((SELECT MAX(resource_version) FROM releases), 0)) FROM events",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
                 .map_err(internal)?;
-            super::check_resume_point(revision, oldest.map(|o| o as u64))?;
+            super::check_resume_point(
+                revision,
+                oldest.map(|o| o as u64),
+                super::Given {
+                    floor,
+                    latest: (latest as u64).max(floor),
+                },
+            )?;
             let mut statement = tx
                 .prepare_cached(
                     "SELECT revision, type, body FROM events

@@ -131,11 +131,21 @@ async fn a_watch_of_one_namespace_sees_only_it() {
 #[tokio::test]
 async fn a_resume_point_too_old_is_refused_clearly() {
     let app = spawn_app_on(Arc::new(MemoryStore::with_event_retention(3))).await;
+    let mut first = String::new();
     for i in 0..6 {
-        app.create(&release_body(&format!("old-{i}"), &format!("svc-{i}")))
-            .await;
+        let (_, body) = json_of(
+            app.create(&release_body(&format!("old-{i}"), &format!("svc-{i}")))
+                .await,
+        )
+        .await;
+        if i == 0 {
+            first = body["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+        }
     }
-    let err = watch(&app, "", "1").await.unwrap_err();
+    let err = watch(&app, "", &first).await.unwrap_err();
     assert_eq!(err.code(), Code::OutOfRange);
     assert_eq!(
         err.get_details_error_info().unwrap().metadata["errorCode"],
@@ -242,23 +252,101 @@ async fn too_old_is_refused_and_kept_resumes(app: &TestApp, too_old: u64, oldest
     assert_eq!(next(&mut events).await.3, oldest_kept.to_string());
 }
 
-/// As the store prunes its change log past the retention (100,000 changes),
-/// here done by hand: the changes up to revision 2 are gone.
-const PRUNE: &str = "DELETE FROM events WHERE revision <= 2";
+/// The resourceVersions of `n` releases created now.
+async fn created(app: &TestApp, n: usize) -> Vec<u64> {
+    let mut revisions = Vec::new();
+    for i in 0..n {
+        let (status, body) = json_of(
+            app.create(&release_body(&format!("old-{i}"), &format!("svc-{i}")))
+                .await,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        revisions.push(
+            body["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap(),
+        );
+    }
+    revisions
+}
 
 #[tokio::test]
 async fn a_resume_point_older_than_sqlite_keeps_is_410() {
     let app = spawn_sqlite_app().await;
-    for i in 0..4 {
-        app.create(&release_body(&format!("old-{i}"), &format!("svc-{i}")))
-            .await;
-    }
+    let revisions = created(&app, 4).await;
+    // As the store prunes its change log past the retention (100,000
+    // changes), here done by hand: the first two changes are gone.
     let db =
         rusqlite::Connection::open(app.data_dir.path().join(meshrelease::store::DATABASE_FILE))
             .unwrap();
     db.busy_timeout(Duration::from_secs(10)).unwrap();
-    assert_eq!(db.execute(PRUNE, []).unwrap(), 2);
-    too_old_is_refused_and_kept_resumes(&app, 1, 3).await;
+    assert_eq!(
+        db.execute(
+            "DELETE FROM events WHERE revision <= ?1",
+            [revisions[1] as i64]
+        )
+        .unwrap(),
+        2
+    );
+    too_old_is_refused_and_kept_resumes(&app, revisions[0], revisions[2]).await;
+}
+
+/// Refused as an expired one (410, OUT_OF_RANGE), so that clients list
+/// again: over gRPC and REST.
+async fn assert_not_resumable(app: &TestApp, revision: &str) {
+    let err = watch(app, "", revision).await.unwrap_err();
+    assert_eq!(err.code(), Code::OutOfRange, "{revision}: {err:?}");
+    assert_eq!(
+        err.get_details_error_info().unwrap().metadata["errorCode"],
+        "ASM.01010007"
+    );
+    assert!(
+        err.message().contains("not one this service gave"),
+        "{}",
+        err.message()
+    );
+    let (status, body) = json_of(
+        app.http
+            .get(format!(
+                "{}/v2/meshes/{MESH}/releases:watch?resourceVersion={revision}",
+                app.base
+            ))
+            .header("X-Auth-Token", TOKEN)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 410, "{revision}: {body}");
+    assert_eq!(body["errorCode"], "ASM.01010007");
+}
+
+/// On whichever store the suite runs on (memory, SQLite, PostgreSQL).
+#[tokio::test]
+async fn a_resume_point_this_service_never_gave_is_410_not_a_silent_stream() {
+    let app = spawn_app().await;
+    // A fresh store: any resourceVersion is one it never gave.
+    assert_not_resumable(&app, "999").await;
+    let revisions = created(&app, 2).await;
+    let latest = revisions[1];
+    assert_not_resumable(&app, &(latest + 1).to_string()).await;
+    assert_not_resumable(&app, &(latest + 1_000).to_string()).await;
+    // The latest one it gave resumes (and waits for the next change).
+    let mut events = watch(&app, "", &latest.to_string()).await.unwrap();
+    app.create(&release_body("after-resume", "after-svc")).await;
+    assert_eq!(next(&mut events).await.1, "after-resume");
+
+    // The data replaced by another store (a new data directory, another
+    // database): the resume point of the old one is refused, whether the
+    // new store's revisions are larger or smaller.
+    let other = spawn_app().await;
+    created(&other, 3).await;
+    for revision in &revisions {
+        assert_not_resumable(&other, &revision.to_string()).await;
+    }
 }
 
 #[tokio::test]

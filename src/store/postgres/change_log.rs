@@ -19,7 +19,7 @@ use tokio::sync::{Notify, watch};
 
 use super::{db, decode};
 use crate::domain::ports::{
-    EVENT_RETENTION, Event, EventType, IDEMPOTENCY_WINDOW_SECS, Snapshot, StoreError,
+    EVENT_RETENTION, Event, EventType, Given, IDEMPOTENCY_WINDOW_SECS, Snapshot, StoreError,
     check_resume_point,
 };
 
@@ -41,7 +41,11 @@ const EVENTS_AFTER: &str = "
       AND revision < pg_snapshot_xmin(pg_current_snapshot())::text::bigint + $5
     ORDER BY revision LIMIT $4";
 
-const PRUNED_THROUGH: &str = "SELECT pruned_through FROM change_log";
+/// How far the log was pruned, below which revisions this database never
+/// gave, and the revision past every one it has given (the next
+/// transaction id's).
+const PRUNED_THROUGH: &str = "SELECT pruned_through, revision_floor,
+    pg_snapshot_xmax(pg_current_snapshot())::text::bigint FROM change_log";
 
 /// Publishes the frontier (`FRONTIER`) to this process's watchers: at once
 /// when this process commits (`commits` is notified), every poll interval
@@ -152,7 +156,16 @@ pub(super) async fn events_after(
     .await
     .map_err(db)?;
     let pruned_through = pruned.get::<_, i64>(0) as u64;
-    check_resume_point(revision, Some(pruned_through + 1))?;
+    let floor = pruned.get::<_, i64>(1) as u64;
+    let next = pruned.get::<_, i64>(2) + offset;
+    check_resume_point(
+        revision,
+        Some(pruned_through + 1),
+        Given {
+            floor,
+            latest: (next.max(1) - 1) as u64,
+        },
+    )?;
     rows.iter()
         .map(|row| {
             let kind: &str = row.get(1);

@@ -77,6 +77,20 @@ const MIGRATIONS: &[&str] = &[
         RAISE NOTICE 'lz4 is not available: release bodies stay compressed with pglz';
     END $$;
 "#,
+    // A new database starts its revisions at a random point (between 10^11
+    // and 10^12 above where they would have been), so that a resourceVersion
+    // of another database, or of this one before it was replaced, is seldom
+    // one of its own; no revision at or below `revision_floor` was given by
+    // it. A database already in use keeps its numbering (floor 0).
+    r#"
+    ALTER TABLE change_log ADD COLUMN revision_floor BIGINT NOT NULL DEFAULT 0;
+    UPDATE change_log
+       SET revision_offset = revision_offset + (100000000000 + floor(random() * 900000000000))::bigint
+     WHERE NOT EXISTS (SELECT 1 FROM events) AND NOT EXISTS (SELECT 1 FROM releases);
+    UPDATE change_log
+       SET revision_floor = revision_offset
+     WHERE NOT EXISTS (SELECT 1 FROM events) AND NOT EXISTS (SELECT 1 FROM releases);
+"#,
 ];
 
 /// What every replica of one database shares, read once at start.
