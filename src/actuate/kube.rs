@@ -16,7 +16,7 @@ use futures_util::StreamExt as _;
 use futures_util::stream::BoxStream;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
-    PatchParams, PostParams,
+    PatchParams, PostParams, Preconditions,
 };
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{WatchStreamExt as _, watcher};
@@ -194,12 +194,14 @@ impl KubeClusters {
         Ok(object.and_then(|o| as_json(&o)))
     }
 
-    /// The objects of a namespace, as read within [`LIST_REUSE`].
+    /// The objects of a namespace, as read within [`LIST_REUSE`] (or, when
+    /// `fresh`, read now).
     async fn list(
         &self,
         cluster: &str,
         resource: &ApiResource,
         namespace: &str,
+        fresh: bool,
     ) -> Result<Arc<Vec<JsonObject>>, ClusterError> {
         let api = self.api(cluster, resource, namespace)?;
         let slot = self.lists.slot((
@@ -210,6 +212,7 @@ impl KubeClusters {
         ));
         let mut listed = slot.lock().await;
         if let Some((at, items)) = listed.as_ref()
+            && !fresh
             && at.elapsed() < LIST_REUSE
         {
             return Ok(items.clone());
@@ -226,7 +229,7 @@ impl KubeClusters {
 }
 
 async fn client_for(cluster: &ClusterSettings) -> Result<kube::Client, String> {
-    let config = match &cluster.kubeconfig {
+    let mut config = match &cluster.kubeconfig {
         Some(path) => {
             let kubeconfig =
                 Kubeconfig::read_from(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -240,6 +243,12 @@ async fn client_for(cluster: &ClusterSettings) -> Result<kube::Client, String> {
         }
         None => kube::Config::infer().await.map_err(|e| e.to_string())?,
     };
+    // kube-rs retries 429, 503 and 504 itself, up to 15 times with a
+    // doubling wait: minutes in which one request holds its release's
+    // round (and a slot of the rounds run at once) and the release says
+    // nothing. The driver's own backoff, per release and shown in its
+    // ClustersReachable condition, does that job instead.
+    config.default_retry = false;
     kube::Client::try_from(config).map_err(|e| e.to_string())
 }
 
@@ -331,7 +340,7 @@ impl ClusterPort for KubeClusters {
         self.clients.borrow().contains_key(cluster)
     }
 
-    async fn observe(&self, release: &Release, context: &Context) -> Observation {
+    async fn observe(&self, release: &Release, context: &Context, fresh: bool) -> Observation {
         let ns = &release.namespace;
         let mut unreachable = BTreeSet::new();
         let deployments = resource(ObjectKind::Deployment, context);
@@ -363,6 +372,7 @@ impl ClusterPort for KubeClusters {
                 &context.istio_cluster,
                 &resource(ObjectKind::VirtualService, context),
                 ns,
+                fresh,
             )
             .await,
         )
@@ -373,6 +383,7 @@ impl ClusterPort for KubeClusters {
                 &context.istio_cluster,
                 &resource(ObjectKind::DestinationRule, context),
                 ns,
+                fresh,
             )
             .await,
         )
@@ -457,11 +468,24 @@ impl ClusterPort for KubeClusters {
                     ("create", 201, api.create(&params, &dynamic).await.map(drop))
                 }
             }
-            (Change::Delete, _) => (
-                "delete",
-                200,
-                api.delete(&name, &DeleteParams::default()).await.map(drop),
-            ),
+            (Change::Delete, _) => {
+                // Only the object the planner saw: a newer one of the same
+                // name (another uid) is refused by the cluster, not deleted.
+                let uid = change
+                    .object
+                    .get("metadata")
+                    .and_then(|m| m.get("uid"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                let params = DeleteParams {
+                    preconditions: uid.map(|uid| Preconditions {
+                        uid: Some(uid),
+                        resource_version: None,
+                    }),
+                    ..DeleteParams::default()
+                };
+                ("delete", 200, api.delete(&name, &params).await.map(drop))
+            }
             (Change::ScaleToZero, _) => (
                 "patch",
                 200,

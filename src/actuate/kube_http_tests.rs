@@ -201,6 +201,36 @@ async fn a_delete_is_a_delete_and_gone_already_is_fine() {
 }
 
 #[tokio::test]
+async fn a_delete_of_an_object_seen_carries_its_uid_as_a_precondition() {
+    let mut change = gray_deployment();
+    change.change = Change::Delete;
+    change.object = object(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "reviews-v2", "namespace": "shop", "uid": "8d1e5c9a-0000-4000-8000-000000000001"}}));
+    let (sent, result, _) = send(
+        change,
+        409,
+        status(
+            409,
+            "Conflict",
+            "Precondition failed: UID in precondition: 8d1e5c9a-0000-4000-8000-000000000001, UID in object meta: another",
+        ),
+    )
+    .await;
+    assert_eq!(sent.method, http::Method::DELETE);
+    assert_eq!(
+        sent.body["preconditions"],
+        json!({"uid": "8d1e5c9a-0000-4000-8000-000000000001"}),
+        "{}",
+        sent.body
+    );
+    // A newer object of the same name: not deleted, and read afresh.
+    assert!(
+        matches!(result, Err(ClusterError::Conflict { .. })),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
 async fn scale_to_zero_is_a_merge_patch_of_replicas_alone() {
     let mut change = gray_deployment();
     change.change = Change::ScaleToZero;

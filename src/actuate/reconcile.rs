@@ -404,8 +404,15 @@ impl Driver {
             self.record(&target, &release, update).await;
             return Outcome::NotConnected;
         }
-        let observed = self.clusters.observe(&release, &context).await;
-        let planned = plan::plan(&release, &observed, &context);
+        let mut observed = self.clusters.observe(&release, &context, false).await;
+        let mut planned = plan::plan(&release, &observed, &context);
+        if planned.rests_on_absence() {
+            // What to save, or whether a routing object must be created,
+            // is decided on a fresh read: never on a list kept from
+            // earlier, which may not hold an object made just before.
+            observed = self.clusters.observe(&release, &context, true).await;
+            planned = plan::plan(&release, &observed, &context);
+        }
         let mut failure = None;
         for change in &planned.changes {
             if let Err(e) = self.clusters.carry_out(change).await {
@@ -456,32 +463,18 @@ impl Driver {
                 "changed a cluster object"
             );
         }
-        let gray_deployments = Some(
-            release
-                .status
-                .gray_deployments
-                .iter()
-                .zip(observed.gray.iter().chain(std::iter::repeat(&None)))
-                .map(|(completed, seen)| {
-                    let mut shown = (**completed).clone();
-                    if let Some(status) = seen.as_ref().and_then(|s| s.get("status")) {
-                        shown.insert("status".into(), status.clone());
-                    }
-                    Arc::new(shown)
-                })
-                .collect(),
-        );
         let mut update = StatusUpdate {
             conditions: planned.conditions,
-            deployment: planned.deployment,
             saved_routing: planned.saved_routing,
-            gray_deployments,
             ..StatusUpdate::default()
         };
         match failure.clone() {
             None => {
+                // What the plan said the objects would be once carried out.
                 update.step = planned.step;
                 update.traffic = planned.traffic;
+                update.deployment = planned.deployment;
+                update.gray_seen = planned.gray_seen;
                 if planned.changes.is_empty() {
                     update.observed_generation = Some(release.generation);
                 }
@@ -518,6 +511,11 @@ impl Driver {
                     format!("another writer changed an object in cluster {cluster} meanwhile ({message}); retrying"),
                 ));
             }
+        }
+        if failure.is_some() {
+            // Not carried out: the objects as they were read.
+            update.deployment = observed.original.clone().map(Arc::new);
+            update.gray_seen = Some(plan::gray_seen(&release, &observed));
         }
         self.record(&target, &release, update).await;
         match (failure, observed.unreachable.first()) {

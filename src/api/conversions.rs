@@ -187,7 +187,7 @@ impl From<Release> for pb::Release {
                 deployment: release.status.deployment.as_deref().map(json_to_struct),
                 gray_deployments: release
                     .status
-                    .gray_deployments
+                    .gray_deployments_shown()
                     .iter()
                     .map(|object| json_to_struct(object))
                     .collect(),

@@ -23,7 +23,7 @@ use super::istio::{
 };
 use super::mesh::Mesh;
 use super::phase::Move;
-use super::release::{JsonObject, Phase, Release, SavedRouting};
+use super::release::{JsonObject, Phase, Release, SavedRouting, SeenDeployment};
 use super::traffic::{MatchRule, MatchValue, TrafficPolicy};
 
 /// The label on every object this service creates or edits.
@@ -46,6 +46,11 @@ pub const READY: &str = "GrayReady";
 pub const REACHABLE: &str = "ClustersReachable";
 pub const TRAFFIC_APPLIED: &str = "TrafficApplied";
 pub const FAILED: &str = "Failed";
+
+/// A gray Deployment (or a routing object) that is not this release's.
+pub const NOT_OWNED: &str = "NotOwned";
+/// More than one VirtualService or DestinationRule for the host.
+pub const AMBIGUOUS_ROUTING: &str = "AmbiguousRouting";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub enum ObjectKind {
@@ -159,8 +164,11 @@ pub struct Plan {
     pub conditions: Vec<(String, bool, String, String)>,
     /// The routing to save before the first change (on the move to Deploying).
     pub saved_routing: Option<SavedRouting>,
-    /// The original Deployment as read, to record in `status.deployment`.
+    /// The original Deployment as it will be once the changes are made, for
+    /// `status.deployment` (marked deleted by an end that deletes it).
     pub deployment: Option<Arc<JsonObject>>,
+    /// The gray Deployments as they will be once the changes are made.
+    pub gray_seen: Option<Vec<SeenDeployment>>,
 }
 
 impl Plan {
@@ -176,6 +184,23 @@ impl Plan {
             ..Plan::default()
         }
         .condition(FAILED, true, reason, message)
+    }
+
+    /// Whether carrying out this plan rests on an object being absent (a
+    /// routing object to create) or on the routing as read now (to save
+    /// it): such a decision is taken on a fresh read of the cluster, never
+    /// on a list kept from earlier, or a second VirtualService for a host
+    /// that has one can follow.
+    pub fn rests_on_absence(&self) -> bool {
+        self.saved_routing.is_some()
+            || self.changes.iter().any(|c| {
+                c.kind != ObjectKind::Deployment
+                    && c.change == Change::Apply
+                    && c.object
+                        .get("metadata")
+                        .and_then(|m| m.get("resourceVersion"))
+                        .is_none()
+            })
     }
 }
 
@@ -204,10 +229,45 @@ pub fn plan(release: &Release, observed: &Observation, ctx: &Context) -> Plan {
             "every cluster of the release answered".into(),
         )
     };
-    let routing = match Routing::read(release, observed, ctx) {
+    let mut plan = reachable(plan_reachable(release, observed, ctx));
+    if plan.deployment.is_none() {
+        plan.deployment = observed.original.clone().map(Arc::new);
+    }
+    if plan.gray_seen.is_none() {
+        plan.gray_seen = Some(gray_seen(release, observed));
+    }
+    plan
+}
+
+/// The plan once every cluster answered.
+fn plan_reachable(release: &Release, observed: &Observation, ctx: &Context) -> Plan {
+    let phase = release.status.phase;
+    let active = matches!(phase, Phase::Pending | Phase::Deploying | Phase::Running);
+    // A gray Deployment of another release, or of nobody's, is never
+    // adopted: applying over it would hand it to this release, whose
+    // cancel would then delete it.
+    if active && let Some(message) = foreign_gray(release, observed) {
+        return Plan::fail(NOT_OWNED, message);
+    }
+    // A release that failed or is canceled before it changed any routing
+    // has none to put back.
+    let touched_routing = release.status.saved_routing.is_some();
+    if !touched_routing {
+        match phase {
+            Phase::Failed => return Plan::default(),
+            Phase::Canceling => return cancel(release, observed, None),
+            Phase::Pending
+            | Phase::Deploying
+            | Phase::Running
+            | Phase::Ending
+            | Phase::Ended
+            | Phase::Canceled => {}
+        }
+    }
+    let routing = match Routing::read(release, observed) {
         Ok(routing) => routing,
         Err((reason, message)) => {
-            return reachable(match phase {
+            return match phase {
                 Phase::Pending | Phase::Deploying | Phase::Running => Plan::fail(reason, message),
                 Phase::Failed
                 | Phase::Ending
@@ -216,10 +276,13 @@ pub fn plan(release: &Release, observed: &Observation, ctx: &Context) -> Plan {
                 | Phase::Canceled => {
                     Plan::default().condition(TRAFFIC_APPLIED, false, reason, message)
                 }
-            });
+            };
         }
     };
-    let mut plan = reachable(match phase {
+    if !routing.foreign.is_empty() && phase != Phase::Canceling {
+        return foreign_routing(release, ctx, &routing);
+    }
+    match phase {
         Phase::Pending => Plan {
             step: Some(Move::StartDeploying),
             saved_routing: Some(routing.saved.clone()),
@@ -232,11 +295,34 @@ pub fn plan(release: &Release, observed: &Observation, ctx: &Context) -> Plan {
             plan
         }
         Phase::Ending => end(release, observed, ctx, &routing),
-        Phase::Canceling => cancel(release, observed, ctx, &routing),
+        Phase::Canceling => cancel(release, observed, Some((ctx, &routing))),
         Phase::Ended | Phase::Canceled => Plan::default(),
-    });
-    plan.deployment = observed.original.clone().map(Arc::new);
-    plan
+    }
+}
+
+/// A VirtualService or DestinationRule for the host appeared that is
+/// neither the one its owners had nor this release's: two of one kind for
+/// a host are undefined in Istio (each proxy picks one). The release never
+/// writes someone else's object; it puts the routing back as its owners
+/// left it (deleting what it created) and, if active, fails saying why.
+fn foreign_routing(release: &Release, ctx: &Context, routing: &Routing) -> Plan {
+    let message = format!(
+        "{} also name{} host {:?}, beside the routing this release edits; two VirtualServices (or DestinationRules) for one host are undefined in Istio. The routing is put back as its owners left it and what this release created is deleted; remove the extra object, then cancel this release and start again",
+        routing.foreign.join(", "),
+        if routing.foreign.len() == 1 { "s" } else { "" },
+        release.service_name
+    );
+    let mut plan = routing.restored(release, ctx);
+    plan.traffic = Some(TrafficPolicy::Weight(0));
+    let plan = plan.condition(TRAFFIC_APPLIED, false, AMBIGUOUS_ROUTING, message.clone());
+    match release.status.phase {
+        Phase::Pending | Phase::Deploying | Phase::Running => Plan {
+            step: Some(Move::Fail),
+            ..plan
+        }
+        .condition(FAILED, true, AMBIGUOUS_ROUTING, message),
+        Phase::Failed | Phase::Ending | Phase::Canceling | Phase::Ended | Phase::Canceled => plan,
+    }
 }
 
 /// Deploying and Running: the gray Deployments applied, the subsets in
@@ -305,67 +391,230 @@ fn end(release: &Release, observed: &Observation, ctx: &Context, routing: &Routi
     if !final_routes.changes.is_empty() {
         return final_routes;
     }
-    let original = identity(
-        "apps/v1",
-        "Deployment",
-        &release.deployment_name,
-        &release.namespace,
-    );
     let change = match ctx.original_on_end {
         OriginalOnEnd::Delete => Change::Delete,
         OriginalOnEnd::ScaleToZero => Change::ScaleToZero,
     };
-    let already = match (&observed.original, change) {
-        (None, _) => true,
+    let (changes, deployment, done) = match (&observed.original, change) {
+        (None, _) => (
+            Vec::new(),
+            release.status.deployment.as_deref().map(|last| {
+                // Gone: shown as the service last read it, deleted.
+                deleted(last, observed.now)
+            }),
+            "deleted",
+        ),
         (Some(d), Change::ScaleToZero) => {
-            d.get("spec").and_then(|s| s.get("replicas")) == Some(&json!(0))
+            let mut scaled = d.clone();
+            object_mut(&mut scaled, "spec").insert("replicas".into(), json!(0));
+            let already = d.get("spec").and_then(|s| s.get("replicas")) == Some(&json!(0));
+            let changes = if already {
+                Vec::new()
+            } else {
+                vec![PlannedObject {
+                    cluster_id: release.cluster_id.clone(),
+                    kind: ObjectKind::Deployment,
+                    change,
+                    object: pinned_identity("apps/v1", "Deployment", d, &release.namespace),
+                }]
+            };
+            (changes, Some(scaled), "scaled to 0 replicas")
         }
-        (Some(_), Change::Delete | Change::Apply) => false,
-    };
-    Plan {
-        changes: if already {
-            Vec::new()
-        } else {
+        (Some(d), Change::Delete | Change::Apply) => (
             vec![PlannedObject {
                 cluster_id: release.cluster_id.clone(),
                 kind: ObjectKind::Deployment,
-                change,
-                object: original,
-            }]
-        },
+                change: Change::Delete,
+                object: pinned_identity("apps/v1", "Deployment", d, &release.namespace),
+            }],
+            Some(deleted(d, observed.now)),
+            "deleted",
+        ),
+    };
+    Plan {
+        changes,
         step: Some(Move::Finish),
         traffic: Some(TrafficPolicy::Weight(100)),
+        deployment: deployment.map(Arc::new),
         ..Plan::default()
     }
+    .condition(
+        TRAFFIC_APPLIED,
+        true,
+        "Applied",
+        format!(
+            "the gray version takes all traffic; the original Deployment {:?} is {done}",
+            release.deployment_name
+        ),
+    )
 }
 
-/// Canceling: the routing restored as its owners left it first; then, once
-/// the cluster holds it, the gray Deployments go.
-fn cancel(release: &Release, observed: &Observation, ctx: &Context, routing: &Routing) -> Plan {
-    let restore = routing.restored(release, ctx);
-    if !restore.changes.is_empty() {
-        return restore;
+/// Canceling: the routing restored as its owners left it first (when the
+/// release changed it); then, once the cluster holds it, this release's
+/// gray Deployments go, and only they: one that is not this release's
+/// stays where it is.
+fn cancel(
+    release: &Release,
+    observed: &Observation,
+    routing: Option<(&Context, &Routing)>,
+) -> Plan {
+    if let Some((ctx, routing)) = routing {
+        let restore = routing.restored(release, ctx);
+        if !restore.changes.is_empty() {
+            return restore;
+        }
     }
-    let changes = release
-        .status
-        .gray_deployments
-        .iter()
-        .zip(&release.gray_deployments)
-        .enumerate()
-        .filter(|(i, _)| observed.gray.get(*i).is_some_and(Option::is_some))
-        .map(|(_, (object, gray))| PlannedObject {
-            cluster_id: gray.cluster_id.clone(),
-            kind: ObjectKind::Deployment,
-            change: Change::Delete,
-            object: identity("apps/v1", "Deployment", name_of(object), &release.namespace),
-        })
-        .collect();
+    let mut changes = Vec::new();
+    let mut seen = gray_seen(release, observed);
+    let mut gone = Vec::new();
+    let mut left = Vec::new();
+    for (i, gray) in release.gray_deployments.iter().enumerate() {
+        let name = release
+            .status
+            .gray_deployments
+            .get(i)
+            .map(|o| name_of(o).to_owned())
+            .unwrap_or_default();
+        let place = format!("{name} ({})", gray.cluster_id);
+        match observed.gray.get(i).and_then(Option::as_ref) {
+            Some(object) if is_ours(object, release) => {
+                changes.push(PlannedObject {
+                    cluster_id: gray.cluster_id.clone(),
+                    kind: ObjectKind::Deployment,
+                    change: Change::Delete,
+                    object: pinned_identity("apps/v1", "Deployment", object, &release.namespace),
+                });
+                gone.push(place);
+            }
+            Some(_) => {
+                left.push(place);
+                continue;
+            }
+            None => gone.push(place),
+        }
+        if let Some(seen) = seen.get_mut(i) {
+            seen.status = None;
+            seen.deleted = release
+                .status
+                .gray_seen
+                .get(i)
+                .and_then(|s| s.deleted)
+                .or(Some(observed.now));
+        }
+    }
+    let (reason, message) = if left.is_empty() {
+        (
+            "Deleted",
+            format!("the gray Deployments are deleted: {}", gone.join(", ")),
+        )
+    } else {
+        (
+            NOT_OWNED,
+            format!(
+                "left as they are, not being this release's: {}{}",
+                left.join(", "),
+                if gone.is_empty() {
+                    String::new()
+                } else {
+                    format!("; deleted: {}", gone.join(", "))
+                }
+            ),
+        )
+    };
+    let (routing_reason, routing_message) = if routing.is_some() {
+        ("Restored", "the routing is back as its owners left it")
+    } else {
+        (
+            "Untouched",
+            "the release had not changed the routing: nothing to restore",
+        )
+    };
     Plan {
         changes,
         step: Some(Move::Finish),
         traffic: Some(TrafficPolicy::Weight(0)),
+        gray_seen: Some(seen),
         ..Plan::default()
     }
+    .condition(READY, false, reason, message)
+    .condition(
+        TRAFFIC_APPLIED,
+        true,
+        routing_reason,
+        routing_message.into(),
+    )
+}
+
+/// What was seen of each gray Deployment: its status while it exists and
+/// is this release's (what another made is none of this release's to
+/// show), and a deletion recorded earlier.
+pub fn gray_seen(release: &Release, observed: &Observation) -> Vec<SeenDeployment> {
+    (0..release.gray_deployments.len())
+        .map(|i| {
+            let status = observed
+                .gray
+                .get(i)
+                .and_then(Option::as_ref)
+                .filter(|object| is_ours(object, release))
+                .and_then(|object| object.get("status"))
+                .and_then(Value::as_object)
+                .map(|status| Arc::new(status.clone()));
+            let deleted = match status {
+                Some(_) => None,
+                None => release.status.gray_seen.get(i).and_then(|s| s.deleted),
+            };
+            SeenDeployment { status, deleted }
+        })
+        .collect()
+}
+
+/// The first gray Deployment that exists but is not this release's, said
+/// as the reason the release cannot go on.
+fn foreign_gray(release: &Release, observed: &Observation) -> Option<String> {
+    release
+        .gray_deployments
+        .iter()
+        .zip(&observed.gray)
+        .find_map(|(gray, seen)| {
+            let object = seen.as_ref()?;
+            if is_ours(object, release) {
+                return None;
+            }
+            let owner = match uid_of(object) {
+                Some(uid) => format!("belongs to another release (meshrelease.io/release-uid {uid})"),
+                None => {
+                    let managers = managers_of(object);
+                    if managers.is_empty() {
+                        "was not made by this release".to_owned()
+                    } else {
+                        format!(
+                            "was not made by this release (field managers: {})",
+                            managers.join(", ")
+                        )
+                    }
+                }
+            };
+            Some(format!(
+                "Deployment {:?} in cluster {} {owner}: a release never takes over or deletes what it did not create. Remove that Deployment, or name the gray one differently (its template's metadata.name), and start a new release",
+                name_of(object),
+                gray.cluster_id
+            ))
+        })
+}
+
+/// An object as shown once deleted: as last read, without its status, with
+/// `metadata.deletionTimestamp`.
+fn deleted(object: &JsonObject, now: DateTime<Utc>) -> JsonObject {
+    let mut shown = object.clone();
+    shown.remove("status");
+    let meta = object_mut(&mut shown, "metadata");
+    if !meta.contains_key("deletionTimestamp") {
+        meta.insert(
+            "deletionTimestamp".into(),
+            Value::from(now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        );
+    }
+    shown
 }
 
 /// The gray Deployments to apply: each missing, or last applied from
@@ -379,11 +628,12 @@ fn gray_changes(release: &Release, observed: &Observation) -> Vec<PlannedObject>
         .enumerate()
         .filter_map(|(i, (completed, gray))| {
             let desired = gray_object(completed, release);
-            let up_to_date = observed
-                .gray
-                .get(i)
-                .and_then(Option::as_ref)
-                .is_some_and(|current| template_hash(current) == template_hash(&desired));
+            let current = observed.gray.get(i).and_then(Option::as_ref);
+            // Only this release's own, or a new one (what is not its own
+            // fails the release before this: see `foreign_gray`).
+            let up_to_date = current.is_some_and(|current| {
+                !is_ours(current, release) || template_hash(current) == template_hash(&desired)
+            });
             (!up_to_date).then(|| PlannedObject {
                 cluster_id: gray.cluster_id.clone(),
                 kind: ObjectKind::Deployment,
@@ -395,10 +645,14 @@ fn gray_changes(release: &Release, observed: &Observation) -> Vec<PlannedObject>
 }
 
 /// A gray Deployment as applied: the completed template, marked, with the
-/// digest of what was applied.
+/// digest of what was applied. A function of the spec alone: nothing
+/// observed in a cluster (a `status` that an older version of this service
+/// stored beside the template) is ever part of it, or every observation
+/// would be a change, applied again and again.
 pub fn gray_object(completed: &JsonObject, release: &Release) -> JsonObject {
     use sha2::{Digest, Sha256};
     let mut object = completed.clone();
+    object.remove("status");
     mark(&mut object, release);
     let digest = Sha256::digest(serde_json::to_vec(&object).unwrap_or_default());
     object_mut(object_mut(&mut object, "metadata"), "annotations").insert(
@@ -469,27 +723,32 @@ fn progress_deadline(release: &Release) -> TimeDelta {
 struct Routing {
     /// The original's `version` label value.
     original_version: String,
-    /// The objects read now, for their metadata and resourceVersion.
+    /// The objects this release edits, as read now (for their metadata and
+    /// resourceVersion): the owners' (by the name saved), or the one this
+    /// release created where the owners had none.
     current_vs: Option<JsonObject>,
     current_dr: Option<JsonObject>,
+    /// Objects for the host that are neither: never written or deleted,
+    /// each as "Kind name".
+    foreign: Vec<String>,
     saved: SavedRouting,
 }
 
 type Refusal = (&'static str, String);
 
 impl Routing {
-    fn read(release: &Release, observed: &Observation, _ctx: &Context) -> Result<Self, Refusal> {
+    fn read(release: &Release, observed: &Observation) -> Result<Self, Refusal> {
         let service = &release.service_name;
         let namespace = &release.namespace;
         let Some(original) = &observed.original else {
             return match release.status.phase {
-                // Ended with the original deleted: nothing to route around.
-                Phase::Ending => Ok(Self::after_original(release, observed)?),
+                // Ended with the original deleted, or canceled whatever
+                // became of it: nothing to route around.
+                Phase::Ending | Phase::Canceling => Ok(Self::after_original(release, observed)?),
                 Phase::Pending
                 | Phase::Deploying
                 | Phase::Running
                 | Phase::Failed
-                | Phase::Canceling
                 | Phase::Ended
                 | Phase::Canceled => Err((
                     "OriginalNotFound",
@@ -569,38 +828,68 @@ impl Routing {
                 .map(|s| vec![s.host])
                 .unwrap_or_default()
         });
-        for (kind, found) in [("VirtualServices", &vs), ("DestinationRules", &dr)] {
-            if found.len() > 1 {
-                let names: Vec<&str> = found.iter().map(name_of).collect();
-                return Err((
-                    "AmbiguousRouting",
-                    format!(
-                        "{kind} {} all name host {:?}; Istio would pick one at random",
-                        names.join(", "),
-                        release.service_name
-                    ),
-                ));
-            }
-        }
-        let current_vs = vs.into_iter().next();
-        let current_dr = dr.into_iter().next();
-        let saved = release
+        let original_version = release
             .status
-            .saved_routing
-            .clone()
-            .unwrap_or_else(|| SavedRouting {
-                virtual_service: current_vs.clone().map(Arc::new),
-                destination_rule: current_dr.clone().map(Arc::new),
+            .deployment
+            .as_deref()
+            .and_then(|d| pod_labels(d).get(VERSION_LABEL).cloned())
+            .unwrap_or_default();
+        let Some(saved) = release.status.saved_routing.clone() else {
+            // Not started yet: what is there now is the owners' routing,
+            // to be saved; two of a kind for the host is not a routing
+            // this release can build on.
+            for (kind, found) in [("VirtualServices", &vs), ("DestinationRules", &dr)] {
+                if found.len() > 1 {
+                    let names: Vec<&str> = found.iter().map(name_of).collect();
+                    return Err((
+                        AMBIGUOUS_ROUTING,
+                        format!(
+                            "{kind} {} all name host {:?}; Istio would pick one at random",
+                            names.join(", "),
+                            release.service_name
+                        ),
+                    ));
+                }
+            }
+            let current_vs = vs.into_iter().next();
+            let current_dr = dr.into_iter().next();
+            return Ok(Routing {
+                original_version,
+                saved: SavedRouting {
+                    virtual_service: current_vs.clone().map(Arc::new),
+                    destination_rule: current_dr.clone().map(Arc::new),
+                },
+                current_vs,
+                current_dr,
+                foreign: Vec::new(),
             });
+        };
+        // Started: the objects it edits are the owners' saved ones (by
+        // name), or its own where the owners had none; anything else for
+        // the host appeared since, and is someone else's.
+        let mut foreign = Vec::new();
+        let mut edited = |found: Vec<JsonObject>, saved: Option<&JsonObject>, kind: &str| {
+            let mut current = None;
+            for object in found {
+                let edits = match saved {
+                    Some(saved) => name_of(&object) == name_of(saved),
+                    None => is_ours(&object, release),
+                };
+                if edits && current.is_none() {
+                    current = Some(object);
+                } else {
+                    foreign.push(format!("{kind} {:?}", name_of(&object)));
+                }
+            }
+            current
+        };
+        let current_vs = edited(vs, saved.virtual_service.as_deref(), "VirtualService");
+        let current_dr = edited(dr, saved.destination_rule.as_deref(), "DestinationRule");
         Ok(Routing {
-            original_version: release
-                .status
-                .deployment
-                .as_deref()
-                .and_then(|d| pod_labels(d).get(VERSION_LABEL).cloned())
-                .unwrap_or_default(),
+            original_version,
             current_vs,
             current_dr,
+            foreign,
             saved,
         })
     }
@@ -736,17 +1025,20 @@ impl Routing {
                             cluster_id: ctx.istio_cluster.clone(),
                             kind,
                             change: Change::Delete,
-                            object: identity(
+                            object: pinned_identity(
                                 ctx.istio_api.api_version(),
                                 kind.as_str(),
-                                name_of(current),
+                                current,
                                 &release.namespace,
                             ),
                         });
                     }
                 }
-                (Some(saved), current) => {
-                    let mut object = current.clone().unwrap_or_else(|| (**saved).clone());
+                // The owners deleted their object meanwhile: that is
+                // theirs to decide, and it is not made again.
+                (Some(_), None) => {}
+                (Some(saved), Some(current)) => {
+                    let mut object = current.clone();
                     let meta = object_mut(&mut object, "metadata");
                     for key in ["labels", "annotations"] {
                         match saved.get("metadata").and_then(|m| m.get(key)) {
@@ -762,7 +1054,7 @@ impl Routing {
                         Some(spec) => object.insert("spec".into(), spec.clone()),
                         None => object.remove("spec"),
                     };
-                    if current.as_ref() != Some(&object) {
+                    if current != &object {
                         changes.push(PlannedObject {
                             cluster_id: ctx.istio_cluster.clone(),
                             kind,
@@ -1094,13 +1386,50 @@ fn name_of(object: &JsonObject) -> &str {
         .unwrap_or_default()
 }
 
+/// Whether the object carries this release's uid: only then may the
+/// release change or delete an object it did not find as the owners'
+/// routing.
 fn is_ours(object: &JsonObject, release: &Release) -> bool {
+    uid_of(object) == Some(release.uid.to_string().as_str())
+}
+
+/// The release uid an object carries, if any.
+fn uid_of(object: &JsonObject) -> Option<&str> {
     object
+        .get("metadata")?
+        .get("annotations")?
+        .get(RELEASE_UID_ANNOTATION)?
+        .as_str()
+}
+
+/// The field managers of an object, as its `managedFields` name them.
+fn managers_of(object: &JsonObject) -> Vec<String> {
+    let mut managers: Vec<String> = object
         .get("metadata")
-        .and_then(|m| m.get("annotations"))
-        .and_then(|a| a.get(RELEASE_UID_ANNOTATION))
-        .and_then(Value::as_str)
-        == Some(release.uid.to_string().as_str())
+        .and_then(|m| m.get("managedFields"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.get("manager")?.as_str().map(str::to_owned))
+        .collect();
+    managers.dedup();
+    managers
+}
+
+/// The identity of an object seen in a cluster, with its Kubernetes uid:
+/// a delete (or scale) of it carries the uid as a precondition, so that it
+/// can never remove a newer object of the same name.
+fn pinned_identity(
+    api_version: &str,
+    kind: &str,
+    seen: &JsonObject,
+    namespace: &str,
+) -> JsonObject {
+    let mut object = identity(api_version, kind, name_of(seen), namespace);
+    if let Some(uid) = seen.get("metadata").and_then(|m| m.get("uid")) {
+        object_mut(&mut object, "metadata").insert("uid".into(), uid.clone());
+    }
+    object
 }
 
 fn identity(api_version: &str, kind: &str, name: &str, namespace: &str) -> JsonObject {

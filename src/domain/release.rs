@@ -103,6 +103,13 @@ pub struct ReleaseStatus {
     /// that a cancel can restore it.
     #[serde(default)]
     pub saved_routing: Option<SavedRouting>,
+    /// What the driver last saw of each gray Deployment, in the order of
+    /// the spec: kept apart from `gray_deployments`, which is what this
+    /// release applies and must never take in what was observed (a
+    /// desired object that changes with each observation is written again
+    /// and again).
+    #[serde(default)]
+    pub gray_seen: Vec<SeenDeployment>,
     /// On a dry-run answer only: what the next step would change. Never stored.
     #[serde(skip)]
     pub plan: Vec<PlannedObject>,
@@ -122,8 +129,59 @@ impl ReleaseStatus {
             traffic: None,
             phase_time: Some(now),
             saved_routing: None,
+            gray_seen: Vec::new(),
             plan: Vec::new(),
         }
+    }
+
+    /// The gray Deployments as a client sees them: each as this release
+    /// applies it, with the `status` its cluster last reported while it
+    /// exists, and `metadata.deletionTimestamp` once this release deleted
+    /// it.
+    pub fn gray_deployments_shown(&self) -> Vec<Arc<JsonObject>> {
+        self.gray_deployments
+            .iter()
+            .enumerate()
+            .map(|(i, applied)| match self.gray_seen.get(i) {
+                None => applied.clone(),
+                Some(seen) => Arc::new(seen.shown(applied)),
+            })
+            .collect()
+    }
+}
+
+/// What the driver last saw of a Deployment in its cluster.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SeenDeployment {
+    /// Its `status` as the cluster reported it, while it exists and is
+    /// this release's.
+    #[serde(default)]
+    pub status: Option<Arc<JsonObject>>,
+    /// When this release deleted it (or found it gone when it came to).
+    #[serde(default)]
+    pub deleted: Option<DateTime<Utc>>,
+}
+
+impl SeenDeployment {
+    /// `applied` with what was seen of it.
+    pub fn shown(&self, applied: &JsonObject) -> JsonObject {
+        let mut shown = applied.clone();
+        shown.remove("status");
+        if let Some(status) = &self.status {
+            shown.insert(
+                "status".into(),
+                serde_json::Value::Object((**status).clone()),
+            );
+        }
+        if let Some(deleted) = self.deleted
+            && let Some(serde_json::Value::Object(meta)) = shown.get_mut("metadata")
+        {
+            meta.insert(
+                "deletionTimestamp".into(),
+                serde_json::Value::from(deleted.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            );
+        }
+        shown
     }
 }
 

@@ -23,7 +23,8 @@ use super::ports::{
     ClusterPort, Created, Event, EventType, IdempotencyKey, ListQuery, ReleaseStore, StoreError,
 };
 use super::release::{
-    JsonObject, Phase, Release, ReleaseDraft, ReleaseStatus, SavedRouting, StatusCondition,
+    JsonObject, Phase, Release, ReleaseDraft, ReleaseStatus, SavedRouting, SeenDeployment,
+    StatusCondition,
 };
 use super::traffic::{self, TrafficPolicy, TrafficPolicyDraft};
 use super::validation::{self, ValidRelease};
@@ -87,8 +88,8 @@ pub struct StatusUpdate {
     pub traffic: Option<TrafficPolicy>,
     /// The original Deployment as read.
     pub deployment: Option<Arc<JsonObject>>,
-    /// The gray Deployments as applied, with their observed status.
-    pub gray_deployments: Option<Vec<Arc<JsonObject>>>,
+    /// What was seen of the gray Deployments.
+    pub gray_seen: Option<Vec<SeenDeployment>>,
     /// The routing before this release changed it (written once).
     pub saved_routing: Option<SavedRouting>,
 }
@@ -654,8 +655,8 @@ impl ReleaseManager {
         if update.deployment.is_some() {
             next.status.deployment = update.deployment;
         }
-        if let Some(gray) = update.gray_deployments {
-            next.status.gray_deployments = gray;
+        if let Some(seen) = update.gray_seen {
+            next.status.gray_seen = seen;
         }
         if next.status.saved_routing.is_none() {
             next.status.saved_routing = update.saved_routing;
@@ -679,6 +680,7 @@ impl ReleaseManager {
                 | StoreError::NotFound
                 | StoreError::IdempotencyMismatch
                 | StoreError::TooOld { .. }
+                | StoreError::NotGiven { .. }
                 | StoreError::Unavailable(_)
                 | StoreError::Internal(_)) => store_error(other),
             })
@@ -1102,6 +1104,7 @@ fn conflict(error: StoreError, release: &Release) -> DomainError {
         | StoreError::Stale { .. }
         | StoreError::IdempotencyMismatch
         | StoreError::TooOld { .. }
+        | StoreError::NotGiven { .. }
         | StoreError::Unavailable(_)
         | StoreError::Internal(_)) => store_error(other),
     }
@@ -1144,6 +1147,9 @@ fn store_error(error: StoreError) -> DomainError {
         }
         StoreError::TooOld { requested, oldest } => DomainError::Gone(format!(
             "resourceVersion {requested} is too old to resume from (the oldest kept is {oldest}); watch again without one"
+        )),
+        StoreError::NotGiven { requested, .. } => DomainError::Gone(format!(
+            "resourceVersion {requested} is not one this service gave: its data may have been replaced since (a new data directory or database); watch again without one"
         )),
         StoreError::Unavailable(reason) => DomainError::Unavailable(reason),
         StoreError::Internal(cause) => DomainError::Internal(cause),

@@ -106,16 +106,16 @@ pub async fn clusters() -> Clusters {
     Clusters { a, b, dir, flag }
 }
 
-async fn app_for(clusters: &Clusters) -> TestApp {
+pub async fn app_for(clusters: &Clusters) -> TestApp {
     app_with(clusters, "").await
 }
 
 /// With more keys for demo-mesh (`original_on_end = "scale-to-zero"`, say).
-async fn app_with(clusters: &Clusters, mesh_keys: &str) -> TestApp {
+pub async fn app_with(clusters: &Clusters, mesh_keys: &str) -> TestApp {
     app_resyncing(clusters, mesh_keys, 100).await
 }
 
-async fn app_resyncing(clusters: &Clusters, mesh_keys: &str, resync_ms: u64) -> TestApp {
+pub async fn app_resyncing(clusters: &Clusters, mesh_keys: &str, resync_ms: u64) -> TestApp {
     let flag = clusters.flag.clone();
     let meshes =
         format!(r#"[{{ id = "{MESH}", clusters = ["cluster-a", "cluster-b"]{mesh_keys} }}]"#);
@@ -128,7 +128,7 @@ async fn app_resyncing(clusters: &Clusters, mesh_keys: &str, resync_ms: u64) -> 
 }
 
 /// Stops the service (as on SIGTERM) and starts another on its data.
-async fn restart(app: TestApp, clusters: &Clusters) -> TestApp {
+pub async fn restart(app: TestApp, clusters: &Clusters) -> TestApp {
     let flag = clusters.flag.clone();
     app.restart(move |cli| {
         cli.clusters = Some(flag);
@@ -138,7 +138,7 @@ async fn restart(app: TestApp, clusters: &Clusters) -> TestApp {
 }
 
 /// Waits (bounded) until `check` holds for the release as read over REST.
-async fn until(app: &TestApp, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+pub async fn until(app: &TestApp, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
     let mut last = Value::Null;
     for _ in 0..300 {
         let (_, release) = json_of(app.get(name).await).await;
@@ -151,7 +151,7 @@ async fn until(app: &TestApp, name: &str, what: &str, check: impl Fn(&Value) -> 
     panic!("{name} never reached {what}; last seen: {last}");
 }
 
-async fn until_object(
+pub async fn until_object(
     cluster: &SimCluster,
     kind: simcluster::resources::Resource,
     name: &str,
@@ -172,12 +172,12 @@ async fn until_object(
     );
 }
 
-fn phase_is(phase: &'static str) -> impl Fn(&Value) -> bool {
+pub fn phase_is(phase: &'static str) -> impl Fn(&Value) -> bool {
     move |r| r["status"]["phase"] == phase
 }
 
 /// Asks for `weight` over REST (PATCH) and waits until the clusters hold it.
-async fn set_weight(app: &TestApp, name: &str, weight: i64) {
+pub async fn set_weight(app: &TestApp, name: &str, weight: i64) {
     let (status, body) = json_of(
         app.patch(
             name,
@@ -202,7 +202,7 @@ pub fn traffic_is(weight: i64) -> impl Fn(&Value) -> bool {
 }
 
 /// The message of the release's `Failed` condition.
-fn failed_message(release: &Value) -> String {
+pub fn failed_message(release: &Value) -> String {
     release["status"]["conditions"]
         .as_array()
         .unwrap()

@@ -11,7 +11,7 @@ use meshrelease::domain::mesh::Meshes;
 use meshrelease::domain::phase::Move;
 use meshrelease::domain::plan::{self, Context, Observation, PlannedObject};
 use meshrelease::domain::ports::{ClusterChange, ClusterError, ClusterPort, Event, EventType};
-use meshrelease::domain::release::{Phase, SavedRouting};
+use meshrelease::domain::release::{Phase, SavedRouting, SeenDeployment};
 use meshrelease::domain::service::{NOT_CONNECTED, ReleaseManager, StatusUpdate, WatchReleases};
 use meshrelease::domain::{Release, TrafficPolicy};
 use meshrelease::store::MemoryStore;
@@ -156,7 +156,15 @@ async fn a_status_write_records_what_the_driver_saw_and_saves_the_routing_once()
             observed_generation: Some(7),
             traffic: Some(TrafficPolicy::Weight(0)),
             deployment: Some(template("registry.example/reviews:1.0")),
-            gray_deployments: Some(vec![template("registry.example/reviews:2.0")]),
+            gray_seen: Some(vec![SeenDeployment {
+                status: Some(Arc::new(
+                    serde_json::json!({"readyReplicas": 2})
+                        .as_object()
+                        .unwrap()
+                        .clone(),
+                )),
+                deleted: None,
+            }]),
             saved_routing: Some(routing("first")),
             ..StatusUpdate::default()
         },
@@ -173,8 +181,13 @@ async fn a_status_write_records_what_the_driver_saw_and_saves_the_routing_once()
         Some(template("registry.example/reviews:1.0"))
     );
     assert_eq!(
-        written.status.gray_deployments,
-        vec![template("registry.example/reviews:2.0")]
+        written.status.gray_deployments, release.status.gray_deployments,
+        "what the release applies never takes in what was seen"
+    );
+    assert_eq!(
+        written.status.gray_deployments_shown()[0]["status"],
+        serde_json::json!({"readyReplicas": 2}),
+        "what was seen is shown"
     );
     assert_eq!(written.status.saved_routing, Some(routing("first")));
     assert_eq!(written.generation, release.generation, "the spec stays");
@@ -305,7 +318,7 @@ impl ClusterPort for OnlyClusterA {
         cluster == "cluster-a"
     }
 
-    async fn observe(&self, _: &Release, _: &Context) -> Observation {
+    async fn observe(&self, _: &Release, _: &Context, _: bool) -> Observation {
         unreachable!("the manager never observes")
     }
 
