@@ -49,7 +49,9 @@ sed -e "s|^listen = .*|listen = \"127.0.0.1:$port\"|" \
     examples/clusters.toml >"$work/service.toml"
 # Restarted whenever it dies: the test kills it once to see the console's
 # watch reconnect and resume.
+# While "$work/hold" exists it stays down (an outage the page must show).
 ( while [ ! -e "$work/stop" ]; do
+    while [ -e "$work/hold" ] && [ ! -e "$work/stop" ]; do sleep 0.2; done
     ./target/debug/meshrelease --config "$work/service.toml" --data-dir "$work/data" >>"$work/service.log" 2>&1 || true
     sleep 0.5
   done ) &
@@ -57,7 +59,7 @@ pids+=($!)
 wait_for "http://127.0.0.1:$port/readyz"
 
 BASE="http://127.0.0.1:$port" SIM_A="http://127.0.0.1:$port_a" TOKEN=demo-token SHOTS="$shots" \
-  SERVICE_CONFIG="$work/service.toml" \
+  SERVICE_CONFIG="$work/service.toml" HOLD="$work/hold" \
   timeout 300 "$venv/bin/python" tests/console/console_test.py || {
   echo "service log (last lines):"; tail -n 40 "$work/service.log"; exit 1;
 }

@@ -248,20 +248,18 @@ fn deployments(objects: &[(&str, Value)]) -> String {
     for (cluster, object) in objects {
         let desired = object["spec"]["replicas"].as_i64().unwrap_or(1);
         let count = |field: &str| object["status"][field].as_i64().unwrap_or(0);
-        rows.push(vec![
-            (*cluster).to_owned(),
-            object["metadata"]["namespace"]
-                .as_str()
-                .unwrap_or("-")
-                .to_owned(),
-            object["metadata"]["name"]
-                .as_str()
-                .unwrap_or("-")
-                .to_owned(),
-            format!("{}/{desired}", count("readyReplicas")),
-            count("updatedReplicas").to_string(),
-            count("availableReplicas").to_string(),
-        ]);
+        let text = |field: &str| object["metadata"][field].as_str().unwrap_or("-").to_owned();
+        let mut row = vec![(*cluster).to_owned(), text("namespace"), text("name")];
+        match object["metadata"]["deletionTimestamp"].as_str() {
+            // The release deleted it: nothing of it is left to count.
+            Some(deleted) => row.extend([format!("deleted {deleted}"), "-".into(), "-".into()]),
+            None => row.extend([
+                format!("{}/{desired}", count("readyReplicas")),
+                count("updatedReplicas").to_string(),
+                count("availableReplicas").to_string(),
+            ]),
+        }
+        rows.push(row);
     }
     indent(&output::table(&rows))
 }

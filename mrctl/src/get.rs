@@ -9,7 +9,7 @@ use meshrelease_wire::list::ReleaseList;
 use crate::api::Api;
 use crate::cli::{Format, GetArgs, WatchArgs};
 use crate::errors::ServerResult as _;
-use crate::follow::Follower;
+use crate::follow::{self, Followed, Follower};
 use crate::output;
 
 pub async fn get(api: &Api, mesh: &str, namespace: &str, args: &GetArgs) -> anyhow::Result<()> {
@@ -115,12 +115,62 @@ pub async fn watch(api: &Api, mesh: &str, namespace: &str, args: &WatchArgs) -> 
     let wide = args.output == Some(Format::Wide);
     let mut shown: BTreeMap<(String, String), pb::Release> = BTreeMap::new();
     let mut header_printed = false;
+    // While the service does not answer: the line that says so, on top of
+    // the live table (and on stderr otherwise).
+    let mut outage: Option<String> = None;
+    if live {
+        // Something on the screen at once, even with no release to show.
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "\x1b[H\x1b[2J{}(no releases yet: waiting for changes)",
+            live_table(&shown, wide, args.all_namespaces)
+        )?;
+        out.flush()?;
+    }
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
-        let event = tokio::select! {
+        let followed = tokio::select! {
             _ = &mut ctrl_c => return Ok(()),
-            event = follower.next() => event?,
+            followed = follower.next() => followed?,
+        };
+        let event = match followed {
+            Followed::Event(event) => *event,
+            Followed::Lost { since, why } => {
+                let line = follow::lost_line(since, &why);
+                eprintln!("{line}");
+                if live {
+                    let mut out = std::io::stdout().lock();
+                    write!(
+                        out,
+                        "\x1b[H\x1b[2J{line}\n\n{}",
+                        live_table(&shown, wide, args.all_namespaces)
+                    )?;
+                    out.flush()?;
+                }
+                outage = Some(line);
+                continue;
+            }
+            Followed::Back { since } => {
+                eprintln!("{}", follow::back_line(since));
+                outage = None;
+                if live {
+                    let mut out = std::io::stdout().lock();
+                    write!(
+                        out,
+                        "\x1b[H\x1b[2J{}",
+                        live_table(&shown, wide, args.all_namespaces)
+                    )?;
+                    out.flush()?;
+                }
+                continue;
+            }
+            // The current releases follow again: what was shown may be gone.
+            Followed::Restarted => {
+                shown.clear();
+                continue;
+            }
         };
         let Some(release) = event.release.clone() else {
             continue;
@@ -141,14 +191,16 @@ pub async fn watch(api: &Api, mesh: &str, namespace: &str, args: &WatchArgs) -> 
                 } else {
                     shown.insert(key, release);
                 }
-                let mut rows = vec![output::header(wide, args.all_namespaces)];
-                rows.extend(
-                    shown
-                        .values()
-                        .map(|r| output::row(r, wide, args.all_namespaces)),
-                );
                 // Home, clear the screen, redraw.
-                write!(out, "\x1b[H\x1b[2J{}", output::table(&rows))?;
+                let banner = outage
+                    .as_ref()
+                    .map(|l| format!("{l}\n\n"))
+                    .unwrap_or_default();
+                write!(
+                    out,
+                    "\x1b[H\x1b[2J{banner}{}",
+                    live_table(&shown, wide, args.all_namespaces)
+                )?;
             }
             Some(Format::Wide) | None => {
                 let mut header = output::header(wide, args.all_namespaces);
@@ -167,4 +219,15 @@ pub async fn watch(api: &Api, mesh: &str, namespace: &str, args: &WatchArgs) -> 
         }
         out.flush()?;
     }
+}
+
+/// The table a live watch redraws.
+fn live_table(
+    shown: &BTreeMap<(String, String), pb::Release>,
+    wide: bool,
+    namespaces: bool,
+) -> String {
+    let mut rows = vec![output::header(wide, namespaces)];
+    rows.extend(shown.values().map(|r| output::row(r, wide, namespaces)));
+    output::table(&rows)
 }

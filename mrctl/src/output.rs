@@ -79,8 +79,13 @@ pub fn row(release: &pb::Release, wide: bool, namespaces: bool) -> Vec<String> {
     ]);
     if wide {
         let (ready, desired) = gray_replicas(release);
+        let gray = if gray_deleted(release) {
+            "deleted".to_owned()
+        } else {
+            format!("{ready}/{desired}")
+        };
         row.extend([
-            format!("{ready}/{desired}"),
+            gray,
             spec.cluster_id.clone(),
             spec.deployment_name.clone(),
             format!("{}/{}", status.observed_generation, metadata.generation),
@@ -123,6 +128,19 @@ pub fn gray_replicas(release: &pb::Release) -> (i64, i64) {
         ready += object["status"]["readyReplicas"].as_i64().unwrap_or(0);
     }
     (ready, desired)
+}
+
+/// Whether the release deleted its gray Deployments (a cancel): the
+/// service marks each with `metadata.deletionTimestamp`.
+pub fn gray_deleted(release: &pb::Release) -> bool {
+    let Some(status) = &release.status else {
+        return false;
+    };
+    !status.gray_deployments.is_empty()
+        && status.gray_deployments.iter().all(|deployment| {
+            let object = serde_json::to_value(deployment).unwrap_or(Value::Null);
+            object["metadata"]["deletionTimestamp"].is_string()
+        })
 }
 
 /// An age as kubectl writes it: `45s`, `3m20s`, `90m`, `5h`, `12d`.

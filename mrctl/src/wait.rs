@@ -10,7 +10,7 @@ use meshrelease_wire::asm::v2 as pb;
 
 use crate::api::Api;
 use crate::errors::{ServerError, ServerResult as _, TimedOut};
-use crate::follow::Follower;
+use crate::follow::{self, Followed, Follower};
 use crate::output;
 
 pub const PHASES: [&str; 8] = [
@@ -294,7 +294,19 @@ pub async fn until(
     let watched = async {
         let mut follower = Follower::new(api, mesh, Some(namespace));
         loop {
-            let event = follower.next().await?;
+            let event = match follower.next().await? {
+                Followed::Event(event) => *event,
+                Followed::Lost { since, why } => {
+                    progress.finish();
+                    eprintln!("{}", follow::lost_line(since, &why));
+                    continue;
+                }
+                Followed::Back { since } => {
+                    eprintln!("{}", follow::back_line(since));
+                    continue;
+                }
+                Followed::Restarted => continue,
+            };
             let Some(release) = event.release else {
                 continue;
             };

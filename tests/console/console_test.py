@@ -27,6 +27,8 @@ SIM_A = os.environ["SIM_A"]
 TOKEN = os.environ["TOKEN"]
 SHOTS = os.environ.get("SHOTS")
 SERVICE_CONFIG = os.environ.get("SERVICE_CONFIG")
+# While this file exists the service is kept down (.ci/console.sh).
+HOLD = os.environ.get("HOLD")
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
 
@@ -111,10 +113,27 @@ def main():
 
         # The service dies and comes back: the console says it is
         # reconnecting, then resumes the watch where it stopped.
-        if SERVICE_CONFIG:
+        if SERVICE_CONFIG and HOLD:
+            # Held down a while: the page says the service is not
+            # reachable, and since when, in view wherever it is scrolled;
+            # an action sent meanwhile says nothing was changed.
+            open(HOLD, "w").close()
             subprocess.run(["pkill", "-KILL", "-f", f"meshrelease --config {SERVICE_CONFIG}"], check=True)
             expect(page.locator("#connection")).to_have_text("reconnecting…", timeout=15_000)
+            page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+            outage = page.locator("#outage")
+            expect(outage).to_contain_text("not reachable since", timeout=15_000)
+            expect(outage).to_be_in_viewport()
+            page.locator("#weight").fill("40")
+            page.get_by_role("button", name="Apply weight").click()
+            expect(page.locator("#message")).to_contain_text("nothing was changed")
+            if SHOTS:
+                page.evaluate("window.scrollTo(0, 0)")
+                page.screenshot(path=os.path.join(SHOTS, "console-outage.png"))
+            os.remove(HOLD)
             expect(page.locator("#connection")).to_have_text("● live", timeout=30_000)
+            expect(outage).to_be_hidden()
+            expect(page.locator("#message")).to_be_hidden()
             expect(page.locator("#release-title .phase")).to_have_text("Running")
 
         # A refusal from the server is shown with its message: the name is taken.

@@ -97,17 +97,7 @@ allow = [{{ actions = ["asm:mesh:getRelease", "asm:mesh:listReleases"], meshes =
         reader = sha(READER_TOKEN),
     );
     std::fs::write(path("server.toml"), config).unwrap();
-    let settings = Settings::load(&Cli {
-        config: Some(PathBuf::from(path("server.toml"))),
-        ..Cli::default()
-    })
-    .unwrap();
-    let app = Application::build(settings).await.unwrap();
-    let server = format!("http://{}", app.local_addr());
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
+    let (server, stop) = serve(&dir, None, None).await.unwrap();
     World {
         a,
         b,
@@ -117,7 +107,58 @@ allow = [{{ actions = ["asm:mesh:getRelease", "asm:mesh:listReleases"], meshes =
     }
 }
 
+/// The service of `dir`'s configuration, on `listen` if given, with its
+/// data in `data` if given; answers its address and its stop switch.
+async fn serve(
+    dir: &TempDir,
+    listen: Option<String>,
+    data: Option<PathBuf>,
+) -> anyhow::Result<(String, oneshot::Sender<()>)> {
+    let settings = Settings::load(&Cli {
+        config: Some(dir.path().join("server.toml")),
+        listen,
+        data_dir: data,
+        ..Cli::default()
+    })?;
+    let app = Application::build(settings).await?;
+    let server = format!("http://{}", app.local_addr());
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    Ok((server, stop))
+}
+
 impl World {
+    /// Stops the service (as on SIGTERM); `mrctl` runs meanwhile find
+    /// nobody at its address.
+    pub fn stop_server(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Starts the service again at the same address: on its own data, or
+    /// on a new data directory (a new store) when `fresh`.
+    pub async fn start_server(&mut self, fresh: bool) {
+        let address = self.server.trim_start_matches("http://").to_owned();
+        let data = fresh.then(|| self.dir.path().join("data-fresh"));
+        // The old listener may take a moment to close.
+        for attempt in 0.. {
+            match serve(&self.dir, Some(address.clone()), data.clone()).await {
+                Ok((_, stop)) => {
+                    self.stop = Some(stop);
+                    return;
+                }
+                Err(e) if attempt < 50 => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("the service did not start again at {address}: {e:#}"),
+            }
+        }
+    }
+
     /// `mrctl` with this world's server, token and mesh in its environment,
     /// and a configuration file of its own (none of the user's).
     pub fn command(&self) -> assert_cmd::Command {
@@ -142,7 +183,7 @@ impl World {
             .env("MESHRELEASE_MESH", MESH)
             .args(args)
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap()
     }

@@ -558,6 +558,17 @@ async fn traffic_end_cancel_and_delete() {
         ])
         .await
         .success();
+    // What an end did: the original is shown deleted, never as still ready.
+    let described = world
+        .run(&["describe", "release", "reviews-canary"])
+        .await
+        .success();
+    assert!(
+        described
+            .lines()
+            .any(|l| l.contains("cluster-a") && l.contains("reviews-v1 ") && l.contains("deleted")),
+        "the original is not shown deleted:\n{described}"
+    );
     assert_eq!(
         world.run(&["delete", "reviews-canary"]).await.success(),
         "release.asm/v2/reviews-canary deleted\n"
@@ -583,6 +594,29 @@ async fn traffic_end_cancel_and_delete() {
         ])
         .await
         .success();
+    // What a cancel did: the gray Deployment is shown deleted, not ready.
+    let wide = world
+        .run(&["get", "releases", "ratings-canary", "-o", "wide"])
+        .await
+        .success();
+    assert!(
+        wide.lines().nth(1).is_some_and(|l| l.contains("deleted")),
+        "{wide}"
+    );
+    let described = world
+        .run(&["describe", "release", "ratings-canary"])
+        .await
+        .success();
+    assert!(
+        described
+            .lines()
+            .any(|l| l.contains("ratings-v1-v2") && l.contains("deleted")),
+        "{described}"
+    );
+    assert!(
+        !described.contains("every gray Deployment is ready"),
+        "{described}"
+    );
 
     // Flags that cannot go together are a usage error, never a timeout's 2.
     let run = world
@@ -670,6 +704,68 @@ async fn watch_prints_a_line_per_change_when_not_on_a_terminal() {
         ],
         "{lines:?}"
     );
+}
+
+/// Reads lines of `from` on a thread, into a channel.
+fn lines_of(from: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines() {
+            let Ok(line) = line else { return };
+            if send.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    receive
+}
+
+/// Waits (bounded) for a line containing `needle`; answers it.
+async fn line_with(lines: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    while std::time::Instant::now() < deadline {
+        match lines.try_recv() {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(line) => seen.push(line),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    panic!("no line with {needle:?} within a minute; saw: {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_says_when_the_service_is_gone_and_comes_back_and_starts_over_on_a_new_store() {
+    let mut world = world().await;
+    let file = world.file("canary.yaml", &manifest("reviews-canary", "reviews", ""));
+    world.run(&["apply", "-f", &file]).await.success();
+    let mut child = world.spawn(&["watch", "-o", "name"]);
+    let stdout = lines_of(child.stdout.take().unwrap());
+    let stderr = lines_of(child.stderr.take().unwrap());
+    line_with(&stdout, "reviews-canary").await;
+
+    // The service stops: mrctl says so on stderr, with the time.
+    world.stop_server();
+    let lost = line_with(&stderr, "not reachable since").await;
+    assert!(lost.contains("UTC"), "{lost}");
+    // It comes back on its own data: mrctl says so and follows on.
+    world.start_server(false).await;
+    line_with(&stderr, "answers again").await;
+    let file = world.file("ratings.yaml", &manifest("ratings-canary", "ratings", ""));
+    world.run(&["apply", "-f", &file]).await.success();
+    line_with(&stdout, "ratings-canary").await;
+
+    // Gone again, and back on a new data directory: the resume point is
+    // not one the new store gave, so mrctl starts over from what it holds.
+    world.stop_server();
+    line_with(&stderr, "not reachable since").await;
+    world.start_server(true).await;
+    line_with(&stderr, "answers again").await;
+    let file = world.file("details.yaml", &manifest("fresh-canary", "reviews", ""));
+    world.run(&["apply", "-f", &file]).await.success();
+    line_with(&stdout, "ADDED release.asm/v2/fresh-canary").await;
+    child.kill().unwrap();
+    let _ = child.wait();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@ const MESH_KEY = "meshrelease.mesh";
 const main = document.getElementById("main");
 const message = document.getElementById("message");
 const connection = document.getElementById("connection");
+const outage = document.getElementById("outage");
 const signOut = document.getElementById("sign-out");
 
 /** Releases of the mesh by "namespace/name", kept current by the watch. */
@@ -37,6 +38,15 @@ function show(text, kind = "error") {
   message.textContent = text;
   message.className = kind === "info" ? "info" : "";
   message.hidden = !text;
+  delete message.dataset.outage;
+}
+
+// A request that never reached the service (the browser's fetch failed)
+// is said as such, and cleared once the service is back.
+function showFailure(e) {
+  if (e instanceof ApiError) { if (e.status !== 401) show(e.message); return; }
+  show("The service did not answer, so nothing was changed. Try again once it is back.");
+  message.dataset.outage = "true";
 }
 
 function age(time) {
@@ -127,6 +137,7 @@ function startWatch() {
         if (response.status === 410) { state.resume = ""; releases.clear(); continue; }
         if (!response.ok) throw new Error(`watch answered ${response.status}`);
         setConnection("live");
+        reachable(state);
         state.delay = 500;
         const reader = response.body.getReader();
         const decoder = new TextDecoder();
@@ -147,6 +158,7 @@ function startWatch() {
       }
       if (state.stopped) return;
       setConnection("reconnecting");
+      unreachable(state);
       await new Promise((resolve) => setTimeout(resolve, state.delay));
       state.delay = Math.min(state.delay * 2, 10000);
     }
@@ -155,6 +167,24 @@ function startWatch() {
 
 function stopWatch() {
   if (watching) { watching.stopped = true; watching.controller?.abort(); watching = null; }
+}
+
+// The service went away: say so where it cannot scroll out of view, and
+// since when, until the watch is back.
+function unreachable(state) {
+  state.lostAt ??= new Date();
+  const since = state.lostAt.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  outage.textContent = `The service is not reachable since ${since}. Trying again; what you see may be out of date.`;
+  outage.hidden = false;
+}
+
+function reachable(state) {
+  if (!state.lostAt) return;
+  state.lostAt = null;
+  outage.hidden = true;
+  outage.textContent = "";
+  // An error from while the service was away no longer holds.
+  if (!message.hidden && message.dataset.outage === "true") { message.hidden = true; message.textContent = ""; }
 }
 
 function setConnection(kind) {
@@ -304,7 +334,7 @@ function detailView(namespace, name) {
       el("div", { class: "panel" }, el("h2", {}, "Replicas (ready / desired)"),
         el("table", {}, el("tbody", {}, replicas.map(([kind, d]) => el("tr", {},
           el("td", {}, kind), el("td", {}, d.metadata?.name || ""),
-          el("td", {}, `${d.status?.readyReplicas ?? 0} / ${d.spec?.replicas ?? 1}`)))))),
+          el("td", {}, replicasText(d))))))),
       el("div", { class: "panel" }, el("h2", {}, "Release"),
         el("p", {}, `${r.spec.serviceName} in ${r.metadata.namespace}, cluster ${r.spec.clusterID}: ${r.spec.deploymentName} → ${r.spec.version} (${r.spec.type})`))),
     el("h2", {}, "Actions"), actions, match,
@@ -314,6 +344,13 @@ function detailView(namespace, name) {
       el("tbody", {}, conditions.map((c) => el("tr", {}, el("td", {}, c.type), el("td", {}, c.status), el("td", {}, c.reason), el("td", {}, c.message), el("td", { title: c.lastTransitionTime }, age(c.lastTransitionTime)))))) : el("p", { class: "muted" }, "None yet."),
     el("h2", {}, "Kubernetes objects"),
     el("pre", { id: "objects" }, [r.status?.deployment, ...(r.status?.grayDeployments || [])].filter(Boolean).map((o) => yaml(o)).join("\n---\n")));
+}
+
+// What the service says of a Deployment: deleted by the release (it is no
+// longer in its cluster), or its ready and desired replicas.
+function replicasText(d) {
+  if (d.metadata?.deletionTimestamp) return `deleted ${age(d.metadata.deletionTimestamp)} ago`;
+  return `${d.status?.readyReplicas ?? 0} / ${d.spec?.replicas ?? 1}`;
 }
 
 async function patchWeight(r, weight) {
@@ -336,7 +373,7 @@ async function remove(r, action, question) {
 
 async function act(call, done) {
   show("");
-  try { await call(); show(done, "info"); } catch (e) { if (e.status !== 401) show(e.message); }
+  try { await call(); show(done, "info"); } catch (e) { showFailure(e); }
 }
 
 const TEMPLATE = {
@@ -419,8 +456,7 @@ async function submit(dryRun) {
       show(`Created ${answer.metadata.name}.`, "info");
     }
   } catch (e) {
-    if (e.status === 401) return;
-    show(e.message);
+    showFailure(e);
     for (const detail of e.body?.details || []) {
       const id = { "metadata.name": "name", "metadata.namespace": "namespace", "spec.serviceName": "serviceName", "spec.clusterID": "clusterID",
         "spec.deploymentName": "deploymentName", "spec.version": "version" }[detail.field] || (detail.field.startsWith("spec.grayDeployments") ? "template" : null);
