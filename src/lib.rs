@@ -5,7 +5,8 @@
 //! - `domain`: the release rules and operations, protocol-free: validation,
 //!   the traffic policy, the phase machine, the planner of cluster objects,
 //!   and the ports it needs (`domain::ports`).
-//! - `actuate`: the clusters through kube-rs, and the reconcile loop.
+//! - `driver`: the clusters through kube-rs, and the loop that drives
+//!   releases there.
 //! - `store`: the store port's backends (SQLite, PostgreSQL, in memory).
 //! - `api`: the gRPC service both protocols call, field masks, and the one
 //!   error mapping.
@@ -28,15 +29,16 @@ pub const VERSION: &str = concat!(
     ")"
 );
 
-pub mod actuate;
 pub mod api;
 pub mod auth;
 pub mod configuration;
 pub mod console;
 pub mod domain;
+pub mod driver;
 pub mod http;
 pub mod metrics;
 pub mod reload;
+pub mod secrets;
 pub mod shutdown;
 pub mod startup;
 pub mod store;

@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::actuate::kube::KubeClusters;
 use crate::configuration::{Cli, Settings};
 use crate::domain::{Meshes, ReleaseManager};
+use crate::driver::kube::KubeClusters;
 use crate::http::authenticate::Authenticator;
 use crate::http::tls::Tls;
 

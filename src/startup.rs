@@ -32,7 +32,7 @@ use crate::http::server::{ConnectionLimits, bind, serve};
 use crate::metrics::Metrics;
 use crate::pb::asm::v2::release_service_server::ReleaseServiceServer;
 use crate::reload::Reloader;
-use crate::store::{MemoryStore, PostgresStore, ReleaseStore, SqliteStore};
+use crate::store::{Backend, MemoryStore, PostgresStore, ReleaseStore, SqliteStore};
 use crate::transcode::{RouteTable, Transcoder, release_service_methods, transcode};
 
 pub struct Application {
@@ -51,7 +51,7 @@ pub struct Application {
     /// served, so that load balancers stop sending first.
     stopping: CancellationToken,
     shutdown_delay: std::time::Duration,
-    driver: crate::actuate::Driver,
+    driver: crate::driver::Driver,
     reloader: Option<Reloader>,
     /// TLS on the listener, when configured.
     tls: Option<Arc<crate::http::tls::Tls>>,
@@ -61,7 +61,7 @@ impl Application {
     /// Opens the store and binds the listener (so port 0 works in tests);
     /// serving starts with [`Application::run_until_stopped`].
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let store: Arc<dyn ReleaseStore> = match settings.store {
+        let store: Arc<dyn Backend> = match settings.store {
             StoreKind::Sqlite => Arc::new(SqliteStore::open(&settings.data_dir)?),
             StoreKind::Memory => Arc::new(MemoryStore::new()),
             StoreKind::Postgres => Arc::new(
@@ -82,13 +82,15 @@ impl Application {
     /// benchmarks bring their own).
     pub async fn build_with_store(
         settings: Settings,
-        store: Arc<dyn ReleaseStore>,
+        backend: Arc<dyn Backend>,
     ) -> anyhow::Result<Self> {
+        let commit_metrics = backend.commit_metrics();
+        let store: Arc<dyn ReleaseStore> = backend;
         let shutdown = CancellationToken::new();
         let stopping = CancellationToken::new();
         let driver_metrics = crate::metrics::DriverMetrics::default();
         let kube_clusters = Arc::new(
-            crate::actuate::KubeClusters::connect(&settings.clusters, driver_metrics.clone()).await,
+            crate::driver::KubeClusters::connect(&settings.clusters, driver_metrics.clone()).await,
         );
         let clusters: Arc<dyn crate::domain::ports::ClusterPort> = kube_clusters.clone();
         let manager = Arc::new(
@@ -97,7 +99,7 @@ impl Application {
                 .with_clusters(clusters.clone()),
         );
         let api = Arc::new(ReleaseApi::new(manager.clone()));
-        let driver = crate::actuate::Driver {
+        let driver = crate::driver::Driver {
             manager: manager.clone(),
             clusters,
             leadership: store.leadership(),
@@ -150,7 +152,7 @@ impl Application {
                 crate::pb::FILE_DESCRIPTOR_SET,
                 tonic_health::pb::FILE_DESCRIPTOR_SET,
             ])?,
-            store.commit_metrics(),
+            commit_metrics,
             &driver_metrics,
         ));
         let table = RouteTable::from_descriptor_set(

@@ -10,7 +10,7 @@ use meshrelease::pb::asm::v2 as pb;
 use meshrelease::pb::asm::v2::release_service_client::ReleaseServiceClient;
 use meshrelease::pb::asm::v2::release_service_server::{ReleaseService, ReleaseServiceServer};
 use meshrelease::startup::Application;
-use meshrelease::store::{MemoryStore, PostgresStore, ReleaseStore, SqliteStore};
+use meshrelease::store::{Backend, MemoryStore, PostgresStore, SqliteStore};
 use sha2::Digest as _;
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
@@ -252,7 +252,7 @@ fn settings() -> anyhow::Result<Settings> {
 }
 
 async fn start_service(
-    store: Arc<dyn ReleaseStore>,
+    store: Arc<dyn Backend>,
     data: Option<tempfile::TempDir>,
     rest: bool,
     options: &Options,

@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use crate::api::errors::ApiError;
-use crate::domain::plan::PlannedObject;
-use crate::domain::release::{API_VERSION, GrayDeploymentDraft, KIND, StatusCondition};
+use crate::domain::change::PlannedObject;
+use crate::domain::conditions::StatusCondition;
+use crate::domain::release::{API_VERSION, GrayDeploymentDraft, KIND};
 use crate::domain::traffic::{
     MatchRule, MatchRuleDraft, MatchValue, StringMatch, StringMatchDraft, TrafficPolicy,
     TrafficPolicyDraft,

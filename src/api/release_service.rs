@@ -55,17 +55,15 @@ fn rpc_span(rpc: &'static str, mesh: &str, namespace: &str, name: &str) -> traci
     tracing::info_span!(
         "rpc",
         rpc,
-        mesh = bounded(mesh),
-        namespace = bounded(namespace),
-        release = bounded(name),
+        mesh = %bounded(mesh),
+        namespace = %bounded(namespace),
+        release = %bounded(name),
     )
 }
 
-fn bounded(text: &str) -> &str {
-    match text.char_indices().nth(128) {
-        Some((end, _)) => &text[..end],
-        None => text,
-    }
+/// A name for a log field, cut to 128 characters.
+fn bounded(text: &str) -> std::borrow::Cow<'_, str> {
+    crate::domain::names::bounded_to(text, 128)
 }
 
 fn optional(text: String) -> Option<String> {

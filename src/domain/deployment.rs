@@ -1,14 +1,18 @@
 //! Gray Deployment templates, checked as Kubernetes would check an apps/v1
 //! Deployment, and completed into the object this release creates.
 
+use std::collections::BTreeMap;
+
 use serde_json::{Map, Value};
 
 use super::error::Violation;
 use super::names;
-use super::release::JsonObject;
+use super::object::{JsonObject, object_mut};
 
 /// The pod label that tells the gray version apart.
 pub const VERSION_LABEL: &str = "version";
+/// The label the original Deployment's pods must carry besides `version`.
+pub const APP_LABEL: &str = "app";
 
 /// What a template is completed with.
 pub struct TemplateContext<'a> {
@@ -91,7 +95,7 @@ pub fn check_and_complete(
         out.push("metadata.labels", "must be an object of strings");
     }
     {
-        let meta = object_entry(&mut completed, "metadata");
+        let meta = object_mut(&mut completed, "metadata");
         if let Some(name) = name {
             meta.insert("name".into(), Value::from(name));
         }
@@ -156,9 +160,9 @@ pub fn check_and_complete(
     }
 
     {
-        let spec = object_entry(&mut completed, "spec");
-        let pod = object_entry(spec, "template");
-        let meta = object_entry(pod, "metadata");
+        let spec = object_mut(&mut completed, "spec");
+        let pod = object_mut(spec, "template");
+        let meta = object_mut(pod, "metadata");
         meta.insert("labels".into(), Value::Object(labels));
     }
 
@@ -169,15 +173,21 @@ fn violations_len(checker: &Checker<'_, '_>) -> usize {
     checker.violations.len()
 }
 
-/// The object at `key`, created (or replaced, when not an object) if needed.
-fn object_entry<'m>(object: &'m mut JsonObject, key: &str) -> &'m mut JsonObject {
-    let entry = object
-        .entry(key)
-        .or_insert_with(|| Value::Object(Map::new()));
-    if !entry.is_object() {
-        *entry = Value::Object(Map::new());
-    }
-    entry.as_object_mut().expect("replaced by an object above")
+/// The labels of a Deployment's pods.
+pub fn pod_labels(deployment: &JsonObject) -> BTreeMap<String, String> {
+    deployment
+        .get("spec")
+        .and_then(|s| s.get("template"))
+        .and_then(|t| t.get("metadata"))
+        .and_then(|m| m.get("labels"))
+        .and_then(Value::as_object)
+        .map(|labels| {
+            labels
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 struct Checker<'v, 'b> {

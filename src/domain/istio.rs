@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::release::JsonObject;
+use super::object::JsonObject;
 
 pub const GROUP: &str = "networking.istio.io";
 

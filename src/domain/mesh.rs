@@ -4,7 +4,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::istio::IstioApi;
-use super::plan::OriginalOnEnd;
+
+/// What happens to the original Deployment when a release ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OriginalOnEnd {
+    /// As the cloud service does.
+    #[default]
+    Delete,
+    ScaleToZero,
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Mesh {

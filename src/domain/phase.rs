@@ -14,7 +14,7 @@
 //! A cancel from `Pending` needs no cluster work (the driver writes
 //! `Deploying` before it changes anything), so it ends at once.
 
-use super::release::Phase;
+use super::kinds::Phase;
 use super::traffic::TrafficPolicy;
 
 /// What moves a release.

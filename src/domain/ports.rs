@@ -10,8 +10,10 @@
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use super::{Phase, Release};
-use crate::metrics::CommitMetrics;
+use super::change::{ClusterError, PlannedObject};
+use super::kinds::Phase;
+use super::plan::{Observation, Placement};
+use super::release::Release;
 
 /// How many events are kept for watchers to resume from.
 pub const EVENT_RETENTION: u64 = 100_000;
@@ -270,9 +272,6 @@ pub trait ReleaseStore: Send + Sync + 'static {
     /// A secret kept with the data, for signing continue tokens.
     fn cursor_secret(&self) -> [u8; 32];
 
-    /// Commit latency and writes per commit, for `/metrics`.
-    fn commit_metrics(&self) -> CommitMetrics;
-
     /// Whether the store is open and accepts writes (for `/readyz`).
     async fn check_writable(&self) -> Result<(), StoreError>;
 
@@ -305,21 +304,6 @@ impl Leadership for Alone {
     }
 }
 
-/// Why a cluster request failed, in the driver's terms.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ClusterError {
-    /// The cluster did not answer (or answered 5xx): wait and retry.
-    #[error("cluster {cluster} is unreachable: {message}")]
-    Unreachable { cluster: String, message: String },
-    /// A write lost a race (409 on a pinned replace): read again and retry.
-    #[error("cluster {cluster}: {message}")]
-    Conflict { cluster: String, message: String },
-    /// The cluster refused for good (403, a field another manager owns, an
-    /// invalid object): the release fails with the cluster's words.
-    #[error("cluster {cluster} refused: {message}")]
-    Refused { cluster: String, message: String },
-}
-
 /// The clusters, as the driver reaches them: read what the planner needs,
 /// carry out one planned change.
 #[async_trait]
@@ -334,15 +318,10 @@ pub trait ClusterPort: Send + Sync + 'static {
     /// the cluster now; without, the namespace's routing objects may come
     /// from a read shared with other releases a moment ago (never when the
     /// planner decides on an object's absence: see `Plan::rests_on_absence`).
-    async fn observe(
-        &self,
-        release: &Release,
-        context: &super::plan::Context,
-        fresh: bool,
-    ) -> super::plan::Observation;
+    async fn observe(&self, release: &Release, placement: &Placement, fresh: bool) -> Observation;
 
     /// Carries out one change of a plan.
-    async fn carry_out(&self, change: &super::plan::PlannedObject) -> Result<(), ClusterError>;
+    async fn carry_out(&self, change: &PlannedObject) -> Result<(), ClusterError>;
 
     /// News each time an object this service manages changes in a cluster
     /// (a gray Deployment that becomes ready, one someone deleted), so that

@@ -6,11 +6,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::plan::PlannedObject;
+use super::change::PlannedObject;
+use super::conditions::StatusCondition;
+use super::kinds::{Phase, ReleaseType};
+use super::object::JsonObject;
 use super::traffic::{TrafficPolicy, TrafficPolicyDraft};
-
-/// A Kubernetes object (a Deployment template, say) as plain JSON.
-pub type JsonObject = serde_json::Map<String, serde_json::Value>;
 
 pub const KIND: &str = "Release";
 pub const API_VERSION: &str = "asm/v2";
@@ -185,17 +185,6 @@ impl SeenDeployment {
     }
 }
 
-/// A condition as in Kubernetes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatusCondition {
-    pub kind: String,
-    /// "True", "False" or "Unknown".
-    pub status: String,
-    pub reason: String,
-    pub message: String,
-    pub last_transition_time: DateTime<Utc>,
-}
-
 /// The Istio objects for the host as they were before this release changed
 /// them: `None` where there was no such object (the release created it).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -204,107 +193,9 @@ pub struct SavedRouting {
     pub destination_rule: Option<Arc<JsonObject>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ReleaseType {
-    Canary,
-    BlueGreen,
-}
-
-impl ReleaseType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReleaseType::Canary => "canary",
-            ReleaseType::BlueGreen => "blue-green",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "canary" => Some(ReleaseType::Canary),
-            "blue-green" => Some(ReleaseType::BlueGreen),
-            _ => None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Phase {
-    Pending,
-    Deploying,
-    Running,
-    Ending,
-    Ended,
-    Canceling,
-    Canceled,
-    Failed,
-}
-
-impl Phase {
-    pub const ALL: [Phase; 8] = [
-        Phase::Pending,
-        Phase::Deploying,
-        Phase::Running,
-        Phase::Ending,
-        Phase::Ended,
-        Phase::Canceling,
-        Phase::Canceled,
-        Phase::Failed,
-    ];
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|p| p.as_str() == text)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Pending => "Pending",
-            Phase::Deploying => "Deploying",
-            Phase::Running => "Running",
-            Phase::Ending => "Ending",
-            Phase::Ended => "Ended",
-            Phase::Canceling => "Canceling",
-            Phase::Canceled => "Canceled",
-            Phase::Failed => "Failed",
-        }
-    }
-
-    /// An active release holds its service: no second release may start on
-    /// it. Only an ended or canceled release is over.
-    pub fn is_active(self) -> bool {
-        match self {
-            Phase::Pending
-            | Phase::Deploying
-            | Phase::Running
-            | Phase::Ending
-            | Phase::Canceling
-            // Its gray Deployments and routing stay until it is canceled.
-            | Phase::Failed => true,
-            Phase::Ended | Phase::Canceled => false,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn types_and_phases_read_back_what_they_write() {
-        for t in [ReleaseType::Canary, ReleaseType::BlueGreen] {
-            assert_eq!(ReleaseType::parse(t.as_str()), Some(t));
-        }
-        assert_eq!(ReleaseType::Canary.as_str(), "canary");
-        assert_eq!(ReleaseType::BlueGreen.as_str(), "blue-green");
-        for other in ["", "Canary", "bluegreen", "blue_green"] {
-            assert_eq!(ReleaseType::parse(other), None, "{other:?}");
-        }
-        for p in Phase::ALL {
-            assert_eq!(Phase::parse(p.as_str()), Some(p));
-        }
-        assert_eq!(Phase::parse("running"), None);
-        let over: Vec<Phase> = Phase::ALL.into_iter().filter(|p| !p.is_active()).collect();
-        assert_eq!(over, [Phase::Ended, Phase::Canceled]);
-    }
 
     #[test]
     fn a_stored_release_without_a_generation_is_at_its_first() {

@@ -5,8 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::error::Violation;
+use super::kinds::ReleaseType;
 use super::names::quoted;
-use super::release::ReleaseType;
 
 /// Most match rules in one policy, and most headers or query parameters in
 /// one rule.

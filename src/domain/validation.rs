@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use super::deployment::{self, TemplateContext};
 use super::error::Violation;
+use super::kinds::ReleaseType;
 use super::mesh::Mesh;
 use super::names::{self, quoted};
-use super::release::{
-    API_VERSION, GrayDeployment, GrayDeploymentDraft, JsonObject, KIND, ReleaseDraft, ReleaseType,
-};
+use super::object::JsonObject;
+use super::release::{API_VERSION, GrayDeployment, GrayDeploymentDraft, KIND, ReleaseDraft};
 use super::traffic::{self, TrafficPolicy};
 
 /// The most gray Deployments one release may create.

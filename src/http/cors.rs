@@ -13,7 +13,17 @@ use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer, ExposeHeaders};
 
 use crate::auth::TOKEN_HEADER;
 use crate::auth::signature::{DATE_HEADER, NONCE_HEADER};
-use crate::configuration::CorsOrigins;
+
+/// `cors_allowed_origins`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// No CORS headers: browsers on other origins are refused by the browser.
+    Off,
+    /// `*`: any origin (never with credentials).
+    Any,
+    /// These origins, each `scheme://host[:port]`, exactly.
+    List(Vec<String>),
+}
 
 /// Request headers a browser may send: the token, gRPC-Web's, JSON's, and
 /// AK/SK signing's.

@@ -4,6 +4,7 @@
 //! the configuration current when it arrives, so new certificates apply to
 //! new connections and open ones are not cut.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -12,7 +13,15 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 
-use crate::configuration::TlsFiles;
+/// The listener's certificate files, as configured (read at start and on
+/// each reload).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Client certificates are required, issued by these CAs.
+    pub client_ca: Option<PathBuf>,
+}
 
 /// The crypto every TLS configuration of this service uses.
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -23,7 +32,7 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// naming the key and the file.
 pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
     let chain = certificates(&files.cert).map_err(|e| format!("tls_cert_file: {e}"))?;
-    let key = crate::configuration::read_secret_file(&files.key)
+    let key = crate::secrets::read_secret_file(&files.key)
         .and_then(|pem| {
             PrivateKeyDer::from_pem_slice(pem.as_bytes())
                 .map_err(|e| format!("{}: no PEM private key ({e})", files.key.display()))

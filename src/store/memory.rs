@@ -357,11 +357,13 @@ impl ReleaseStore for MemoryStore {
         self.secret
     }
 
-    fn commit_metrics(&self) -> CommitMetrics {
-        self.commits.clone()
-    }
-
     async fn check_writable(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+}
+
+impl super::Backend for MemoryStore {
+    fn commit_metrics(&self) -> CommitMetrics {
+        self.commits.clone()
     }
 }

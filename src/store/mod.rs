@@ -14,6 +14,19 @@ pub use postgres::{
 };
 pub use sqlite::{DATABASE_FILE, SqliteStore};
 
+use crate::domain::ports::ReleaseStore as Port;
+use crate::metrics::CommitMetrics;
+
+/// A backend as the service runs it: the domain's store port, and what it
+/// reports of its commits for `/metrics` (the domain's port knows nothing
+/// of metrics).
+pub trait Backend: Port {
+    /// Commit latency and writes per commit.
+    fn commit_metrics(&self) -> CommitMetrics {
+        CommitMetrics::default()
+    }
+}
+
 pub use crate::domain::ports::{
     Created, EVENT_RETENTION, Event, EventType, Given, IDEMPOTENCY_WINDOW_SECS, IdempotencyKey,
     ListQuery, Page, ReleaseStore, Snapshot, StoreError, check_resume_point, new_revision_floor,

@@ -832,10 +832,6 @@ impl ReleaseStore for SqliteStore {
         self.secret
     }
 
-    fn commit_metrics(&self) -> CommitMetrics {
-        self.commits.clone()
-    }
-
     async fn check_writable(&self) -> Result<(), StoreError> {
         self.send(Command::CheckWritable).await
     }
@@ -847,5 +843,11 @@ impl ReleaseStore for SqliteStore {
         if let Some(thread) = thread {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
+    }
+}
+
+impl super::Backend for SqliteStore {
+    fn commit_metrics(&self) -> CommitMetrics {
+        self.commits.clone()
     }
 }

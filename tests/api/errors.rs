@@ -191,6 +191,8 @@ struct BrokenStore {
     unavailable: bool,
 }
 
+impl meshrelease::store::Backend for BrokenStore {}
+
 #[async_trait]
 impl ReleaseStore for BrokenStore {
     async fn create(&self, _: &Release, _: Option<&IdempotencyKey>) -> Result<Created, StoreError> {
@@ -235,9 +237,6 @@ impl ReleaseStore for BrokenStore {
     }
     fn cursor_secret(&self) -> [u8; 32] {
         [0; 32]
-    }
-    fn commit_metrics(&self) -> meshrelease::metrics::CommitMetrics {
-        meshrelease::metrics::CommitMetrics::default()
     }
     async fn check_writable(&self) -> Result<(), StoreError> {
         Err(self.error())

@@ -7,7 +7,7 @@ use meshrelease::domain::{ReleaseManager, ReleaseRef, StatusUpdate};
 use meshrelease::pb::asm::v2 as pb;
 use meshrelease::pb::asm::v2::release_service_client::ReleaseServiceClient;
 use meshrelease::startup::Application;
-use meshrelease::store::{MemoryStore, PostgresStore, ReleaseStore, SqliteStore};
+use meshrelease::store::{Backend, MemoryStore, PostgresStore, SqliteStore};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -114,7 +114,7 @@ impl TestStore {
         }
     }
 
-    async fn open(&self, settings: &Settings) -> Arc<dyn ReleaseStore> {
+    async fn open(&self, settings: &Settings) -> Arc<dyn Backend> {
         match self {
             Self::Sqlite => Arc::new(SqliteStore::open(&settings.data_dir).unwrap()),
             Self::Memory(store) => store.clone(),
@@ -161,7 +161,7 @@ pub async fn spawn_app_in(
 }
 
 /// Starts a server on a store of the test's making.
-pub async fn spawn_app_on(store: Arc<dyn ReleaseStore>) -> TestApp {
+pub async fn spawn_app_on(store: Arc<dyn Backend>) -> TestApp {
     let data_dir = Arc::new(tempfile::tempdir().unwrap());
     let settings = Settings::load(&test_cli(data_dir.path())).unwrap();
     start(settings, store, data_dir, TestStore::Sqlite).await
@@ -169,7 +169,7 @@ pub async fn spawn_app_on(store: Arc<dyn ReleaseStore>) -> TestApp {
 
 async fn start(
     settings: Settings,
-    store: Arc<dyn ReleaseStore>,
+    store: Arc<dyn Backend>,
     data_dir: Arc<TempDir>,
     kept: TestStore,
 ) -> TestApp {

@@ -673,11 +673,11 @@ async fn status_writes_keep_the_generation_and_lose_to_any_newer_write() {
             current.resource_version,
             StatusUpdate {
                 observed_generation: Some(current.generation),
-                conditions: vec![(
-                    "GrayReady".into(),
+                conditions: vec![meshrelease::domain::conditions::ConditionChange::new(
+                    meshrelease::domain::conditions::ConditionType::GrayReady,
                     true,
-                    "Ready".into(),
-                    "every gray Deployment is ready".into(),
+                    meshrelease::domain::conditions::Reason::Ready,
+                    "every gray Deployment is ready",
                 )],
                 ..StatusUpdate::default()
             },

@@ -6,6 +6,7 @@
 
 #![allow(unreachable_pub)]
 
+mod layers;
 mod races;
 mod service;
 mod status;

@@ -5,15 +5,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
+use meshrelease::domain::StatusUpdate;
 use meshrelease::domain::error::DomainError;
 use meshrelease::domain::mesh::Meshes;
 use meshrelease::domain::phase::Move;
 use meshrelease::domain::ports::{
     Created, Event, IdempotencyKey, ListQuery, Page, ReleaseStore, Snapshot, StoreError,
 };
-use meshrelease::domain::service::{ReleaseManager, StatusUpdate, UpdateRelease};
+use meshrelease::domain::service::{ReleaseManager, UpdateRelease};
 use meshrelease::domain::{Release, TrafficPolicy};
-use meshrelease::metrics::CommitMetrics;
 use meshrelease::store::MemoryStore;
 use tokio::sync::watch;
 
@@ -140,10 +140,6 @@ impl ReleaseStore for Racing {
         self.inner.cursor_secret()
     }
 
-    fn commit_metrics(&self) -> CommitMetrics {
-        self.inner.commit_metrics()
-    }
-
     async fn check_writable(&self) -> Result<(), StoreError> {
         self.check()
     }
@@ -265,7 +261,7 @@ async fn a_cancel_and_a_patch_that_lose_a_race_are_made_again() {
         .expect("retried");
     assert_eq!(
         canceling.status.phase,
-        meshrelease::domain::release::Phase::Canceling
+        meshrelease::domain::Phase::Canceling
     );
     assert_eq!(store.rivals.load(Ordering::SeqCst), 0);
 }
@@ -287,10 +283,7 @@ async fn the_drivers_status_write_never_retries_over_a_newer_write() {
         .await;
     assert!(matches!(lost, Err(DomainError::Aborted(_))), "{lost:?}");
     let now = manager.read(&target("reviews-canary")).await.unwrap();
-    assert_eq!(
-        now.status.phase,
-        meshrelease::domain::release::Phase::Pending
-    );
+    assert_eq!(now.status.phase, meshrelease::domain::Phase::Pending);
 }
 
 #[tokio::test]

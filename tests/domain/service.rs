@@ -1,10 +1,10 @@
 //! Create, get, list, update, patch and delete as a client sees them.
 
+use meshrelease::domain::Phase;
 use meshrelease::domain::TrafficPolicy;
 use meshrelease::domain::authz::Action;
 use meshrelease::domain::error::DomainError;
 use meshrelease::domain::phase::Move;
-use meshrelease::domain::release::Phase;
 use meshrelease::domain::service::{
     DEFAULT_PAGE, ListReleases, MAX_PAGE, ReleaseManager, UpdateRelease,
 };

@@ -6,13 +6,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
+use meshrelease::domain::Phase;
+use meshrelease::domain::StatusUpdate;
+use meshrelease::domain::change::{ClusterError, PlannedObject};
+use meshrelease::domain::conditions::{ConditionChange, ConditionType, Reason};
 use meshrelease::domain::error::DomainError;
 use meshrelease::domain::mesh::Meshes;
 use meshrelease::domain::phase::Move;
-use meshrelease::domain::plan::{self, Context, Observation, PlannedObject};
-use meshrelease::domain::ports::{ClusterChange, ClusterError, ClusterPort, Event, EventType};
-use meshrelease::domain::release::{Phase, SavedRouting, SeenDeployment};
-use meshrelease::domain::service::{NOT_CONNECTED, ReleaseManager, StatusUpdate, WatchReleases};
+use meshrelease::domain::plan::{Observation, Placement};
+use meshrelease::domain::ports::{ClusterChange, ClusterPort, Event, EventType};
+use meshrelease::domain::release::{SavedRouting, SeenDeployment};
+use meshrelease::domain::service::{ReleaseManager, WatchReleases};
 use meshrelease::domain::{Release, TrafficPolicy};
 use meshrelease::store::MemoryStore;
 use tokio::sync::mpsc;
@@ -20,12 +24,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
 
-fn condition(kind: &str, status: bool, reason: &str) -> (String, bool, String, String) {
-    (
-        kind.into(),
+fn condition(kind: ConditionType, status: bool, reason: Reason) -> ConditionChange {
+    ConditionChange::new(
+        kind,
         status,
-        reason.into(),
-        format!("{kind} is {status}"),
+        reason,
+        format!("{} is {status}", kind.as_str()),
     )
 }
 
@@ -55,7 +59,7 @@ async fn a_status_write_loses_to_any_write_since_and_writes_nothing_new_for_noth
         &manager,
         &created,
         StatusUpdate {
-            conditions: vec![condition("GrayReady", false, "NotReady")],
+            conditions: vec![condition(ConditionType::GrayReady, false, Reason::NotReady)],
             ..StatusUpdate::default()
         },
     )
@@ -94,13 +98,13 @@ async fn gray_ready(
     manager: &ReleaseManager,
     release: &Release,
     ready: bool,
-    reason: &str,
+    reason: Reason,
 ) -> Release {
     write(
         manager,
         release,
         StatusUpdate {
-            conditions: vec![condition("GrayReady", ready, reason)],
+            conditions: vec![condition(ConditionType::GrayReady, ready, reason)],
             ..StatusUpdate::default()
         },
     )
@@ -112,7 +116,7 @@ async fn gray_ready(
 async fn a_condition_keeps_its_transition_time_until_its_status_changes() {
     let manager = manager();
     let release = create(&manager, "reviews-canary", "reviews").await;
-    let first = gray_ready(&manager, &release, false, "NotReady").await;
+    let first = gray_ready(&manager, &release, false, Reason::NotReady).await;
     let find = |r: &Release, kind: &str| {
         r.status
             .conditions
@@ -124,11 +128,14 @@ async fn a_condition_keeps_its_transition_time_until_its_status_changes() {
     let since = find(&first, "GrayReady").last_transition_time;
     assert_eq!(find(&first, "GrayReady").status, "False");
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let reworded = gray_ready(&manager, &first, false, "StillNotReady").await;
-    assert_eq!(find(&reworded, "GrayReady").reason, "StillNotReady");
+    let reworded = gray_ready(&manager, &first, false, Reason::ProgressDeadlineExceeded).await;
+    assert_eq!(
+        find(&reworded, "GrayReady").reason,
+        "ProgressDeadlineExceeded"
+    );
     assert_eq!(find(&reworded, "GrayReady").last_transition_time, since);
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let turned = gray_ready(&manager, &reworded, true, "Ready").await;
+    let turned = gray_ready(&manager, &reworded, true, Reason::Ready).await;
     assert_eq!(find(&turned, "GrayReady").status, "True");
     assert!(find(&turned, "GrayReady").last_transition_time > since);
     assert_eq!(
@@ -318,7 +325,7 @@ impl ClusterPort for OnlyClusterA {
         cluster == "cluster-a"
     }
 
-    async fn observe(&self, _: &Release, _: &Context, _: bool) -> Observation {
+    async fn observe(&self, _: &Release, _: &Placement, _: bool) -> Observation {
         unreachable!("the manager never observes")
     }
 
@@ -339,11 +346,11 @@ async fn a_release_in_a_cluster_with_no_connection_is_recorded_and_says_so() {
         .status
         .conditions
         .iter()
-        .find(|c| c.kind == plan::REACHABLE)
+        .find(|c| c.kind == ConditionType::ClustersReachable.as_str())
         .expect("a ClustersReachable condition");
     assert_eq!(
         (reachable.status.as_str(), reachable.reason.as_str()),
-        ("False", NOT_CONNECTED)
+        ("False", Reason::NotConnected.as_str())
     );
     assert!(reachable.message.contains("cluster-b"), "{reachable:?}");
     assert_eq!(
@@ -366,7 +373,7 @@ async fn a_release_in_a_cluster_with_no_connection_is_recorded_and_says_so() {
             .status
             .conditions
             .iter()
-            .all(|c| c.kind != plan::REACHABLE),
+            .all(|c| c.kind != ConditionType::ClustersReachable.as_str()),
         "{:?}",
         connected.status.conditions
     );

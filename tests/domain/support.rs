@@ -2,14 +2,14 @@
 
 use std::sync::Arc;
 
+use meshrelease::domain::JsonObject;
+use meshrelease::domain::StatusUpdate;
 use meshrelease::domain::authz::{Action, Effect, Principal, Statement};
 use meshrelease::domain::error::DomainError;
 use meshrelease::domain::mesh::{Mesh, Meshes};
 use meshrelease::domain::phase::Move;
-use meshrelease::domain::release::{GrayDeploymentDraft, JsonObject, ReleaseDraft};
-use meshrelease::domain::service::{
-    CreateRelease, PatchRelease, ReleaseManager, ReleaseRef, StatusUpdate,
-};
+use meshrelease::domain::release::{GrayDeploymentDraft, ReleaseDraft};
+use meshrelease::domain::service::{CreateRelease, PatchRelease, ReleaseManager, ReleaseRef};
 use meshrelease::domain::traffic::TrafficPolicyDraft;
 use meshrelease::domain::{Release, ReleaseType};
 use meshrelease::store::MemoryStore;

@@ -4,9 +4,11 @@
 //! to the planner: `UPDATE_GOLDEN=1 cargo test --test plan`, then read the
 //! diff of those files as a reviewer would.
 
+use meshrelease::domain::Phase;
+use meshrelease::domain::change::ObjectKind;
+use meshrelease::domain::conditions::{ConditionType, Reason};
 use meshrelease::domain::phase::Move;
-use meshrelease::domain::plan::{ObjectKind, Plan, plan};
-use meshrelease::domain::release::Phase;
+use meshrelease::domain::plan::{Plan, plan};
 use meshrelease::domain::traffic::{MatchRule, MatchValue, StringMatch};
 use meshrelease::domain::{Release, ReleaseType, TrafficPolicy};
 use serde_json::{Value, json};
@@ -24,9 +26,13 @@ fn render(rounds: &[(&str, &Plan)]) -> String {
         if let Some(traffic) = &plan.traffic {
             out.push_str(&format!("# traffic: {}\n", describe(traffic)));
         }
-        for (kind, status, reason, message) in &plan.conditions {
+        for c in &plan.conditions {
             out.push_str(&format!(
-                "# condition {kind}={status} {reason}: {message}\n"
+                "# condition {}={} {}: {}\n",
+                c.kind.as_str(),
+                c.status,
+                c.reason.as_str(),
+                c.message
             ));
         }
         for change in &plan.changes {
@@ -134,9 +140,10 @@ fn to_ending(release: &mut Release, world: &mut World) {
 
 /// One round: plan, carry out, record.
 fn round(release: &mut Release, world: &mut World) -> Plan {
-    let p = plan(release, &world.observe(release), &context());
+    let observed = world.observe(release);
+    let p = plan(release, &observed, &context());
     world.carry_out(&p);
-    record(release, &p, world.now);
+    record(release, &p, &observed, world.now);
     p
 }
 
@@ -298,11 +305,9 @@ fn a_release_whose_original_is_missing_fails_and_touches_nothing() {
     assert_eq!(p.step, Some(Move::Fail), "{p:?}");
     assert!(p.changes.is_empty(), "{p:?}");
     assert!(
-        p.conditions
-            .iter()
-            .any(|(kind, status, reason, _)| kind == "Failed"
-                && *status
-                && reason == "OriginalNotFound"),
+        p.conditions.iter().any(|c| c.kind == ConditionType::Failed
+            && c.status
+            && c.reason == Reason::OriginalNotFound),
         "{p:?}"
     );
     assert_eq!(release.status.phase, Phase::Failed);
@@ -357,24 +362,27 @@ fn a_gray_deployment_that_is_not_what_was_applied_is_applied_again() {
 
 #[test]
 fn with_scale_to_zero_an_end_keeps_the_original_at_zero_replicas() {
-    use meshrelease::domain::plan::{Change, Context, OriginalOnEnd};
+    use meshrelease::domain::change::Change;
+    use meshrelease::domain::mesh::OriginalOnEnd;
+    use meshrelease::domain::plan::Placement;
     let mut world = owned_world();
     let mut release = release(ReleaseType::Canary, TrafficPolicy::Weight(0));
     to_ending(&mut release, &mut world);
-    let ctx = Context {
+    let ctx = Placement {
         original_on_end: OriginalOnEnd::ScaleToZero,
         ..context()
     };
     let mut scales = 0;
     for _ in 0..5 {
-        let p = plan(&release, &world.observe(&release), &ctx);
+        let observed = world.observe(&release);
+        let p = plan(&release, &observed, &ctx);
         scales += p
             .changes
             .iter()
             .filter(|c| c.change == Change::ScaleToZero)
             .count();
         world.carry_out(&p);
-        record(&mut release, &p, world.now);
+        record(&mut release, &p, &observed, world.now);
     }
     assert_eq!(release.status.phase, Phase::Ended);
     assert_eq!(scales, 1, "scaled once, then seen at zero");
@@ -424,7 +432,12 @@ fn an_owners_subset_of_the_gray_versions_name_with_other_labels_fails_the_releas
     let mut release = release(ReleaseType::Canary, TrafficPolicy::Weight(0));
     let plans = settle(&mut release, &mut world, 5);
     assert_eq!(release.status.phase, Phase::Failed);
-    let reasons = |p: &Plan| -> Vec<String> { p.conditions.iter().map(|c| c.2.clone()).collect() };
+    let reasons = |p: &Plan| -> Vec<String> {
+        p.conditions
+            .iter()
+            .map(|c| c.reason.as_str().to_owned())
+            .collect()
+    };
     assert!(
         plans.iter().any(
             |p| p.step == Some(Move::Fail) && reasons(p).contains(&"SubsetConflict".to_owned())

@@ -3,6 +3,7 @@
 
 #![allow(unreachable_pub)]
 
+mod after;
 mod golden;
 mod properties;
 mod world;

@@ -1,9 +1,10 @@
 //! Properties of every plan, over random owners' routing, random policy
 //! changes and gray Deployments that come and go out of readiness.
 
+use meshrelease::domain::Phase;
+use meshrelease::domain::change::{Change, ObjectKind};
 use meshrelease::domain::phase::Move;
-use meshrelease::domain::plan::{Change, ObjectKind, Plan, deployment_ready, plan};
-use meshrelease::domain::release::Phase;
+use meshrelease::domain::plan::{Plan, deployment_ready, plan};
 use meshrelease::domain::traffic::{MatchRule, MatchValue, StringMatch};
 use meshrelease::domain::{ReleaseType, TrafficPolicy};
 use proptest::prelude::*;
@@ -170,10 +171,11 @@ proptest! {
                 }
             }
             let ready = gray_is_ready(&world);
-            let p = plan(&release, &world.observe(&release), &context());
+            let observed = world.observe(&release);
+            let p = plan(&release, &observed, &context());
             check_routes(&p, ready)?;
             world.carry_out(&p);
-            record(&mut release, &p, world.now);
+            record(&mut release, &p, &observed, world.now);
         }
         release.traffic_policy = TrafficPolicy::Weight(0);
         for p in settle(&mut release, &mut world, 3) {

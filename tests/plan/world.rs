@@ -6,13 +6,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use meshrelease::domain::JsonObject;
+use meshrelease::domain::change::{Change, ObjectKind};
 use meshrelease::domain::deployment::{TemplateContext, check_and_complete};
 use meshrelease::domain::istio::IstioApi;
+use meshrelease::domain::mesh::OriginalOnEnd;
 use meshrelease::domain::phase::{self, Move, Outcome};
-use meshrelease::domain::plan::{
-    Change, Context, ObjectKind, Observation, OriginalOnEnd, Plan, plan,
-};
-use meshrelease::domain::release::{GrayDeployment, JsonObject, ReleaseStatus};
+use meshrelease::domain::plan::{Observation, Placement, Plan, after, plan};
+use meshrelease::domain::release::{GrayDeployment, ReleaseStatus};
 use meshrelease::domain::{Release, ReleaseType, TrafficPolicy};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -80,8 +81,8 @@ pub fn release(kind: ReleaseType, policy: TrafficPolicy) -> Release {
     }
 }
 
-pub fn context() -> Context {
-    Context {
+pub fn context() -> Placement {
+    Placement {
         istio_cluster: "cluster-a".into(),
         istio_api: IstioApi::V1beta1,
         original_on_end: OriginalOnEnd::Delete,
@@ -210,26 +211,15 @@ impl World {
     }
 }
 
-/// What the driver's status-only write records after a plan.
-pub fn record(release: &mut Release, plan: &Plan, now: DateTime<Utc>) {
-    if let Some(step) = plan.step {
-        match phase::transition(release.status.phase, step, &release.traffic_policy) {
-            Outcome::To(p) => {
-                release.status.phase = p;
-                release.status.phase_time = Some(now);
-            }
-            Outcome::AlreadyThere => {}
-            Outcome::Refused(why) => panic!("the plan asked for a refused move: {why}"),
-        }
-    }
-    if release.status.saved_routing.is_none() {
-        release.status.saved_routing = plan.saved_routing.clone();
-    }
-    if plan.traffic.is_some() {
-        release.status.traffic = plan.traffic.clone();
-    }
-    if plan.deployment.is_some() {
-        release.status.deployment = plan.deployment.clone();
+/// What the driver records after a round whose changes were all carried
+/// out: the domain's own step from a plan to a status (`plan::after`),
+/// applied as the store write applies it. No copy of either here.
+pub fn record(release: &mut Release, plan: &Plan, observed: &Observation, now: DateTime<Utc>) {
+    let (update, _) = after(release, plan.clone(), observed, None, 0);
+    match update.apply_to(release, now) {
+        Ok(Some(next)) => *release = next,
+        Ok(None) => {}
+        Err(why) => panic!("the plan asked for a refused move: {why}"),
     }
 }
 
@@ -238,10 +228,11 @@ pub fn record(release: &mut Release, plan: &Plan, now: DateTime<Utc>) {
 pub fn settle(release: &mut Release, world: &mut World, rounds: usize) -> Vec<Plan> {
     let mut plans = Vec::new();
     for _ in 0..rounds {
-        let p = plan(release, &world.observe(release), &context());
+        let observed = world.observe(release);
+        let p = plan(release, &observed, &context());
         let idle = p.changes.is_empty() && p.step.is_none();
         world.carry_out(&p);
-        record(release, &p, world.now);
+        record(release, &p, &observed, world.now);
         world.now += TimeDelta::seconds(1);
         plans.push(p);
         if idle {

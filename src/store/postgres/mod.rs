@@ -335,10 +335,6 @@ impl ReleaseStore for PostgresStore {
         self.secret
     }
 
-    fn commit_metrics(&self) -> CommitMetrics {
-        self.commits.clone()
-    }
-
     async fn check_writable(&self) -> Result<(), StoreError> {
         let client = self.client().await?;
         client.batch_execute("SELECT 1").await.map_err(db)?;
@@ -363,6 +359,12 @@ impl ReleaseStore for PostgresStore {
 
     fn leadership(&self) -> Arc<dyn Leadership> {
         self.leadership.clone()
+    }
+}
+
+impl crate::store::Backend for PostgresStore {
+    fn commit_metrics(&self) -> CommitMetrics {
+        self.commits.clone()
     }
 }
 

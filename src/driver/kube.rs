@@ -22,13 +22,14 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use serde_json::{Value, json};
 
-use crate::domain::JsonObject;
-use crate::domain::Release;
+use crate::domain::change::{Change, ClusterError, ObjectKind, PlannedObject};
+use crate::domain::istio::IstioApi;
+use crate::domain::object::{JsonObject, metadata_str, name_of};
 use crate::domain::plan::{
-    Change, Context, MANAGED_BY, MANAGED_BY_LABEL, ObjectKind, Observation, PlannedObject,
-    RELEASE_UID_ANNOTATION,
+    MANAGED_BY, MANAGED_BY_LABEL, Observation, Placement, RELEASE_UID_ANNOTATION,
 };
-use crate::domain::ports::{ClusterChange, ClusterError, ClusterPort};
+use crate::domain::ports::{ClusterChange, ClusterPort};
+use crate::domain::release::Release;
 use crate::metrics::DriverMetrics;
 
 /// The field manager of every server-side apply this service makes.
@@ -252,12 +253,11 @@ async fn client_for(cluster: &ClusterSettings) -> Result<kube::Client, String> {
     kube::Client::try_from(config).map_err(|e| e.to_string())
 }
 
-fn resource(kind: ObjectKind, context: &Context) -> ApiResource {
+fn resource(kind: ObjectKind, istio_api: IstioApi) -> ApiResource {
     let gvk = match kind {
         ObjectKind::Deployment => GroupVersionKind::gvk("apps", "v1", "Deployment"),
         ObjectKind::VirtualService | ObjectKind::DestinationRule => {
-            let version = context
-                .istio_api
+            let version = istio_api
                 .api_version()
                 .rsplit('/')
                 .next()
@@ -316,20 +316,8 @@ fn noted<T>(unreachable: &mut BTreeSet<String>, result: Result<T, ClusterError>)
     }
 }
 
-fn name_of(object: &JsonObject) -> String {
-    object
-        .get("metadata")
-        .and_then(|m| m.get("name"))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned()
-}
-
 fn namespace_of(object: &JsonObject) -> String {
-    object
-        .get("metadata")
-        .and_then(|m| m.get("namespace"))
-        .and_then(Value::as_str)
+    metadata_str(object, "namespace")
         .unwrap_or("default")
         .to_owned()
 }
@@ -340,10 +328,10 @@ impl ClusterPort for KubeClusters {
         self.clients.borrow().contains_key(cluster)
     }
 
-    async fn observe(&self, release: &Release, context: &Context, fresh: bool) -> Observation {
+    async fn observe(&self, release: &Release, placement: &Placement, fresh: bool) -> Observation {
         let ns = &release.namespace;
         let mut unreachable = BTreeSet::new();
-        let deployments = resource(ObjectKind::Deployment, context);
+        let deployments = resource(ObjectKind::Deployment, placement.istio_api);
         let original = noted(
             &mut unreachable,
             self.get(
@@ -369,8 +357,8 @@ impl ClusterPort for KubeClusters {
         let virtual_services = noted(
             &mut unreachable,
             self.list(
-                &context.istio_cluster,
-                &resource(ObjectKind::VirtualService, context),
+                &placement.istio_cluster,
+                &resource(ObjectKind::VirtualService, placement.istio_api),
                 ns,
                 fresh,
             )
@@ -380,8 +368,8 @@ impl ClusterPort for KubeClusters {
         let destination_rules = noted(
             &mut unreachable,
             self.list(
-                &context.istio_cluster,
-                &resource(ObjectKind::DestinationRule, context),
+                &placement.istio_cluster,
+                &resource(ObjectKind::DestinationRule, placement.istio_api),
                 ns,
                 fresh,
             )
@@ -395,7 +383,7 @@ impl ClusterPort for KubeClusters {
             .iter()
             .zip(&release.gray_deployments)
         {
-            let name = name_of(completed);
+            let name = name_of(completed).to_owned();
             gray.push(
                 noted(
                     &mut unreachable,
@@ -417,24 +405,21 @@ impl ClusterPort for KubeClusters {
 
     async fn carry_out(&self, change: &PlannedObject) -> Result<(), ClusterError> {
         let cluster = &change.cluster_id;
-        let context = Context {
-            istio_cluster: cluster.clone(),
-            istio_api: if change.object.get("apiVersion").and_then(Value::as_str)
-                == Some("networking.istio.io/v1")
-            {
-                crate::domain::istio::IstioApi::V1
-            } else {
-                crate::domain::istio::IstioApi::V1beta1
-            },
-            original_on_end: crate::domain::plan::OriginalOnEnd::Delete,
+        // The object says which version of Istio's API wrote it.
+        let istio_api = if change.object.get("apiVersion").and_then(Value::as_str)
+            == Some(IstioApi::V1.api_version())
+        {
+            IstioApi::V1
+        } else {
+            IstioApi::V1beta1
         };
         let namespace = namespace_of(&change.object);
-        let api = self.api(cluster, &resource(change.kind, &context), &namespace)?;
+        let api = self.api(cluster, &resource(change.kind, istio_api), &namespace)?;
         if change.kind != ObjectKind::Deployment {
             // Whatever the outcome, the next observation reads afresh.
             self.lists.forget(cluster, &namespace);
         }
-        let name = name_of(&change.object);
+        let name = name_of(&change.object).to_owned();
         let object = Value::Object(change.object.clone());
         let (verb, ok, outcome) = match (change.change, change.kind) {
             (Change::Apply, ObjectKind::Deployment) => (

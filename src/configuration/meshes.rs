@@ -1,0 +1,122 @@
+//! `[[meshes]]` and `[[clusters]]`: the meshes this service runs releases
+//! for, and how to reach each Kubernetes cluster.
+
+use std::collections::BTreeSet;
+
+use figment::value::magic::RelativePathBuf;
+
+use super::{ClusterConfig, ConfigError, MeshConfig, fail};
+use crate::domain::Mesh;
+use crate::domain::istio::IstioApi;
+use crate::domain::mesh::{DEFAULT_ENTERPRISE_PROJECT, OriginalOnEnd};
+use crate::driver::ClusterSettings;
+
+pub(super) fn validate_meshes(meshes: Vec<MeshConfig>) -> Result<Vec<Mesh>, ConfigError> {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for (i, mesh) in meshes.into_iter().enumerate() {
+        if mesh.id.is_empty()
+            || mesh.id.contains(['/', '?', '#', '%'])
+            || mesh.id.chars().any(char::is_whitespace)
+        {
+            return fail(format!(
+                "meshes[{i}].id: {:?} must be non-empty, without '/', '?', '#', '%' or spaces",
+                mesh.id
+            ));
+        }
+        if !seen.insert(mesh.id.clone()) {
+            return fail(format!("meshes[{i}].id: {:?} is declared twice", mesh.id));
+        }
+        if mesh.clusters.is_empty() {
+            return fail(format!(
+                "meshes[{i}].clusters: mesh {:?} needs at least one cluster",
+                mesh.id
+            ));
+        }
+        let mut clusters = BTreeSet::new();
+        for (j, cluster) in mesh.clusters.iter().enumerate() {
+            if cluster.is_empty() || !clusters.insert(cluster) {
+                return fail(format!(
+                    "meshes[{i}].clusters[{j}]: {cluster:?} is empty or declared twice"
+                ));
+            }
+        }
+        let enterprise_project_id = mesh
+            .enterprise_project_id
+            .unwrap_or_else(|| DEFAULT_ENTERPRISE_PROJECT.to_owned());
+        if enterprise_project_id.is_empty() {
+            return fail(format!(
+                "meshes[{i}].enterprise_project_id: must not be empty (leave it out for the default project \"0\")"
+            ));
+        }
+        if let Some(key) = mesh.tags.keys().find(|k| k.is_empty()) {
+            return fail(format!("meshes[{i}].tags: a tag key is empty ({key:?})"));
+        }
+        if let Some(cluster) = &mesh.istio_config_cluster
+            && !mesh.clusters.contains(cluster)
+        {
+            return fail(format!(
+                "meshes[{i}].istio_config_cluster: {cluster:?} is not one of the mesh's clusters"
+            ));
+        }
+        let istio_api = match mesh.istio_api_version.as_deref() {
+            None => IstioApi::default(),
+            Some(text) => match IstioApi::parse(text) {
+                Some(api) => api,
+                None => {
+                    return fail(format!(
+                        "meshes[{i}].istio_api_version: must be \"v1beta1\" or \"v1\", got {text:?}"
+                    ));
+                }
+            },
+        };
+        let original_on_end = match mesh.original_on_end.as_deref() {
+            None | Some("delete") => OriginalOnEnd::Delete,
+            Some("scale-to-zero") => OriginalOnEnd::ScaleToZero,
+            Some(other) => {
+                return fail(format!(
+                    "meshes[{i}].original_on_end: must be \"delete\" or \"scale-to-zero\", got {other:?}"
+                ));
+            }
+        };
+        out.push(Mesh {
+            id: mesh.id,
+            clusters: mesh.clusters,
+            enterprise_project_id,
+            tags: mesh.tags,
+            istio_config_cluster: mesh.istio_config_cluster,
+            istio_api,
+            original_on_end,
+        });
+    }
+    Ok(out)
+}
+
+pub(super) fn validate_clusters(
+    clusters: Vec<ClusterConfig>,
+) -> Result<Vec<ClusterSettings>, ConfigError> {
+    let mut out: Vec<ClusterSettings> = Vec::new();
+    for (i, c) in clusters.into_iter().enumerate() {
+        if c.id.is_empty() {
+            return fail(format!("clusters[{i}].id: must not be empty"));
+        }
+        if out.iter().any(|o| o.id == c.id) {
+            return fail(format!("clusters[{i}].id: {:?} is declared twice", c.id));
+        }
+        let kubeconfig = c.kubeconfig.as_ref().map(RelativePathBuf::relative);
+        if let Some(path) = &kubeconfig
+            && !path.is_file()
+        {
+            return fail(format!(
+                "clusters[{i}].kubeconfig: {} is not a readable file",
+                path.display()
+            ));
+        }
+        out.push(ClusterSettings {
+            id: c.id,
+            kubeconfig,
+            context: c.context,
+        });
+    }
+    Ok(out)
+}

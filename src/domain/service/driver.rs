@@ -1,0 +1,83 @@
+//! What the cluster driver calls: which releases it can drive, its reads
+//! (for no caller), and its status-only write.
+
+use super::errors::{stale, store_error};
+use super::{ReleaseManager, ReleaseRef, later_than};
+use crate::domain::error::DomainError;
+use crate::domain::mesh::Mesh;
+use crate::domain::plan::Placement;
+use crate::domain::ports::StoreError;
+use crate::domain::release::Release;
+use crate::domain::status::StatusUpdate;
+
+impl ReleaseManager {
+    /// Why a release of `mesh` cannot be driven, if it cannot: the first of
+    /// its clusters with no connection.
+    pub fn unconnected_cluster(&self, mesh: &Mesh, release: &Release) -> Option<String> {
+        let clusters = self.clusters.as_ref()?;
+        let placement = Placement::for_release(mesh, release);
+        std::iter::once(&release.cluster_id)
+            .chain(std::iter::once(&placement.istio_cluster))
+            .chain(release.gray_deployments.iter().map(|g| &g.cluster_id))
+            .find(|c| !clusters.connected(c))
+            .cloned()
+    }
+
+    /// Whether any cluster of `mesh` has a connection: the driver has
+    /// nothing to carry out for the releases of a mesh that has none (their
+    /// creates recorded that they are not connected).
+    pub fn drives(&self, mesh: &Mesh) -> bool {
+        let Some(clusters) = self.clusters.as_ref() else {
+            return true;
+        };
+        mesh.clusters
+            .iter()
+            .chain(mesh.istio_config_cluster.as_ref())
+            .any(|c| clusters.connected(c))
+    }
+
+    /// A release as stored, for the cluster driver (which acts for no caller).
+    pub async fn read(&self, target: &ReleaseRef) -> Result<Release, DomainError> {
+        self.load(target).await
+    }
+
+    /// The cluster driver's write: status only. The spec and generation stay
+    /// as they are; the write still takes the next resourceVersion, and loses
+    /// (`Aborted`) to any write since `expected`, a client's included.
+    pub async fn write_status(
+        &self,
+        target: &ReleaseRef,
+        expected: u64,
+        update: StatusUpdate,
+    ) -> Result<Release, DomainError> {
+        let current = self.load(target).await?;
+        if current.resource_version != expected {
+            return Err(stale(&current, expected));
+        }
+        let now = later_than(current.status.update_time);
+        let Some(next) = update
+            .apply_to(&current, now)
+            .map_err(DomainError::FailedPrecondition)?
+        else {
+            // Nothing new: no write, so no event and no new round of the driver.
+            return Ok(current);
+        };
+        self.store
+            .update(&next, expected)
+            .await
+            .map_err(|e| match e {
+                StoreError::Stale { current: now_at } => DomainError::Aborted(format!(
+                    "release {:?} changed: its resourceVersion is now {now_at}",
+                    current.name
+                )),
+                other @ (StoreError::NameTaken
+                | StoreError::ServiceBusy { .. }
+                | StoreError::NotFound
+                | StoreError::IdempotencyMismatch
+                | StoreError::TooOld { .. }
+                | StoreError::NotGiven { .. }
+                | StoreError::Unavailable(_)
+                | StoreError::Internal(_)) => store_error(other),
+            })
+    }
+}

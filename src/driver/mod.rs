@@ -1,0 +1,50 @@
+//! The driver: it makes releases happen in the clusters. The kube-rs
+//! implementation of the domain's
+//! [`ClusterPort`](crate::domain::ports::ClusterPort) (`kube.rs`), and the
+//! loop that observes, plans, carries out and records:
+//!
+//! - `schedule.rs`: which releases a round looks at, and when;
+//! - `round.rs`: one round of one release (controller-rs's `reconcile`);
+//! - `backoff.rs`: how long a release waits after a round (its
+//!   `error_policy`), a pure rule.
+//!
+//! Every decision about a release is the domain's (`domain::plan`, and
+//! `plan::after` for what a round's outcome means); this module reads,
+//! writes and schedules.
+
+mod backoff;
+pub mod kube;
+mod round;
+mod schedule;
+mod switch;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+pub use self::backoff::{Backoff, CONFLICT_RETRY, FIRST_BACKOFF, MAX_BACKOFF};
+pub use self::kube::{ClusterSettings, KubeClusters};
+pub use self::round::RoundResult;
+pub use self::schedule::CONCURRENT_ROUNDS;
+use crate::domain::ReleaseManager;
+use crate::domain::ports::{ClusterPort, Leadership};
+use crate::metrics::DriverMetrics;
+
+pub struct Driver {
+    pub manager: Arc<ReleaseManager>,
+    pub clusters: Arc<dyn ClusterPort>,
+    /// Whether this replica is the one that drives (with PostgreSQL and
+    /// several replicas, one holds it at a time).
+    pub leadership: Arc<dyn Leadership>,
+    /// The periodic resync.
+    pub interval: Duration,
+    pub shutdown: CancellationToken,
+    pub metrics: DriverMetrics,
+}
+
+impl Driver {
+    pub fn spawn(self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.run())
+    }
+}
