@@ -83,7 +83,13 @@ fn method_table(pool: &DescriptorPool) -> Result<String, Box<dyn std::error::Err
 }
 
 /// Messages whose Rust type is written by hand (see the extern paths above).
-const HAND_WRITTEN: &[(&str, &str)] = &[("asm.v2.ReleaseList", "crate::pb::list::ReleaseList")];
+const HAND_WRITTEN: &[(&str, &str)] = &[
+    ("asm.v2.ReleaseList", "crate::pb::list::ReleaseList"),
+    (
+        "asm.v2.ReleaseCheckList",
+        "crate::pb::list::ReleaseCheckList",
+    ),
+];
 
 fn rust_type(full_name: &str) -> String {
     if let Some((_, path)) = HAND_WRITTEN.iter().find(|(name, _)| *name == full_name) {

@@ -52,6 +52,8 @@ pub struct Application {
     stopping: CancellationToken,
     shutdown_delay: std::time::Duration,
     driver: crate::driver::Driver,
+    /// The steps of releases that run themselves.
+    steps: crate::driver::Steps,
     reloader: Option<Reloader>,
     /// TLS on the listener, when configured.
     tls: Option<Arc<crate::http::tls::Tls>>,
@@ -106,6 +108,16 @@ impl Application {
             interval: settings.resync_interval,
             shutdown: shutdown.clone(),
             metrics: driver_metrics.clone(),
+        };
+        let steps = crate::driver::Steps {
+            manager: manager.clone(),
+            leadership: store.leadership(),
+            shutdown: shutdown.clone(),
+            metrics: driver_metrics.clone(),
+            tick: settings
+                .resync_interval
+                .min(std::time::Duration::from_secs(1)),
+            webhooks: crate::driver::Webhooks::new(driver_metrics.clone()),
         };
 
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -275,6 +287,7 @@ impl Application {
             stopping,
             shutdown_delay: settings.shutdown_delay,
             driver,
+            steps,
             reloader: Some(Reloader {
                 tls: tls.clone(),
                 ..reloader
@@ -322,10 +335,12 @@ impl Application {
             stopping,
             shutdown_delay,
             driver,
+            steps,
             tls,
             ..
         } = self;
         let driving = driver.spawn();
+        let stepping = steps.spawn();
         let (fired, not_ready) = (token.clone(), stopping.clone());
         tokio::spawn(async move {
             tokio::select! {
@@ -359,6 +374,7 @@ impl Application {
         serve(listener, app, limits, tls, stop).await;
         token.cancel();
         let _ = driving.await;
+        let _ = stepping.await;
         store.close().await;
         tracing::info!("stopped");
     }

@@ -27,6 +27,7 @@ const HAND_WRITTEN: &[(&str, &str)] = &[
     (".google.protobuf.NullValue", "crate::wkt::NullValue"),
     (".google.protobuf.FieldMask", "crate::wkt::FieldMask"),
     (".asm.v2.ReleaseList", "crate::list::ReleaseList"),
+    (".asm.v2.ReleaseCheckList", "crate::list::ReleaseCheckList"),
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -59,6 +60,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (proto, rust) in HAND_WRITTEN {
         pbjson.extern_path(*proto, *rust);
     }
-    pbjson.exclude([".asm.v2.ReleaseList"]).build(&[".asm"])?;
+    pbjson
+        .exclude([".asm.v2.ReleaseList", ".asm.v2.ReleaseCheckList"])
+        .build(&[".asm"])?;
     Ok(())
 }

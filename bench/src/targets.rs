@@ -368,6 +368,48 @@ impl ReleaseService for Echo {
     ) -> Result<Response<Self::WatchReleasesStream>, Status> {
         Err(Status::unimplemented("echo"))
     }
+
+    async fn pause_release(
+        &self,
+        _: Request<pb::ReleaseActionRequest>,
+    ) -> Result<Response<pb::Release>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+
+    async fn resume_release(
+        &self,
+        _: Request<pb::ReleaseActionRequest>,
+    ) -> Result<Response<pb::Release>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+
+    async fn promote_release(
+        &self,
+        _: Request<pb::ReleaseActionRequest>,
+    ) -> Result<Response<pb::Release>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+
+    async fn abort_release(
+        &self,
+        _: Request<pb::ReleaseActionRequest>,
+    ) -> Result<Response<pb::Release>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+
+    async fn retry_release(
+        &self,
+        _: Request<pb::ReleaseActionRequest>,
+    ) -> Result<Response<pb::Release>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+
+    async fn list_release_checks(
+        &self,
+        _: Request<pb::ListReleaseChecksRequest>,
+    ) -> Result<Response<meshrelease::pb::list::ReleaseCheckList>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
 }
 
 async fn start_echo(options: &Options) -> anyhow::Result<Running> {

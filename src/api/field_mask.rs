@@ -19,6 +19,9 @@ pub fn pool() -> &'static DescriptorPool {
     })
 }
 
+/// Fields a PATCH replaces whole: a mask names them, never their parts.
+const WHOLE: &[&str] = &["spec.strategy"];
+
 /// The paths (proto names, dotted) of every field `json` sets in a message
 /// of type `message`: nested messages are followed down to their fields;
 /// lists, maps, well-known types and scalars are leaves; an empty object
@@ -45,6 +48,8 @@ fn walk(
         };
         let path = format!("{prefix}{}", field.name());
         match (field.kind(), value) {
+            // Replaced whole, never field by field.
+            _ if WHOLE.contains(&path.as_str()) => paths.push(path),
             (Kind::Message(inner), Value::Object(object))
                 if !field.is_list()
                     && !field.is_map()

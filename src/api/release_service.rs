@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
 use crate::api::errors::ApiError;
+use crate::domain::progress;
 use crate::domain::release::API_VERSION;
 use crate::domain::{
     CreateRelease, ListReleases, PatchRelease, Principal, ReleaseDraft, ReleaseManager, ReleaseRef,
@@ -14,7 +15,7 @@ use crate::domain::{
 };
 use crate::pb::asm::v2 as pb;
 use crate::pb::asm::v2::release_service_server::ReleaseService;
-use crate::pb::list::ReleaseList;
+use crate::pb::list::{ReleaseCheckList, ReleaseList};
 
 /// The metadata key (REST: the header) of a client's request id for retries.
 pub const CLIENT_TOKEN: &str = "x-client-token";
@@ -298,5 +299,99 @@ impl ReleaseService for ReleaseApi {
                 .map_err(Status::from)
         });
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn pause_release(
+        &self,
+        request: Request<pb::ReleaseActionRequest>,
+    ) -> Result<Response<pb::Release>, Status> {
+        self.act(request, "PauseRelease", |_| progress::Action::Pause)
+            .await
+    }
+
+    async fn resume_release(
+        &self,
+        request: Request<pb::ReleaseActionRequest>,
+    ) -> Result<Response<pb::Release>, Status> {
+        self.act(request, "ResumeRelease", |_| progress::Action::Resume)
+            .await
+    }
+
+    async fn promote_release(
+        &self,
+        request: Request<pb::ReleaseActionRequest>,
+    ) -> Result<Response<pb::Release>, Status> {
+        self.act(request, "PromoteRelease", |full| {
+            progress::Action::Promote { full }
+        })
+        .await
+    }
+
+    async fn abort_release(
+        &self,
+        request: Request<pb::ReleaseActionRequest>,
+    ) -> Result<Response<pb::Release>, Status> {
+        self.act(request, "AbortRelease", |_| progress::Action::Abort)
+            .await
+    }
+
+    async fn retry_release(
+        &self,
+        request: Request<pb::ReleaseActionRequest>,
+    ) -> Result<Response<pb::Release>, Status> {
+        self.act(request, "RetryRelease", |_| progress::Action::Retry)
+            .await
+    }
+
+    async fn list_release_checks(
+        &self,
+        request: Request<pb::ListReleaseChecksRequest>,
+    ) -> Result<Response<ReleaseCheckList>, Status> {
+        let principal = principal(&request)?;
+        let r = request.into_inner();
+        let span = rpc_span("ListReleaseChecks", &r.mesh_id, &r.namespace, &r.name);
+        let checks = self
+            .manager
+            .checks(&principal, release_ref(r.mesh_id, r.namespace, r.name))
+            .instrument(span.clone())
+            .await
+            .map_err(Status::from);
+        super::audit::record(&span, false, false, &principal.subject, &checks);
+        Ok(Response::new(ReleaseCheckList {
+            kind: "ReleaseCheckList".into(),
+            api_version: API_VERSION.into(),
+            items: checks?.iter().map(Into::into).collect(),
+        }))
+    }
+}
+
+impl ReleaseApi {
+    /// One of the actions on a release that runs itself, audited as a
+    /// change.
+    async fn act(
+        &self,
+        request: Request<pb::ReleaseActionRequest>,
+        rpc: &'static str,
+        action: impl FnOnce(bool) -> progress::Action,
+    ) -> Result<Response<pb::Release>, Status> {
+        let principal = principal(&request)?;
+        let r = request.into_inner();
+        let span = rpc_span(rpc, &r.mesh_id, &r.namespace, &r.name);
+        let action = action(r.full);
+        if r.full && !matches!(action, progress::Action::Promote { .. }) {
+            return Err(ApiError::invalid_field("full", "is for :promote only").into());
+        }
+        let acted = self
+            .manager
+            .act(
+                &principal,
+                release_ref(r.mesh_id, r.namespace, r.name),
+                action,
+            )
+            .instrument(span.clone())
+            .await
+            .map_err(Status::from);
+        super::audit::record(&span, true, false, &principal.subject, &acted);
+        Ok(Response::new(acted?.into()))
     }
 }

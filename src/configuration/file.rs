@@ -111,6 +111,14 @@ pub struct MeshConfig {
     /// `"scale-to-zero"`: what an end does to the original Deployment.
     #[serde(default)]
     pub original_on_end: Option<String>,
+    /// The mesh's Prometheus (`http://prometheus.istio-system:9090`), for
+    /// metric checks.
+    #[serde(default)]
+    pub prometheus_url: Option<String>,
+    /// The addresses a strategy's webhooks may call, each ending in `/`;
+    /// none: no webhooks.
+    #[serde(default)]
+    pub webhook_url_prefixes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

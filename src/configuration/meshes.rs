@@ -79,6 +79,25 @@ pub(super) fn validate_meshes(meshes: Vec<MeshConfig>) -> Result<Vec<Mesh>, Conf
                 ));
             }
         };
+        let prometheus_url = match mesh.prometheus_url {
+            None => None,
+            Some(url) => Some(
+                http_url(&url)
+                    .map_err(|why| ConfigError(format!("meshes[{i}].prometheus_url: {why}")))?,
+            ),
+        };
+        let mut webhook_url_prefixes = Vec::new();
+        for (j, prefix) in mesh.webhook_url_prefixes.into_iter().enumerate() {
+            let prefix = http_url(&prefix).map_err(|why| {
+                ConfigError(format!("meshes[{i}].webhook_url_prefixes[{j}]: {why}"))
+            })?;
+            if !prefix.ends_with('/') {
+                return fail(format!(
+                    "meshes[{i}].webhook_url_prefixes[{j}]: {prefix:?} must end with '/', so that it names a host (and path) exactly, not every host that starts the same"
+                ));
+            }
+            webhook_url_prefixes.push(prefix);
+        }
         out.push(Mesh {
             id: mesh.id,
             clusters: mesh.clusters,
@@ -87,6 +106,8 @@ pub(super) fn validate_meshes(meshes: Vec<MeshConfig>) -> Result<Vec<Mesh>, Conf
             istio_config_cluster: mesh.istio_config_cluster,
             istio_api,
             original_on_end,
+            prometheus_url,
+            webhook_url_prefixes,
         });
     }
     Ok(out)
@@ -119,4 +140,17 @@ pub(super) fn validate_clusters(
         });
     }
     Ok(out)
+}
+
+/// An http(s) URL with a host, as written.
+fn http_url(text: &str) -> Result<String, String> {
+    let uri = text
+        .parse::<http::Uri>()
+        .map_err(|e| format!("{text:?}: {e}"))?;
+    let ok = matches!(uri.scheme_str(), Some("http" | "https"))
+        && uri.authority().is_some_and(|a| !a.host().is_empty());
+    if !ok {
+        return Err(format!("{text:?} is not an http or https URL"));
+    }
+    Ok(text.to_owned())
 }

@@ -16,14 +16,20 @@ pub enum ConditionType {
     TrafficApplied,
     /// Why the release failed, once it has.
     Failed,
+    /// Whether the latest round of a strategy's checks passed.
+    Analysis,
+    /// Where a strategy is: stepping, paused, held, completed, rolled back.
+    Progressing,
 }
 
 impl ConditionType {
-    pub const ALL: [ConditionType; 4] = [
+    pub const ALL: [ConditionType; 6] = [
         ConditionType::ClustersReachable,
         ConditionType::GrayReady,
         ConditionType::TrafficApplied,
         ConditionType::Failed,
+        ConditionType::Analysis,
+        ConditionType::Progressing,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -32,6 +38,8 @@ impl ConditionType {
             ConditionType::GrayReady => "GrayReady",
             ConditionType::TrafficApplied => "TrafficApplied",
             ConditionType::Failed => "Failed",
+            ConditionType::Analysis => "Analysis",
+            ConditionType::Progressing => "Progressing",
         }
     }
 }
@@ -74,6 +82,27 @@ pub enum Reason {
     ServiceSelectsVersion,
     /// A cluster refused a change for good (403, invalid, a field manager).
     ClusterRefused,
+    // Analysis
+    /// The latest round of checks passed.
+    Passed,
+    /// A check failed.
+    CheckFailed,
+    /// A check had no data (holds).
+    NoData,
+    /// A check could not be evaluated (holds, counted apart).
+    CheckError,
+    // Progressing
+    Stepping,
+    Paused,
+    Held,
+    Completed,
+    RolledBack,
+    // Why a strategy rolled back (Failed), or paused
+    AnalysisFailed,
+    Aborted,
+    RollbackWebhook,
+    /// Failed no longer: a client's retry.
+    Retried,
 }
 
 impl Reason {
@@ -100,6 +129,19 @@ impl Reason {
             Reason::ServiceNotFound => "ServiceNotFound",
             Reason::ServiceSelectsVersion => "ServiceSelectsVersion",
             Reason::ClusterRefused => "ClusterRefused",
+            Reason::Passed => "Passed",
+            Reason::CheckFailed => "Failed",
+            Reason::NoData => "NoData",
+            Reason::CheckError => "Error",
+            Reason::Stepping => "Stepping",
+            Reason::Paused => "Paused",
+            Reason::Held => "Held",
+            Reason::Completed => "Completed",
+            Reason::RolledBack => "RolledBack",
+            Reason::AnalysisFailed => "AnalysisFailed",
+            Reason::Aborted => "Aborted",
+            Reason::RollbackWebhook => "RollbackWebhook",
+            Reason::Retried => "Retried",
         }
     }
 }
@@ -206,7 +248,14 @@ mod tests {
         let names: Vec<&str> = ConditionType::ALL.iter().map(|c| c.as_str()).collect();
         assert_eq!(
             names,
-            ["ClustersReachable", "GrayReady", "TrafficApplied", "Failed"]
+            [
+                "ClustersReachable",
+                "GrayReady",
+                "TrafficApplied",
+                "Failed",
+                "Analysis",
+                "Progressing"
+            ]
         );
     }
 }

@@ -30,6 +30,11 @@ pub struct Mesh {
     pub istio_api: IstioApi,
     /// What an end does to the original Deployment.
     pub original_on_end: OriginalOnEnd,
+    /// The mesh's Prometheus, for metric checks.
+    pub prometheus_url: Option<String>,
+    /// The addresses webhooks may call (each an http(s) URL ending in
+    /// `/`); none: no webhooks.
+    pub webhook_url_prefixes: Vec<String>,
 }
 
 /// The enterprise project of a mesh that names none, as in the cloud.

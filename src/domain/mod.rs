@@ -7,11 +7,12 @@
 //! keeps it so):
 //!
 //! 1. leaves: `object` (JSON objects), `kinds` (release type, phase),
-//!    `conditions`, `names`, `cursor`, `change` (what is asked of a
-//!    cluster), `istio` (the Istio object types);
+//!    `conditions`, `names`, `cursor`, `durations`, `change` (what is
+//!    asked of a cluster), `istio` (the Istio object types);
 //! 2. entities and rules: `mesh`, `authz`, `error`, `traffic`,
-//!    `deployment`, `release`, `phase`, `status`, `validation`;
-//! 3. the planner: `plan`;
+//!    `strategy`, `deployment`, `release`, `phase`, `status`, `validation`;
+//! 3. the planners: `plan` (the objects in the clusters) and `progress`
+//!    (what a strategy does next);
 //! 4. the operations: `ports` (what the domain needs from the world) and
 //!    `service` (`ReleaseManager`).
 
@@ -20,6 +21,7 @@ pub mod change;
 pub mod conditions;
 pub mod cursor;
 pub mod deployment;
+pub mod durations;
 pub mod error;
 pub mod istio;
 pub mod kinds;
@@ -29,9 +31,11 @@ pub mod object;
 pub mod phase;
 pub mod plan;
 pub mod ports;
+pub mod progress;
 pub mod release;
 pub mod service;
 pub mod status;
+pub mod strategy;
 pub mod traffic;
 pub mod validation;
 

@@ -32,16 +32,19 @@ pub enum Move {
     Fail,
     /// The driver: the end or cancel is carried out in the clusters.
     Finish,
+    /// A client (`:retry`): a release its strategy rolled back runs again.
+    Retry,
 }
 
 impl Move {
-    pub const ALL: [Move; 6] = [
+    pub const ALL: [Move; 7] = [
         Move::End,
         Move::Cancel,
         Move::StartDeploying,
         Move::GrayReady,
         Move::Fail,
         Move::Finish,
+        Move::Retry,
     ];
 }
 
@@ -97,6 +100,13 @@ pub fn transition(phase: Phase, step: Move, policy: &TrafficPolicy) -> Outcome {
         (Move::Fail, Pending | Deploying | Running) => To(Failed),
         (Move::Finish, Ending) => To(Ended),
         (Move::Finish, Canceling) => To(Canceled),
+        (Move::Retry, Failed) => To(Running),
+        (Move::Retry, Pending | Deploying | Running | Ending | Ended | Canceling | Canceled) => {
+            Refused(format!(
+                "release is {}: only a release its strategy rolled back can be retried",
+                phase.as_str()
+            ))
+        }
         (
             Move::StartDeploying | Move::GrayReady | Move::Fail | Move::Finish,
             Pending | Deploying | Running | Ending | Ended | Canceling | Canceled | Failed,
@@ -159,6 +169,7 @@ mod tests {
                 (Move::Fail, Pending | Deploying | Running) => Outcome::To(Failed),
                 (Move::Finish, Ending) => Outcome::To(Ended),
                 (Move::Finish, Canceling) => Outcome::To(Canceled),
+                (Move::Retry, Failed) => Outcome::To(Running),
                 _ => return None,
             })
         };
@@ -180,7 +191,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 8 * 6 * 4);
+        assert_eq!(checked, 8 * 7 * 4);
     }
 
     #[test]

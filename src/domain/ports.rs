@@ -14,9 +14,13 @@ use super::change::{ClusterError, PlannedObject};
 use super::kinds::Phase;
 use super::plan::{Observation, Placement};
 use super::release::Release;
+use super::strategy::CheckResult;
 
 /// How many events are kept for watchers to resume from.
 pub const EVENT_RETENTION: u64 = 100_000;
+
+/// How many check results are kept per release (`ListReleaseChecks`).
+pub const CHECK_RETENTION: usize = 500;
 
 /// How long an idempotency key is remembered, in seconds.
 pub const IDEMPOTENCY_WINDOW_SECS: i64 = 24 * 60 * 60;
@@ -268,6 +272,20 @@ pub trait ReleaseStore: Send + Sync + 'static {
     /// after every commit (at once for this process's own writes, within a
     /// poll interval for other replicas').
     fn revisions(&self) -> watch::Receiver<u64>;
+
+    /// Records results of a round of checks of the release `uid`, each by
+    /// its round and name (a round recorded again replaces its results);
+    /// the newest [`CHECK_RETENTION`] results of a release are kept. They go
+    /// when the release's record is removed.
+    async fn record_checks(
+        &self,
+        uid: uuid::Uuid,
+        results: &[CheckResult],
+    ) -> Result<(), StoreError>;
+
+    /// The kept check results of the release `uid`, oldest first (by round,
+    /// then as recorded).
+    async fn checks(&self, uid: uuid::Uuid) -> Result<Vec<CheckResult>, StoreError>;
 
     /// A secret kept with the data, for signing continue tokens.
     fn cursor_secret(&self) -> [u8; 32];

@@ -10,6 +10,7 @@ use super::change::PlannedObject;
 use super::conditions::StatusCondition;
 use super::kinds::{Phase, ReleaseType};
 use super::object::JsonObject;
+use super::strategy::{Strategy, StrategyDraft, StrategyStatus};
 use super::traffic::{TrafficPolicy, TrafficPolicyDraft};
 
 pub const KIND: &str = "Release";
@@ -34,6 +35,8 @@ pub struct ReleaseDraft {
     pub gray_deployments: Vec<GrayDeploymentDraft>,
     /// `spec.trafficPolicy`, where given.
     pub traffic_policy: Option<TrafficPolicyDraft>,
+    /// `spec.strategy`, where given.
+    pub strategy: Option<StrategyDraft>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -61,6 +64,9 @@ pub struct Release {
     /// Who gets which requests (weight 0 unless set).
     #[serde(default)]
     pub traffic_policy: TrafficPolicy,
+    /// The steps the release runs by itself, if any.
+    #[serde(default)]
+    pub strategy: Option<Strategy>,
     /// Counts changes of the spec: 1 on create.
     #[serde(default = "first_generation")]
     pub generation: u32,
@@ -110,6 +116,9 @@ pub struct ReleaseStatus {
     /// and again).
     #[serde(default)]
     pub gray_seen: Vec<SeenDeployment>,
+    /// How far `spec.strategy` got, once the release runs one.
+    #[serde(default)]
+    pub strategy: Option<StrategyStatus>,
     /// On a dry-run answer only: what the next step would change. Never stored.
     #[serde(skip)]
     pub plan: Vec<PlannedObject>,
@@ -130,6 +139,7 @@ impl ReleaseStatus {
             phase_time: Some(now),
             saved_routing: None,
             gray_seen: Vec::new(),
+            strategy: None,
             plan: Vec::new(),
         }
     }

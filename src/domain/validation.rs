@@ -10,6 +10,7 @@ use super::mesh::Mesh;
 use super::names::{self, quoted};
 use super::object::JsonObject;
 use super::release::{API_VERSION, GrayDeployment, GrayDeploymentDraft, KIND, ReleaseDraft};
+use super::strategy::{self, Strategy};
 use super::traffic::{self, TrafficPolicy};
 
 /// The most gray Deployments one release may create.
@@ -28,6 +29,8 @@ pub struct ValidRelease {
     pub completed: Vec<Arc<JsonObject>>,
     /// The traffic policy, where the draft gave one.
     pub traffic_policy: Option<TrafficPolicy>,
+    /// The strategy, where the draft gave one.
+    pub strategy: Option<Strategy>,
 }
 
 /// Checks `draft` for `mesh` and the namespace of the request path.
@@ -188,10 +191,30 @@ pub fn validate(
     let traffic_policy = draft.traffic_policy.as_ref().and_then(|policy| {
         traffic::validate(policy, release_type, "spec.trafficPolicy", &mut violations)
     });
+    let strategy = draft.strategy.as_ref().and_then(|strategy| {
+        strategy::validate(
+            strategy,
+            release_type,
+            mesh,
+            "spec.strategy",
+            &mut violations,
+        )
+    });
+    if draft.strategy.is_some()
+        && traffic_policy
+            .as_ref()
+            .is_some_and(|p| !p.original_holds_all())
+    {
+        violations.push(Violation::new(
+            "spec.trafficPolicy",
+            "belongs to spec.strategy, whose steps set it: leave it out (or weight 0)",
+        ));
+    }
 
     match release_type {
         Some(release_type) if violations.is_empty() => Ok(ValidRelease {
             traffic_policy,
+            strategy,
             name: draft.name.clone(),
             service_name: draft.service_name.clone(),
             cluster_id: draft.cluster_id.clone(),

@@ -6,7 +6,10 @@
 //! - `schedule.rs`: which releases a round looks at, and when;
 //! - `round.rs`: one round of one release (controller-rs's `reconcile`);
 //! - `backoff.rs`: how long a release waits after a round (its
-//!   `error_policy`), a pure rule.
+//!   `error_policy`), a pure rule;
+//! - `steps.rs`: the steps and checks of releases that run themselves
+//!   (`domain::progress` decides), with `webhooks.rs` calling their
+//!   webhooks.
 //!
 //! Every decision about a release is the domain's (`domain::plan`, and
 //! `plan::after` for what a round's outcome means); this module reads,
@@ -16,7 +19,9 @@ mod backoff;
 pub mod kube;
 mod round;
 mod schedule;
+mod steps;
 mod switch;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +32,8 @@ pub use self::backoff::{Backoff, CONFLICT_RETRY, FIRST_BACKOFF, MAX_BACKOFF};
 pub use self::kube::{ClusterSettings, KubeClusters};
 pub use self::round::RoundResult;
 pub use self::schedule::CONCURRENT_ROUNDS;
+pub use self::steps::Steps;
+pub use self::webhooks::Webhooks;
 use crate::domain::ReleaseManager;
 use crate::domain::ports::{ClusterPort, Leadership};
 use crate::metrics::DriverMetrics;

@@ -82,6 +82,25 @@ pub struct ClusterRequestLabels {
     pub code: Cow<'static, str>,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerdictLabels {
+    /// Pass, Fail, NoData or Error.
+    pub verdict: Cow<'static, str>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    /// The webhook's type (Flagger's vocabulary): bounded.
+    pub r#type: Cow<'static, str>,
+    /// yes, no, timeout or error.
+    pub result: Cow<'static, str>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: Cow<'static, str>,
+}
+
 /// What the cluster driver reports. Cheap to clone: the driver and the
 /// cluster clients hold handles on the same series.
 #[derive(Debug, Clone)]
@@ -90,6 +109,14 @@ pub struct DriverMetrics {
     pub queue_depth: Gauge,
     pub time_to_running: Histogram,
     pub cluster_requests: Family<ClusterRequestLabels, Counter>,
+    /// Rounds of a strategy's checks, by verdict.
+    pub rounds: Family<VerdictLabels, Counter>,
+    /// Webhook calls, by type and result.
+    pub webhook_calls: Family<WebhookLabels, Counter>,
+    /// Strategies rolled back, by reason.
+    pub rollbacks: Family<ReasonLabels, Counter>,
+    /// Time a strategy spent in each step it finished.
+    pub step_seconds: Histogram,
 }
 
 impl Default for DriverMetrics {
@@ -102,6 +129,13 @@ impl Default for DriverMetrics {
                 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
             ]),
             cluster_requests: Family::default(),
+            rounds: Family::default(),
+            webhook_calls: Family::default(),
+            rollbacks: Family::default(),
+            // Seconds: steps last from an instant to hours.
+            step_seconds: Histogram::new([
+                1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 86400.0,
+            ]),
         }
     }
 }
@@ -236,6 +270,26 @@ impl Metrics {
             "cluster_requests",
             "Requests to the clusters, by cluster, verb and HTTP status (error: no answer)",
             driver.cluster_requests.clone(),
+        );
+        registry.register(
+            "strategy_rounds",
+            "Rounds of a strategy's checks, by verdict (Pass, Fail, NoData, Error)",
+            driver.rounds.clone(),
+        );
+        registry.register(
+            "webhook_calls",
+            "Calls of a strategy's webhooks, by type and result (yes, no, timeout, error)",
+            driver.webhook_calls.clone(),
+        );
+        registry.register(
+            "strategy_rollbacks",
+            "Strategies rolled back, by reason (AnalysisFailed, Aborted, RollbackWebhook)",
+            driver.rollbacks.clone(),
+        );
+        registry.register(
+            "strategy_step_seconds",
+            "Time a strategy spent in a step, once the step is done",
+            driver.step_seconds.clone(),
         );
         let process = process::Process::register(&mut registry);
         let grpc_methods = grpc_methods

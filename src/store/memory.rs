@@ -11,6 +11,8 @@ use super::{
     ListQuery, Page, ReleaseStore, Snapshot, StoreError,
 };
 use crate::domain::Release;
+use crate::domain::ports::CHECK_RETENTION;
+use crate::domain::strategy::{CheckResult, merge_checks};
 use crate::metrics::CommitMetrics;
 
 type Key = (String, String, String);
@@ -45,6 +47,8 @@ struct State {
     events: VecDeque<Box<Event>>,
     /// (subject, token) -> (request hash, answer, unix seconds)
     idempotency: BTreeMap<(String, String), (String, Release, i64)>,
+    /// Release uid -> its kept check results.
+    checks: BTreeMap<uuid::Uuid, Vec<CheckResult>>,
 }
 
 impl Default for MemoryStore {
@@ -250,6 +254,7 @@ impl ReleaseStore for MemoryStore {
         }
         state.releases.remove(&name);
         state.order.remove(&position);
+        state.checks.remove(&current.uid);
         state.revision += 1;
         // Like Kubernetes, the deleted object carries the revision of its deletion.
         let mut current = current;
@@ -347,6 +352,21 @@ impl ReleaseStore for MemoryStore {
             .take(limit)
             .map(|e| (**e).clone())
             .collect())
+    }
+
+    async fn record_checks(
+        &self,
+        uid: uuid::Uuid,
+        results: &[CheckResult],
+    ) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        let kept = state.checks.entry(uid).or_default();
+        merge_checks(kept, results, CHECK_RETENTION);
+        Ok(())
+    }
+
+    async fn checks(&self, uid: uuid::Uuid) -> Result<Vec<CheckResult>, StoreError> {
+        Ok(self.lock().checks.get(&uid).cloned().unwrap_or_default())
     }
 
     fn revisions(&self) -> watch::Receiver<u64> {

@@ -24,6 +24,7 @@ pub(super) fn release(name: &str, service: &str) -> Release {
         release_type: ReleaseType::Canary,
         gray_deployments: vec![],
         traffic_policy: Default::default(),
+        strategy: None,
         generation: 1,
         status: ReleaseStatus::pending(now, vec![]),
     }

@@ -235,6 +235,19 @@ impl ReleaseStore for BrokenStore {
     fn revisions(&self) -> tokio::sync::watch::Receiver<u64> {
         tokio::sync::watch::channel(0).1
     }
+    async fn record_checks(
+        &self,
+        _: uuid::Uuid,
+        _: &[meshrelease::domain::strategy::CheckResult],
+    ) -> Result<(), StoreError> {
+        Err(self.error())
+    }
+    async fn checks(
+        &self,
+        _: uuid::Uuid,
+    ) -> Result<Vec<meshrelease::domain::strategy::CheckResult>, StoreError> {
+        Err(self.error())
+    }
     fn cursor_secret(&self) -> [u8; 32] {
         [0; 32]
     }

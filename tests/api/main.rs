@@ -37,6 +37,7 @@ mod retries;
 mod revision_order;
 mod roundtrip;
 mod signing;
+mod strategy;
 mod strict_input;
 mod tls;
 mod traffic;

@@ -132,6 +132,21 @@ impl ReleaseStore for Racing {
             .await
     }
 
+    async fn record_checks(
+        &self,
+        uid: uuid::Uuid,
+        results: &[meshrelease::domain::strategy::CheckResult],
+    ) -> Result<(), StoreError> {
+        self.inner.record_checks(uid, results).await
+    }
+
+    async fn checks(
+        &self,
+        uid: uuid::Uuid,
+    ) -> Result<Vec<meshrelease::domain::strategy::CheckResult>, StoreError> {
+        self.inner.checks(uid).await
+    }
+
     fn revisions(&self) -> watch::Receiver<u64> {
         self.inner.revisions()
     }

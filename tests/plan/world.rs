@@ -76,6 +76,7 @@ pub fn release(kind: ReleaseType, policy: TrafficPolicy) -> Release {
             template: Arc::new(template),
         }],
         traffic_policy: policy,
+        strategy: None,
         generation: 1,
         status,
     }

@@ -7,8 +7,10 @@ use crate::domain::error::DomainError;
 use crate::domain::mesh::Mesh;
 use crate::domain::plan::Placement;
 use crate::domain::ports::StoreError;
+use crate::domain::progress::ProgressUpdate;
 use crate::domain::release::Release;
 use crate::domain::status::StatusUpdate;
+use crate::domain::strategy::CheckResult;
 
 impl ReleaseManager {
     /// Why a release of `mesh` cannot be driven, if it cannot: the first of
@@ -79,5 +81,56 @@ impl ReleaseManager {
                 | StoreError::Unavailable(_)
                 | StoreError::Internal(_)) => store_error(other),
             })
+    }
+
+    /// The driver's write of a strategy's decision: its status, the
+    /// traffic policy its steps set and a phase move, in one write that
+    /// loses (`Aborted`) to any write since `expected`.
+    pub async fn write_progress(
+        &self,
+        target: &ReleaseRef,
+        expected: u64,
+        update: &ProgressUpdate,
+    ) -> Result<Release, DomainError> {
+        let current = self.load(target).await?;
+        if current.resource_version != expected {
+            return Err(stale(&current, expected));
+        }
+        let now = later_than(current.status.update_time);
+        let Some(next) = update
+            .apply_to(&current, now)
+            .map_err(DomainError::FailedPrecondition)?
+        else {
+            return Ok(current);
+        };
+        self.store
+            .update(&next, expected)
+            .await
+            .map_err(|e| match e {
+                StoreError::Stale { current: now_at } => DomainError::Aborted(format!(
+                    "release {:?} changed: its resourceVersion is now {now_at}",
+                    current.name
+                )),
+                other @ (StoreError::NameTaken
+                | StoreError::ServiceBusy { .. }
+                | StoreError::NotFound
+                | StoreError::IdempotencyMismatch
+                | StoreError::TooOld { .. }
+                | StoreError::NotGiven { .. }
+                | StoreError::Unavailable(_)
+                | StoreError::Internal(_)) => store_error(other),
+            })
+    }
+
+    /// Keeps the results of a round of checks (ListReleaseChecks).
+    pub async fn record_checks(
+        &self,
+        release: &Release,
+        results: &[CheckResult],
+    ) -> Result<(), DomainError> {
+        self.store
+            .record_checks(release.uid, results)
+            .await
+            .map_err(store_error)
     }
 }

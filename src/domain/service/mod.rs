@@ -4,6 +4,7 @@
 //! splits its `Collection`):
 //!
 //! - this file: the requests, and create, get, list, update, patch, delete;
+//! - `actions.rs`: pause, resume, promote, abort, retry, and the checks;
 //! - `watch.rs`: the watch streams;
 //! - `driver.rs`: what the cluster driver calls (its reads and its
 //!   status-only write);
@@ -11,6 +12,7 @@
 //!   checked against the phase machine;
 //! - `errors.rs`: the store's refusals in the client's terms.
 
+mod actions;
 mod driver;
 mod errors;
 mod patch_mask;
@@ -39,6 +41,7 @@ use super::plan;
 use super::ports::{ClusterPort, Created, IdempotencyKey, ListQuery, ReleaseStore, StoreError};
 use super::release::{Release, ReleaseDraft, ReleaseStatus};
 use super::status;
+use super::strategy;
 use super::traffic;
 use super::validation::{self, ValidRelease};
 
@@ -46,7 +49,7 @@ pub const DEFAULT_PAGE: usize = 100;
 pub const MAX_PAGE: usize = 1000;
 /// Attempts of a read-modify-write that lost a race, when the client did not
 /// pin a resourceVersion.
-const WRITE_ATTEMPTS: usize = 8;
+pub(super) const WRITE_ATTEMPTS: usize = 8;
 
 /// CreateRelease as the domain receives it from either protocol.
 #[derive(Debug, Clone, Default)]
@@ -421,6 +424,8 @@ impl ReleaseManager {
             let change = SpecChange {
                 templates: Some((valid.gray_deployments.clone(), valid.completed.clone())),
                 policy: valid.traffic_policy.clone(),
+                // A PUT without a strategy leaves it as it is.
+                strategy: valid.strategy.clone().map(Some),
             };
             let next = change.apply_to(&current)?;
             if request.dry_run {
@@ -564,10 +569,30 @@ impl ReleaseManager {
             } else {
                 None
             };
+            let strategy = if masked.strategy {
+                match &request.draft.strategy {
+                    None => Some(None),
+                    Some(draft) => strategy::validate(
+                        draft,
+                        Some(current.release_type),
+                        mesh,
+                        "spec.strategy",
+                        &mut violations,
+                    )
+                    .map(Some),
+                }
+            } else {
+                None
+            };
             if !violations.is_empty() {
                 return Err(DomainError::invalid(violations));
             }
-            let next = SpecChange { templates, policy }.apply_to(&current)?;
+            let next = SpecChange {
+                templates,
+                policy,
+                strategy,
+            }
+            .apply_to(&current)?;
             if request.dry_run {
                 return Ok(with_plan(next));
             }
@@ -625,6 +650,7 @@ fn new_release(
         release_type: valid.release_type,
         gray_deployments: valid.gray_deployments,
         traffic_policy: valid.traffic_policy.unwrap_or_default(),
+        strategy: valid.strategy,
         generation: 1,
         status: ReleaseStatus::pending(now, valid.completed),
     }

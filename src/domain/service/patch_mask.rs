@@ -6,10 +6,12 @@ use std::sync::Arc;
 
 use super::{ReleaseRef, later_than};
 use crate::domain::error::{DomainError, Violation};
+use crate::domain::kinds::Phase;
 use crate::domain::names::quoted;
 use crate::domain::object::JsonObject;
 use crate::domain::phase;
 use crate::domain::release::{Release, ReleaseDraft};
+use crate::domain::strategy::Strategy;
 use crate::domain::traffic::{TrafficPolicy, TrafficPolicyDraft};
 
 /// A change of the spec by PUT or PATCH, checked against the phase machine.
@@ -19,6 +21,8 @@ pub(super) struct SpecChange {
         Vec<Arc<JsonObject>>,
     )>,
     pub(super) policy: Option<TrafficPolicy>,
+    /// `Some(None)`: the strategy removed.
+    pub(super) strategy: Option<Option<Strategy>>,
 }
 
 impl SpecChange {
@@ -40,6 +44,24 @@ impl SpecChange {
             next.status.gray_deployments = completed;
             changed = true;
         }
+        if let Some(strategy) = self.strategy
+            && strategy != current.strategy
+        {
+            if !strategy_may_change(current) {
+                return Err(DomainError::FailedPrecondition(format!(
+                    "release {:?} is {}{}: spec.strategy can change before it runs, or while it is paused (:pause first)",
+                    current.name,
+                    phase.as_str(),
+                    if phase == Phase::Running {
+                        " with its strategy running"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+            next.strategy = strategy;
+            changed = true;
+        }
         if let Some(policy) = self.policy
             && policy != current.traffic_policy
         {
@@ -48,6 +70,12 @@ impl SpecChange {
                     "release {:?} is {}: its traffic policy can change only while Running",
                     current.name,
                     phase.as_str()
+                )));
+            }
+            if strategy_runs(current) {
+                return Err(DomainError::FailedPrecondition(format!(
+                    "spec.trafficPolicy of release {:?} belongs to spec.strategy while it runs: pause it (:pause), promote it (:promote) or abort it (:abort) first",
+                    current.name
                 )));
             }
             next.traffic_policy = policy;
@@ -61,11 +89,34 @@ impl SpecChange {
     }
 }
 
+/// Whether `release`'s strategy moves its traffic now (Running, neither
+/// paused nor done): its traffic policy is the strategy's then.
+pub(super) fn strategy_runs(release: &Release) -> bool {
+    release.strategy.is_some()
+        && release.status.phase == Phase::Running
+        && release
+            .status
+            .strategy
+            .as_ref()
+            .is_none_or(|s| !s.paused && s.outcome.is_none())
+}
+
+/// Whether `release`'s strategy may be changed (or given, or taken away):
+/// before it runs, or while it is paused.
+fn strategy_may_change(release: &Release) -> bool {
+    match release.status.phase {
+        Phase::Pending | Phase::Deploying => true,
+        Phase::Running => release.strategy.is_none() || !strategy_runs(release),
+        Phase::Ending | Phase::Ended | Phase::Canceling | Phase::Canceled | Phase::Failed => false,
+    }
+}
+
 /// What a PATCH mask asks for.
 pub(super) struct Masked {
     pub(super) pinned: Option<u64>,
     pub(super) policy: Option<TrafficPolicyDraft>,
     pub(super) templates: bool,
+    pub(super) strategy: bool,
 }
 
 /// Reads a mask of JSON field paths against the draft: what to change, what
@@ -81,11 +132,12 @@ pub(super) fn read_mask(
         pinned: None,
         policy: None,
         templates: false,
+        strategy: false,
     };
     if mask.is_empty() {
         return Err(DomainError::invalid_field(
             "updateMask",
-            "names no field to change: give spec.trafficPolicy or spec.grayDeployments",
+            "names no field to change: give spec.trafficPolicy, spec.grayDeployments or spec.strategy",
         ));
     }
     let given = draft.traffic_policy.clone().unwrap_or_default();
@@ -104,6 +156,7 @@ pub(super) fn read_mask(
             "spec.trafficPolicy.weight" => weight = true,
             "spec.trafficPolicy.match" => rules = true,
             "spec.grayDeployments" => masked.templates = true,
+            "spec.strategy" => masked.strategy = true,
             "metadata.resourceVersion" => match draft.resource_version.parse::<u64>() {
                 Ok(v) => masked.pinned = Some(v),
                 Err(_) => violations.push(Violation::new(
@@ -126,7 +179,7 @@ pub(super) fn read_mask(
             "spec.serviceName" | "spec.clusterID" | "spec.deploymentName" | "spec.version"
             | "spec.type" => violations.push(Violation::new(
                 path,
-                "is immutable: PATCH changes spec.trafficPolicy and spec.grayDeployments only",
+                "is immutable: PATCH changes spec.trafficPolicy, spec.grayDeployments and spec.strategy only",
             )),
             "metadata.uid" | "metadata.generation" | "status" => {
                 violations.push(Violation::new(path, "is output only"));
@@ -145,6 +198,12 @@ pub(super) fn read_mask(
                 violations.push(Violation::new(
                     other,
                     "match rules are replaced whole: name spec.trafficPolicy.match",
+                ));
+            }
+            other if other.starts_with("spec.strategy.") => {
+                violations.push(Violation::new(
+                    other,
+                    "a strategy is replaced whole: name spec.strategy",
                 ));
             }
             other if other.starts_with("spec.grayDeployments.") => {

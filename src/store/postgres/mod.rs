@@ -6,6 +6,7 @@
 //! revision order without a gap (`change_log.rs`).
 
 mod change_log;
+mod checks;
 mod leadership;
 mod schema;
 mod tls;
@@ -23,6 +24,7 @@ use leadership::PgLeadership;
 use super::{Created, Event, IdempotencyKey, ListQuery, Page, ReleaseStore, Snapshot, StoreError};
 use crate::domain::Release;
 use crate::domain::ports::Leadership;
+use crate::domain::strategy::CheckResult;
 use crate::metrics::CommitMetrics;
 
 pub struct PostgresStore {
@@ -251,6 +253,9 @@ impl ReleaseStore for PostgresStore {
         let removed =
             writes::remove(&client, self.offset, [mesh_id, namespace, name], expected).await;
         self.wrote(started, &removed);
+        if let Ok(release) = &removed {
+            checks::forget(&client, &release.uid).await?;
+        }
         removed
     }
 
@@ -325,6 +330,20 @@ impl ReleaseStore for PostgresStore {
     ) -> Result<Vec<Event>, StoreError> {
         let client = self.client().await?;
         change_log::events_after(&client, self.offset, mesh_id, namespace, revision, limit).await
+    }
+
+    async fn record_checks(
+        &self,
+        uid: uuid::Uuid,
+        results: &[CheckResult],
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        checks::record(&mut client, &uid, results).await
+    }
+
+    async fn checks(&self, uid: uuid::Uuid) -> Result<Vec<CheckResult>, StoreError> {
+        let client = self.client().await?;
+        checks::list(&client, &uid).await
     }
 
     fn revisions(&self) -> watch::Receiver<u64> {

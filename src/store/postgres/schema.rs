@@ -91,6 +91,18 @@ const MIGRATIONS: &[&str] = &[
        SET revision_floor = revision_offset
      WHERE NOT EXISTS (SELECT 1 FROM events) AND NOT EXISTS (SELECT 1 FROM releases);
 "#,
+    // The results of each round of a strategy's checks, the newest 500 per
+    // release (ListReleaseChecks).
+    r#"
+    CREATE TABLE checks (
+        uid   TEXT NOT NULL,
+        round BIGINT NOT NULL,
+        name  TEXT NOT NULL,
+        seq   BIGSERIAL,
+        body  TEXT NOT NULL,
+        PRIMARY KEY (uid, round, name)
+    );
+"#,
 ];
 
 /// What every replica of one database shares, read once at start.

@@ -1,6 +1,9 @@
 //! Between the wire types (prost/pbjson) and the domain: proto types stay at
 //! this edge. Input conversion is structural only; the rules are checked by
-//! `domain::validation`, the same for both protocols.
+//! `domain::validation`, the same for both protocols. `strategy.rs` holds
+//! `spec.strategy` and `status.strategy`.
+
+mod strategy;
 
 use std::sync::Arc;
 
@@ -51,6 +54,7 @@ impl TryFrom<pb::Release> for ReleaseDraft {
             release_type: spec.r#type,
             gray_deployments,
             traffic_policy: spec.traffic_policy.map(TrafficPolicyDraft::from),
+            strategy: spec.strategy.map(Into::into),
         })
     }
 }
@@ -180,6 +184,7 @@ impl From<Release> for pb::Release {
                     })
                     .collect(),
                 traffic_policy: Some((&release.traffic_policy).into()),
+                strategy: release.strategy.as_ref().map(Into::into),
             }),
             status: Some(pb::ReleaseStatus {
                 phase: release.status.phase.as_str().to_owned(),
@@ -197,6 +202,7 @@ impl From<Release> for pb::Release {
                 conditions: release.status.conditions.iter().map(Into::into).collect(),
                 traffic: release.status.traffic.as_ref().map(Into::into),
                 plan: release.status.plan.iter().map(Into::into).collect(),
+                strategy: release.status.strategy.as_ref().map(Into::into),
             }),
         }
     }

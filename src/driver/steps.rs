@@ -1,0 +1,275 @@
+//! Releases that run themselves: the loop that carries out their steps.
+//! Every tick it looks at the Running releases with a strategy (on the
+//! replica that drives); one whose round of checks is due gets a task of
+//! its own that calls its webhooks, each bounded by its timeout, so that a
+//! slow gate holds only its own release; the others are decided as time
+//! passes (a pause that ends, a weight the clusters now hold). Every
+//! decision is the domain's (`domain::progress`), written before the
+//! traffic it implies is applied (the cluster driver applies it).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+use super::webhooks::Webhooks;
+use crate::domain::ports::Leadership;
+use crate::domain::progress::{self, Decision, ProgressUpdate};
+use crate::domain::strategy::{CheckResult, Verdict, WebhookType};
+use crate::domain::{DomainError, Release, ReleaseManager, ReleaseRef};
+use crate::metrics::{DriverMetrics, ReasonLabels, VerdictLabels};
+
+/// Attempts to store a decision that lost a race (to the cluster driver's
+/// status write, most often): decided again each time on what is there.
+const WRITE_ATTEMPTS: usize = 5;
+
+pub struct Steps {
+    pub manager: Arc<ReleaseManager>,
+    pub leadership: Arc<dyn Leadership>,
+    pub shutdown: CancellationToken,
+    pub metrics: DriverMetrics,
+    /// How often releases are looked at.
+    pub tick: Duration,
+    pub webhooks: Webhooks,
+}
+
+impl Steps {
+    pub fn spawn(self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.run())
+    }
+
+    async fn run(self) {
+        let this = Arc::new(self);
+        // Releases whose round of checks is under way.
+        let busy: Arc<Mutex<HashSet<ReleaseRef>>> = Arc::default();
+        let mut revisions = this.manager.store().revisions();
+        let mut tick = tokio::time::interval(this.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = this.shutdown.cancelled() => return,
+                changed = revisions.changed() => if changed.is_err() { return },
+                _ = tick.tick() => {}
+            }
+            if !this.leadership.hold().await {
+                continue;
+            }
+            for release in this.running().await {
+                let name = ReleaseRef::of(&release);
+                if busy
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains(&name)
+                {
+                    continue;
+                }
+                let now = Utc::now();
+                let due = progress::next_round(&release).is_some_and(|at| at <= now);
+                if due {
+                    busy.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(name.clone());
+                    let this = this.clone();
+                    let busy = busy.clone();
+                    tokio::spawn(async move {
+                        this.round(release).await;
+                        busy.lock().unwrap_or_else(|p| p.into_inner()).remove(&name);
+                    });
+                } else {
+                    this.decide(release, None).await;
+                }
+            }
+        }
+    }
+
+    /// The Running releases with a strategy, in the meshes this replica
+    /// drives.
+    async fn running(&self) -> Vec<Release> {
+        let mut found = Vec::new();
+        for mesh in self
+            .manager
+            .meshes()
+            .iter()
+            .filter(|m| self.manager.drives(m))
+        {
+            match self.manager.store().active(&mesh.id).await {
+                Ok(releases) => found.extend(
+                    releases
+                        .into_iter()
+                        .filter(|r| progress::running(r).is_some()),
+                ),
+                Err(e) => {
+                    tracing::warn!(mesh = %mesh.id, error = %e, "cannot read the releases whose strategies run")
+                }
+            }
+        }
+        found
+    }
+
+    /// A round of checks: the gates first (confirm-rollout), then the rest,
+    /// all at once, each bounded by its timeout; then the decision.
+    async fn round(&self, release: Release) {
+        let plan = progress::round_plan(&release);
+        let now = Utc::now();
+        let mut results = self.call_all(&plan.first, &release).await;
+        if results.iter().all(|r| r.verdict == Verdict::Pass) {
+            results.extend(self.call_all(&plan.webhooks, &release).await);
+        }
+        for metric in &plan.metrics {
+            // Metric checks read the mesh's Prometheus; until a round can,
+            // they say so and hold (never fail) the release.
+            results.push(CheckResult {
+                name: metric.clone(),
+                kind: "metric".into(),
+                verdict: Verdict::Error,
+                value: None,
+                min: None,
+                max: None,
+                query: String::new(),
+                requests: None,
+                time: now,
+                message: "metric checks are not evaluated by this version of meshrelease".into(),
+                round: 0,
+            });
+        }
+        self.decide(release, Some(results)).await;
+    }
+
+    async fn call_all(
+        &self,
+        hooks: &[crate::domain::strategy::Webhook],
+        release: &Release,
+    ) -> Vec<CheckResult> {
+        let now = Utc::now();
+        futures_util::future::join_all(
+            hooks
+                .iter()
+                .map(|hook| self.webhooks.call(hook, release, None, now)),
+        )
+        .await
+    }
+
+    /// Decides on `release` (after a round, with its results) and stores
+    /// the decision; a decision that lost a race is made again on what is
+    /// there now, with the same results.
+    async fn decide(&self, mut release: Release, round: Option<Vec<CheckResult>>) {
+        let target = ReleaseRef::of(&release);
+        for _ in 0..WRITE_ATTEMPTS {
+            let now = Utc::now();
+            let Some(decision) = progress::decide(&release, now, round.as_deref()) else {
+                return;
+            };
+            let update = ProgressUpdate(decision);
+            match self
+                .manager
+                .write_progress(&target, release.resource_version, &update)
+                .await
+            {
+                Ok(written) => {
+                    self.after(&release, &written, update.0, round.as_deref())
+                        .await;
+                    return;
+                }
+                Err(DomainError::Aborted(_)) => match self.manager.read(&target).await {
+                    Ok(fresh) if progress::running(&fresh).is_some() => release = fresh,
+                    Ok(_) | Err(_) => return,
+                },
+                Err(DomainError::NotFound(_)) => return,
+                Err(e) => {
+                    tracing::warn!(release = %target.name, mesh = %target.mesh_id, error = %e, "cannot store a strategy's decision");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// What follows a stored decision: the round's results kept, metrics,
+    /// logs, and the news told to the event and post-rollout webhooks.
+    async fn after(
+        &self,
+        before: &Release,
+        written: &Release,
+        decision: Decision,
+        round: Option<&[CheckResult]>,
+    ) {
+        let status = &decision.status;
+        if let Some(results) = round {
+            let numbered: Vec<CheckResult> = results
+                .iter()
+                .cloned()
+                .map(|mut r| {
+                    r.round = status.round;
+                    r
+                })
+                .collect();
+            if let Err(e) = self.manager.record_checks(written, &numbered).await {
+                tracing::warn!(release = %written.name, error = %e, "cannot keep a round's check results");
+            }
+            if let Some(verdict) = status.last_verdict.filter(|_| status.last_round.is_some()) {
+                self.metrics
+                    .rounds
+                    .get_or_create(&VerdictLabels {
+                        verdict: verdict.as_str().into(),
+                    })
+                    .inc();
+            }
+        }
+        let previous_step = before
+            .status
+            .strategy
+            .as_ref()
+            .map_or(0, |s| s.current_step);
+        if status.current_step > previous_step
+            && let Some(started) = before
+                .status
+                .strategy
+                .as_ref()
+                .and_then(|s| s.step_start_time)
+        {
+            let took = (Utc::now() - started).to_std().unwrap_or_default();
+            self.metrics.step_seconds.observe(took.as_secs_f64());
+        }
+        if decision.step == Some(crate::domain::phase::Move::Fail)
+            && let Some(reason) = &status.outcome
+        {
+            self.metrics
+                .rollbacks
+                .get_or_create(&ReasonLabels {
+                    reason: reason.clone().into(),
+                })
+                .inc();
+            tracing::warn!(release = %written.name, mesh = %written.mesh_id, %reason, "a strategy rolled its release back");
+        }
+        self.tell(written, &decision.news).await;
+    }
+
+    /// The news, told to the `event` webhooks (and a rollback to the
+    /// `post-rollout` ones), each in its own task: nothing waits for them.
+    async fn tell(&self, release: &Release, news: &[progress::News]) {
+        let Some(strategy) = &release.strategy else {
+            return;
+        };
+        for item in news {
+            tracing::info!(release = %release.name, mesh = %release.mesh_id, kind = item.kind.as_str(), message = %item.message, "strategy");
+            for hook in strategy.webhooks(item.kind) {
+                let hook = hook.clone();
+                let webhooks = self.webhooks.clone();
+                let release = release.clone();
+                let message = item.message.clone();
+                let manager = self.manager.clone();
+                tokio::spawn(async move {
+                    let mut result = webhooks
+                        .call(&hook, &release, Some(&message), Utc::now())
+                        .await;
+                    // Recorded with the round it followed.
+                    result.round = release.status.strategy.as_ref().map_or(0, |s| s.round);
+                    if hook.kind == WebhookType::PostRollout || hook.kind == WebhookType::Event {
+                        let _ = manager.record_checks(&release, &[result]).await;
+                    }
+                });
+            }
+        }
+    }
+}

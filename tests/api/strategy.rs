@@ -1,0 +1,446 @@
+//! Releases that run themselves, in simulated clusters, over REST and
+//! gRPC: steps carried out by the service (setWeight, pause with and
+//! without a duration, analysis rounds), onSuccess and onFailure, the
+//! actions (pause, resume, promote, abort, retry), and webhooks of every
+//! type answered by a small server in the test. Durations are 1-2 s, and
+//! assertions are on order and end states, never on elapsed times.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::driver::*;
+use crate::helpers::*;
+
+/// A webhook receiver: answers each call with the next status queued for
+/// its path (then the last one again), and remembers every call.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    answers: Arc<Mutex<std::collections::BTreeMap<String, VecDeque<u16>>>>,
+    pub calls: Arc<Mutex<Vec<(String, Value)>>>,
+    address: Arc<Mutex<Option<SocketAddr>>>,
+}
+
+impl Hooks {
+    pub async fn start() -> Hooks {
+        let hooks = Hooks::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        *hooks.address.lock().unwrap() = Some(listener.local_addr().unwrap());
+        let state = hooks.clone();
+        let app = axum::Router::new().fallback(move |uri: http::Uri, body: axum::body::Bytes| {
+            let state = state.clone();
+            async move {
+                let path = uri.path().to_owned();
+                let payload: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                state.calls.lock().unwrap().push((path.clone(), payload));
+                let code = {
+                    let mut answers = state.answers.lock().unwrap();
+                    let queue = answers.entry(path).or_default();
+                    match queue.len() {
+                        0 => 200,
+                        1 => queue[0],
+                        _ => queue.pop_front().unwrap(),
+                    }
+                };
+                http::StatusCode::from_u16(code).unwrap()
+            }
+        });
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        hooks
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address.lock().unwrap().unwrap())
+    }
+
+    pub fn prefix(&self) -> String {
+        self.url("/")
+    }
+
+    /// The statuses `path` answers, in turn (the last one for good).
+    pub fn answer(&self, path: &str, codes: &[u16]) {
+        self.answers
+            .lock()
+            .unwrap()
+            .insert(path.to_owned(), codes.iter().copied().collect());
+    }
+
+    pub fn calls_to(&self, path: &str) -> Vec<Value> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+}
+
+/// A release body with `strategy`.
+pub fn with_strategy(name: &str, service: &str, strategy: Value) -> Value {
+    let mut body = release_body(name, service);
+    body["spec"]["strategy"] = strategy;
+    body
+}
+
+/// A service whose mesh lets webhooks call `hooks`.
+pub async fn app_with_hooks(clusters: &Clusters, hooks: &Hooks) -> TestApp {
+    app_resyncing(
+        clusters,
+        &format!(r#", webhook_url_prefixes = ["{}"]"#, hooks.prefix()),
+        100,
+    )
+    .await
+}
+
+pub fn strategy_of(release: &Value) -> &Value {
+    &release["status"]["strategy"]
+}
+
+#[tokio::test]
+async fn steps_move_the_traffic_pause_and_end_by_themselves() {
+    let clusters = clusters().await;
+    let app = app_for(&clusters).await;
+    let body = with_strategy(
+        "stepping",
+        "reviews",
+        json!({"steps": [{"setWeight": 20}, {"pause": {"duration": "1s"}}, {"setWeight": 100}]}),
+    );
+    let (status, created) = json_of(app.create(&body).await).await;
+    assert_eq!(status, 200, "{created}");
+    assert_eq!(
+        created["spec"]["strategy"]["steps"][1]["pause"]["duration"],
+        "1s"
+    );
+    until(&app, "stepping", "weight 20 applied", traffic_is(20)).await;
+    until_object(
+        &clusters.a,
+        simcluster::resources::VIRTUAL_SERVICES,
+        "reviews",
+        "80/20",
+        |vs| vs.is_some_and(|vs| routes(vs) == split(80, 20)),
+    )
+    .await;
+    let ended = until(&app, "stepping", "Ended", phase_is("Ended")).await;
+    assert_eq!(strategy_of(&ended)["currentStep"], 3, "{ended}");
+    clusters.assert_ended_on_gray().await;
+    let progressing = ended["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Progressing")
+        .cloned()
+        .unwrap();
+    assert_eq!(progressing["reason"], "Completed", "{ended}");
+}
+
+#[tokio::test]
+async fn a_bad_strategy_is_refused_field_by_field_and_nothing_is_stored() {
+    let clusters = clusters().await;
+    let hooks = Hooks::start().await;
+    let app = app_with_hooks(&clusters, &hooks).await;
+    let body = with_strategy(
+        "bad-strategy",
+        "reviews",
+        json!({
+            "steps": [
+                {"setWeight": 120},
+                {"pause": {"duration": "500ms"}},
+                {"analysis": {"count": 0}},
+                {"setWeight": 10, "pause": {}},
+                {"pause": {"duration": "25h"}}
+            ],
+            "analysis": {
+                "interval": "2h",
+                "failureLimit": 101,
+                "metrics": [{"name": "sr", "builtin": "successRate", "min": 99}],
+                "webhooks": [
+                    {"name": "gate", "type": "confirm-everything", "url": hooks.url("/gate")},
+                    {"name": "gate", "type": "rollout", "url": "http://elsewhere.example/hook"},
+                    {"name": "slow", "type": "rollout", "url": hooks.url("/slow"), "timeout": "2m"}
+                ]
+            },
+            "onSuccess": "end",
+            "onFailure": "shrug"
+        }),
+    );
+    let (status, answer) = json_of(app.create(&body).await).await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["errorCode"], "ASM.01010001");
+    let fields = detail_fields(&answer);
+    for field in [
+        "spec.strategy.steps[0].setWeight",
+        "spec.strategy.steps[1].pause.duration",
+        "spec.strategy.steps[2].analysis.count",
+        "spec.strategy.steps[3]",
+        "spec.strategy.steps[4].pause.duration",
+        "spec.strategy.steps",
+        "spec.strategy.onFailure",
+        "spec.strategy.analysis.interval",
+        "spec.strategy.analysis.failureLimit",
+        "spec.strategy.analysis.metrics[0]",
+        "spec.strategy.analysis.webhooks[0].type",
+        "spec.strategy.analysis.webhooks[1].name",
+        "spec.strategy.analysis.webhooks[1].url",
+        "spec.strategy.analysis.webhooks[2].timeout",
+    ] {
+        assert!(
+            fields.contains(&field.to_owned()),
+            "no violation of {field}: {answer}"
+        );
+    }
+    let (status, _) = json_of(app.get("bad-strategy").await).await;
+    assert_eq!(status, 404, "nothing stored");
+
+    // Blue-green switches only; a strategy that ends must reach 100.
+    let mut body = with_strategy(
+        "bad-blue-green",
+        "reviews",
+        json!({"steps": [{"setWeight": 50}]}),
+    );
+    body["spec"]["type"] = json!("blue-green");
+    let (status, answer) = json_of(app.create(&body).await).await;
+    assert_eq!(status, 400, "{answer}");
+    let fields = detail_fields(&answer);
+    assert!(
+        fields.contains(&"spec.strategy.steps[0].setWeight".to_owned()),
+        "{answer}"
+    );
+    assert!(
+        fields.contains(&"spec.strategy.steps".to_owned()),
+        "{answer}"
+    );
+
+    // Without webhook_url_prefixes, a mesh allows no webhooks.
+    let plain = app_for(&clusters).await;
+    let body = with_strategy(
+        "no-hooks-here",
+        "ratings",
+        json!({"steps": [{"setWeight": 100}],
+               "analysis": {"webhooks": [{"name": "gate", "type": "confirm-rollout", "url": hooks.url("/gate")}]}}),
+    );
+    let (status, answer) = json_of(plain.create(&body).await).await;
+    assert_eq!(status, 400, "{answer}");
+    let violation = answer["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["field"] == "spec.strategy.analysis.webhooks[0].url")
+        .unwrap_or_else(|| panic!("{answer}"));
+    assert!(
+        violation["description"]
+            .as_str()
+            .unwrap()
+            .contains("allows no webhooks"),
+        "{answer}"
+    );
+}
+
+fn condition(release: &Value, kind: &str) -> Value {
+    release["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == kind).cloned())
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn a_gate_that_says_no_holds_the_release_until_it_says_yes() {
+    let clusters = clusters().await;
+    let hooks = Hooks::start().await;
+    hooks.answer("/gate", &[503, 503, 200]);
+    let app = app_with_hooks(&clusters, &hooks).await;
+    let body = with_strategy(
+        "gated",
+        "reviews",
+        json!({"steps": [{"setWeight": 20}, {"setWeight": 100}],
+               "analysis": {"interval": "1s", "webhooks": [
+                   {"name": "gate", "type": "confirm-traffic-increase", "url": hooks.url("/gate"),
+                    "metadata": {"ticket": "REL-42"}}]}}),
+    );
+    let (status, created) = json_of(app.create(&body).await).await;
+    assert_eq!(status, 200, "{created}");
+    let held = until(&app, "gated", "held by the gate", |r| {
+        strategy_of(r)["pauseReason"] == "HeldByWebhook: gate"
+            && strategy_of(r)["checks"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["name"] == "gate" && c["verdict"] == "Fail")
+            })
+    })
+    .await;
+    assert_eq!(
+        held["spec"]["trafficPolicy"],
+        json!({"weight": 0}),
+        "{held}"
+    );
+    assert_eq!(condition(&held, "Progressing")["reason"], "Held", "{held}");
+    assert_eq!(
+        clusters.reviews_routes().await,
+        vec![("v1".to_owned(), 100)],
+        "no traffic moves while the gate says no"
+    );
+    let ended = until(&app, "gated", "Ended", phase_is("Ended")).await;
+    assert_eq!(strategy_of(&ended)["currentStep"], 2);
+    let calls = hooks.calls_to("/gate");
+    assert!(calls.len() >= 3, "{calls:?}");
+    // Flagger's payload, with ours.
+    let call = &calls[0];
+    assert_eq!(call["name"], "gated");
+    assert_eq!(call["namespace"], "default");
+    assert_eq!(call["type"], "confirm-traffic-increase");
+    assert_eq!(call["metadata"]["ticket"], "REL-42");
+    assert_eq!(call["meshId"], MESH);
+    assert_eq!(call["uid"], created["metadata"]["uid"]);
+    assert!(call["checksum"].is_string(), "{call}");
+    assert_eq!(call["step"], 0);
+}
+
+#[tokio::test]
+async fn a_rollback_webhook_saying_yes_rolls_back_at_once_and_post_rollout_hears_of_it() {
+    let clusters = clusters().await;
+    let hooks = Hooks::start().await;
+    hooks.answer("/rollback", &[404]);
+    let app = app_with_hooks(&clusters, &hooks).await;
+    let body = with_strategy(
+        "watched-by-a-hook",
+        "reviews",
+        json!({"steps": [{"setWeight": 50}, {"pause": {}}, {"setWeight": 100}],
+               "analysis": {"interval": "1s", "webhooks": [
+                   {"name": "stop-it", "type": "rollback", "url": hooks.url("/rollback")},
+                   {"name": "tell-me", "type": "post-rollout", "url": hooks.url("/post")},
+                   {"name": "log", "type": "event", "url": hooks.url("/event")}]}}),
+    );
+    let (status, created) = json_of(app.create(&body).await).await;
+    assert_eq!(status, 200, "{created}");
+    until(
+        &app,
+        "watched-by-a-hook",
+        "weight 50 applied",
+        traffic_is(50),
+    )
+    .await;
+    until(&app, "watched-by-a-hook", "paused for a resume", |r| {
+        strategy_of(r)["pauseReason"] == "WaitingForResume"
+    })
+    .await;
+    hooks.answer("/rollback", &[200]);
+    let failed = until(&app, "watched-by-a-hook", "Failed", phase_is("Failed")).await;
+    let why = condition(&failed, "Failed");
+    assert_eq!(why["reason"], "RollbackWebhook", "{failed}");
+    assert!(
+        why["message"].as_str().unwrap().contains("stop-it"),
+        "{why}"
+    );
+    assert_eq!(condition(&failed, "Progressing")["reason"], "RolledBack");
+    assert_eq!(failed["spec"]["trafficPolicy"], json!({"weight": 0}));
+    until(
+        &app,
+        "watched-by-a-hook",
+        "traffic back on the original",
+        traffic_is(0),
+    )
+    .await;
+    assert_eq!(
+        clusters.reviews_routes().await,
+        vec![("v1".to_owned(), 100)]
+    );
+    assert!(
+        clusters
+            .b
+            .get(
+                simcluster::resources::DEPLOYMENTS,
+                "default",
+                "reviews-v1-v2"
+            )
+            .await
+            .is_some(),
+        "the gray Deployment stays for inspection"
+    );
+    for _ in 0..100 {
+        if !hooks.calls_to("/post").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let post = hooks.calls_to("/post");
+    assert_eq!(post.len(), 1, "{post:?}");
+    assert!(
+        post[0]["metadata"]["eventMessage"]
+            .as_str()
+            .unwrap()
+            .contains("rolled back"),
+        "{post:?}"
+    );
+    assert!(!hooks.calls_to("/event").is_empty(), "events were told");
+}
+
+#[tokio::test]
+async fn a_rollout_check_failing_failure_limit_rounds_in_a_row_rolls_back_one_failure_does_not() {
+    let clusters = clusters().await;
+    let hooks = Hooks::start().await;
+    // reviews: one failure between passes; ratings: two in a row.
+    hooks.answer("/reviews-check", &[200, 500, 200]);
+    hooks.answer("/ratings-check", &[200, 500, 500]);
+    let app = app_with_hooks(&clusters, &hooks).await;
+    for service in ["reviews", "ratings"] {
+        let body = with_strategy(
+            &format!("{service}-judged"),
+            service,
+            json!({"steps": [{"setWeight": 10}, {"analysis": {"count": 3}}, {"setWeight": 100}],
+                   "analysis": {"interval": "1s", "failureLimit": 2, "webhooks": [
+                       {"name": "smoke", "type": "rollout", "url": hooks.url(&format!("/{service}-check"))}]}}),
+        );
+        let (status, created) = json_of(app.create(&body).await).await;
+        assert_eq!(status, 200, "{created}");
+    }
+    let failed = until(&app, "ratings-judged", "Failed", phase_is("Failed")).await;
+    let why = condition(&failed, "Failed");
+    assert_eq!(why["reason"], "AnalysisFailed", "{failed}");
+    assert!(
+        why["message"].as_str().unwrap().contains("smoke"),
+        "names the check: {why}"
+    );
+    assert_eq!(strategy_of(&failed)["consecutiveFailures"], 2, "{failed}");
+
+    let ended = until(&app, "reviews-judged", "Ended", phase_is("Ended")).await;
+    // proto3 JSON leaves out a zero.
+    assert_eq!(
+        strategy_of(&ended)["consecutiveFailures"]
+            .as_i64()
+            .unwrap_or(0),
+        0
+    );
+    // Every round is kept, oldest first, over REST and gRPC.
+    let (status, checks) = app
+        .list("/v2/meshes/demo-mesh/namespaces/default/releases/reviews-judged/checks")
+        .await;
+    assert_eq!(status, 200, "{checks}");
+    assert_eq!(checks["kind"], "ReleaseCheckList");
+    let items = checks["items"].as_array().unwrap();
+    let verdicts: Vec<&str> = items
+        .iter()
+        .filter(|c| c["name"] == "smoke")
+        .map(|c| c["verdict"].as_str().unwrap())
+        .collect();
+    assert_eq!(verdicts[..3], ["Pass", "Fail", "Pass"], "{checks}");
+    let rounds: Vec<i64> = items.iter().map(|c| c["round"].as_i64().unwrap()).collect();
+    assert!(
+        rounds.windows(2).all(|w| w[0] <= w[1]),
+        "oldest first: {rounds:?}"
+    );
+    let mut client = app.grpc().await;
+    let over_grpc = client
+        .list_release_checks(authed(meshrelease::pb::asm::v2::ListReleaseChecksRequest {
+            mesh_id: MESH.into(),
+            namespace: "default".into(),
+            name: "reviews-judged".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(over_grpc.items.len(), items.len());
+}
