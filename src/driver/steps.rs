@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, DurationRound as _, TimeDelta, Utc};
 use tokio_util::sync::CancellationToken;
 
 use super::webhooks::Webhooks;
@@ -33,6 +33,13 @@ pub struct Steps {
     /// How often releases are looked at.
     pub tick: Duration,
     pub webhooks: Webhooks,
+}
+
+/// Now, in milliseconds, as every time the service shows is.
+fn now() -> DateTime<Utc> {
+    let now = Utc::now();
+    now.duration_trunc(TimeDelta::milliseconds(1))
+        .unwrap_or(now)
 }
 
 impl Steps {
@@ -65,7 +72,7 @@ impl Steps {
                 {
                     continue;
                 }
-                let now = Utc::now();
+                let now = now();
                 let due = progress::next_round(&release).is_some_and(|at| at <= now);
                 if due {
                     busy.lock()
@@ -112,7 +119,7 @@ impl Steps {
     /// all at once, each bounded by its timeout; then the decision.
     async fn round(&self, release: Release) {
         let plan = progress::round_plan(&release);
-        let now = Utc::now();
+        let now = now();
         let mut results = self.call_all(&plan.first, &release).await;
         if results.iter().all(|r| r.verdict == Verdict::Pass) {
             results.extend(self.call_all(&plan.webhooks, &release).await);
@@ -142,7 +149,7 @@ impl Steps {
         hooks: &[crate::domain::strategy::Webhook],
         release: &Release,
     ) -> Vec<CheckResult> {
-        let now = Utc::now();
+        let now = now();
         futures_util::future::join_all(
             hooks
                 .iter()
@@ -157,7 +164,7 @@ impl Steps {
     async fn decide(&self, mut release: Release, round: Option<Vec<CheckResult>>) {
         let target = ReleaseRef::of(&release);
         for _ in 0..WRITE_ATTEMPTS {
-            let now = Utc::now();
+            let now = now();
             let Some(decision) = progress::decide(&release, now, round.as_deref()) else {
                 return;
             };
@@ -228,7 +235,7 @@ impl Steps {
                 .as_ref()
                 .and_then(|s| s.step_start_time)
         {
-            let took = (Utc::now() - started).to_std().unwrap_or_default();
+            let took = (now() - started).to_std().unwrap_or_default();
             self.metrics.step_seconds.observe(took.as_secs_f64());
         }
         if decision.step == Some(crate::domain::phase::Move::Fail)
@@ -260,9 +267,7 @@ impl Steps {
                 let message = item.message.clone();
                 let manager = self.manager.clone();
                 tokio::spawn(async move {
-                    let mut result = webhooks
-                        .call(&hook, &release, Some(&message), Utc::now())
-                        .await;
+                    let mut result = webhooks.call(&hook, &release, Some(&message), now()).await;
                     // Recorded with the round it followed.
                     result.round = release.status.strategy.as_ref().map_or(0, |s| s.round);
                     if hook.kind == WebhookType::PostRollout || hook.kind == WebhookType::Event {

@@ -75,7 +75,7 @@ async fn call(
     parts: http::request::Parts,
     body: axum::body::Body,
 ) -> Result<Response, WireError> {
-    let body_json = if route.body.is_empty() {
+    let body_json = if route.body.is_empty() || optional_body_absent(route, &parts.headers) {
         None
     } else {
         check_content_type(&parts.headers)?;
@@ -157,6 +157,18 @@ fn ndjson(messages: super::JsonStream) -> Response {
         axum::body::Body::from_stream(lines),
     )
         .into_response()
+}
+
+/// A request whose body fills the whole message (`body: "*"`: an action
+/// such as `:pause`) may come without one, as grpc-gateway allows: no
+/// Content-Type and nothing announced.
+fn optional_body_absent(route: &Route, headers: &http::HeaderMap) -> bool {
+    route.body == "*"
+        && headers.get(header::CONTENT_TYPE).is_none()
+        && headers
+            .get(header::CONTENT_LENGTH)
+            .is_none_or(|length| length.as_bytes() == b"0")
+        && headers.get(header::TRANSFER_ENCODING).is_none()
 }
 
 fn check_content_type(headers: &http::HeaderMap) -> Result<(), ApiError> {

@@ -38,6 +38,7 @@ mod revision_order;
 mod roundtrip;
 mod signing;
 mod strategy;
+mod strategy_processes;
 mod strict_input;
 mod tls;
 mod traffic;

@@ -20,6 +20,9 @@ use crate::helpers::*;
 #[derive(Clone, Default)]
 pub struct Hooks {
     answers: Arc<Mutex<std::collections::BTreeMap<String, VecDeque<u16>>>>,
+    delays: Arc<Mutex<std::collections::BTreeMap<String, Duration>>>,
+    /// Calls answered, by path.
+    pub answered: Arc<Mutex<Vec<String>>>,
     pub calls: Arc<Mutex<Vec<(String, Value)>>>,
     address: Arc<Mutex<Option<SocketAddr>>>,
 }
@@ -36,6 +39,11 @@ impl Hooks {
                 let path = uri.path().to_owned();
                 let payload: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                 state.calls.lock().unwrap().push((path.clone(), payload));
+                let delay = state.delays.lock().unwrap().get(&path).copied();
+                if let Some(delay) = delay {
+                    tokio::time::sleep(delay).await;
+                }
+                state.answered.lock().unwrap().push(path.clone());
                 let code = {
                     let mut answers = state.answers.lock().unwrap();
                     let queue = answers.entry(path).or_default();
@@ -68,6 +76,11 @@ impl Hooks {
             .lock()
             .unwrap()
             .insert(path.to_owned(), codes.iter().copied().collect());
+    }
+
+    /// `path` answers only after `delay`.
+    pub fn delay(&self, path: &str, delay: Duration) {
+        self.delays.lock().unwrap().insert(path.to_owned(), delay);
     }
 
     pub fn calls_to(&self, path: &str) -> Vec<Value> {
@@ -443,4 +456,344 @@ async fn a_rollout_check_failing_failure_limit_rounds_in_a_row_rolls_back_one_fa
         .unwrap()
         .into_inner();
     assert_eq!(over_grpc.items.len(), items.len());
+}
+
+/// POST `.../releases/{name}:{action}` with `body`.
+pub async fn act(app: &TestApp, name: &str, action: &str, body: Option<Value>) -> (u16, Value) {
+    let mut request = app
+        .http
+        .post(format!("{}:{action}", app.release_url(name)))
+        .header("X-Auth-Token", TOKEN);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    json_of(request.send().await.unwrap()).await
+}
+
+fn action_request(
+    name: &str,
+    full: bool,
+) -> tonic::Request<meshrelease::pb::asm::v2::ReleaseActionRequest> {
+    authed(meshrelease::pb::asm::v2::ReleaseActionRequest {
+        mesh_id: MESH.into(),
+        namespace: "default".into(),
+        name: name.into(),
+        full,
+    })
+}
+
+#[tokio::test]
+async fn over_rest_pause_resume_promote_and_promote_in_full_each_once() {
+    let clusters = clusters().await;
+    let app = app_for(&clusters).await;
+    let body = with_strategy(
+        "acted-on",
+        "reviews",
+        json!({"steps": [{"setWeight": 10}, {"pause": {"duration": "1h"}}, {"setWeight": 50},
+                         {"analysis": {"count": 1}}, {"pause": {"duration": "1h"}}, {"setWeight": 100}],
+               "analysis": {"interval": "1s"}}),
+    );
+    let (status, created) = json_of(app.create(&body).await).await;
+    assert_eq!(status, 200, "{created}");
+    until(&app, "acted-on", "in the long pause", |r| {
+        strategy_of(r)["currentStep"] == 1
+    })
+    .await;
+    // The traffic policy belongs to the strategy while it runs.
+    let (status, refused) = json_of(
+        app.patch(
+            "acted-on",
+            &json!({"spec": {"trafficPolicy": {"weight": 80}}}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 409, "{refused}");
+    assert!(
+        refused["errorMsg"]
+            .as_str()
+            .unwrap()
+            .contains("spec.strategy"),
+        "{refused}"
+    );
+
+    let (status, paused) = act(&app, "acted-on", "pause", Some(json!({}))).await;
+    assert_eq!(status, 200, "{paused}");
+    assert_eq!(strategy_of(&paused)["paused"], true);
+    assert_eq!(strategy_of(&paused)["pauseReason"], "PausedByUser");
+    let (status, again) = act(&app, "acted-on", "pause", None).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(
+        again["metadata"]["resourceVersion"], paused["metadata"]["resourceVersion"],
+        "a repeat changes nothing"
+    );
+    let (status, resumed) = act(&app, "acted-on", "resume", Some(json!({}))).await;
+    assert_eq!(status, 200, "{resumed}");
+    assert!(strategy_of(&resumed)["paused"].is_null() || strategy_of(&resumed)["paused"] == false);
+    assert_eq!(
+        strategy_of(&resumed)["currentStep"],
+        1,
+        "a timed pause is not a resume's to end"
+    );
+
+    // Promote: past the hour's pause now.
+    let (status, promoted) = act(&app, "acted-on", "promote", Some(json!({}))).await;
+    assert_eq!(status, 200, "{promoted}");
+    assert_eq!(strategy_of(&promoted)["currentStep"], 2, "{promoted}");
+    until(&app, "acted-on", "weight 50 applied", traffic_is(50)).await;
+    until(&app, "acted-on", "in the second long pause", |r| {
+        strategy_of(r)["currentStep"] == 4
+    })
+    .await;
+    // In full: weight 100 and the end.
+    let (status, full) = act(&app, "acted-on", "promote", Some(json!({"full": true}))).await;
+    assert_eq!(status, 200, "{full}");
+    assert_eq!(full["spec"]["trafficPolicy"], json!({"weight": 100}));
+    until(&app, "acted-on", "Ended", phase_is("Ended")).await;
+    clusters.assert_ended_on_gray().await;
+}
+
+#[tokio::test]
+async fn over_grpc_abort_rolls_back_and_retry_starts_again_each_once() {
+    let clusters = clusters().await;
+    let app = app_for(&clusters).await;
+    let body = with_strategy(
+        "aborted",
+        "reviews",
+        json!({"steps": [{"setWeight": 30}, {"pause": {}}, {"setWeight": 100}]}),
+    );
+    let (status, created) = json_of(app.create(&body).await).await;
+    assert_eq!(status, 200, "{created}");
+    until(&app, "aborted", "waiting for a resume", |r| {
+        strategy_of(r)["pauseReason"] == "WaitingForResume"
+    })
+    .await;
+    until(&app, "aborted", "weight 30 applied", traffic_is(30)).await;
+    let mut client = app.grpc().await;
+    let aborted = client
+        .abort_release(action_request("aborted", false))
+        .await
+        .unwrap()
+        .into_inner();
+    let status = aborted.status.unwrap();
+    assert_eq!(status.phase, "Failed");
+    let failed = status
+        .conditions
+        .iter()
+        .find(|c| c.r#type == "Failed")
+        .unwrap();
+    assert_eq!(failed.reason, "Aborted");
+    let again = client
+        .abort_release(action_request("aborted", false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        again.metadata.unwrap().resource_version,
+        aborted.metadata.clone().unwrap().resource_version,
+        "a repeat changes nothing"
+    );
+    until(
+        &app,
+        "aborted",
+        "traffic back on the original",
+        traffic_is(0),
+    )
+    .await;
+
+    // A pause is not for a release that failed: 409 with the reason.
+    let refused = client
+        .pause_release(action_request("aborted", false))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    assert!(refused.message().contains("Failed"), "{refused:?}");
+
+    let retried = client
+        .retry_release(action_request("aborted", false))
+        .await
+        .unwrap()
+        .into_inner();
+    let status = retried.status.clone().unwrap();
+    assert_eq!(status.phase, "Running");
+    assert_eq!(status.strategy.unwrap().current_step, 0);
+    until(&app, "aborted", "at weight 30 again", |r| {
+        r["status"]["phase"] == "Running" && r["status"]["traffic"] == json!({"weight": 30})
+    })
+    .await;
+    let repeat = client
+        .retry_release(action_request("aborted", false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        repeat.status.unwrap().phase,
+        "Running",
+        "a repeat changes nothing"
+    );
+}
+
+#[tokio::test]
+async fn actions_are_refused_clearly_where_they_do_not_apply() {
+    let clusters = clusters().await;
+    let app = app_for(&clusters).await;
+    app.create(&release_body("no-strategy", "reviews")).await;
+    until(&app, "no-strategy", "Running", phase_is("Running")).await;
+    for action in ["pause", "resume", "promote", "abort", "retry"] {
+        let (status, refused) = act(&app, "no-strategy", action, Some(json!({}))).await;
+        assert_eq!(status, 409, "{action}: {refused}");
+        assert_eq!(refused["errorCode"], "ASM.01010003");
+        assert!(
+            refused["errorMsg"]
+                .as_str()
+                .unwrap()
+                .contains("spec.strategy"),
+            "{action}: {refused}"
+        );
+    }
+    let (status, refused) = act(&app, "no-such-release", "pause", None).await;
+    assert_eq!(status, 404, "{refused}");
+    let (status, refused) = act(&app, "no-strategy", "pause", Some(json!({"full": true}))).await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(
+        detail_fields(&refused),
+        vec!["full".to_owned()],
+        "{refused}"
+    );
+    let (status, refused) = act(&app, "no-strategy", "pause", Some(json!({"fast": true}))).await;
+    assert_eq!(status, 400, "{refused}");
+}
+
+/// Waits (bounded) until `path` was called at least `n` times.
+async fn called(hooks: &Hooks, path: &str, n: usize) -> Vec<Value> {
+    for _ in 0..300 {
+        let calls = hooks.calls_to(path);
+        if calls.len() >= n {
+            return calls;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "{path} was called {} times, not {n}",
+        hooks.calls_to(path).len()
+    );
+}
+
+#[tokio::test]
+async fn every_webhook_type_means_what_flagger_says() {
+    let clusters = clusters().await;
+    let hooks = Hooks::start().await;
+    hooks.answer("/confirm", &[503, 200]);
+    hooks.answer("/promote", &[503, 503, 200]);
+    let app = app_with_hooks(&clusters, &hooks).await;
+    let hook = |name: &str, kind: &str| json!({"name": name, "type": kind, "url": hooks.url(&format!("/{name}"))});
+    let body = with_strategy(
+        "all-hooks",
+        "reviews",
+        json!({"steps": [{"setWeight": 50}, {"setWeight": 100}],
+               "analysis": {"interval": "1s", "webhooks": [
+                   hook("confirm", "confirm-rollout"), hook("pre", "pre-rollout"),
+                   hook("promote", "confirm-promotion"), hook("event", "event"),
+                   hook("post", "post-rollout")]}}),
+    );
+    let (status, created) = json_of(app.create(&body).await).await;
+    assert_eq!(status, 200, "{created}");
+    // confirm-rollout: asked every interval, a no holds before the first step.
+    let held = until(&app, "all-hooks", "held before the first step", |r| {
+        strategy_of(r)["pauseReason"] == "HeldByWebhook: confirm"
+    })
+    .await;
+    assert_eq!(held["spec"]["trafficPolicy"], json!({"weight": 0}));
+    assert!(
+        hooks.calls_to("/pre").is_empty(),
+        "pre-rollout waits for the confirmation"
+    );
+    // confirm-promotion: the last step waits for it.
+    until(&app, "all-hooks", "the last step held", |r| {
+        strategy_of(r)["pauseReason"] == "HeldByWebhook: promote"
+            && r["status"]["traffic"] == json!({"weight": 50})
+    })
+    .await;
+    until(&app, "all-hooks", "Ended", phase_is("Ended")).await;
+    assert_eq!(
+        hooks.calls_to("/pre").len(),
+        1,
+        "pre-rollout is called once"
+    );
+    assert!(hooks.calls_to("/confirm").len() >= 2);
+    let post = called(&hooks, "/post", 1).await;
+    assert_eq!(post[0]["type"], "post-rollout");
+    let events = called(&hooks, "/event", 3).await;
+    assert!(
+        events
+            .iter()
+            .all(|e| e["type"] == "event" && e["metadata"]["eventMessage"].is_string()),
+        "{events:?}"
+    );
+    // What was called is in the checks, with the round it followed.
+    let (_, checks) = app
+        .list("/v2/meshes/demo-mesh/namespaces/default/releases/all-hooks/checks")
+        .await;
+    let kinds: std::collections::BTreeSet<&str> = checks["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["type"].as_str().unwrap())
+        .collect();
+    for kind in ["confirm-rollout", "pre-rollout", "confirm-promotion"] {
+        assert!(kinds.contains(kind), "{kind} not among {kinds:?}");
+    }
+
+    // pre-rollout: a no is a failed round (failureLimit 1: rolled back).
+    hooks.answer("/pre-no", &[500]);
+    let body = with_strategy(
+        "pre-refused",
+        "ratings",
+        json!({"steps": [{"setWeight": 100}],
+               "analysis": {"interval": "1s", "webhooks": [
+                   {"name": "pre-no", "type": "pre-rollout", "url": hooks.url("/pre-no")}]}}),
+    );
+    let (status, created) = json_of(app.create(&body).await).await;
+    assert_eq!(status, 200, "{created}");
+    let failed = until(&app, "pre-refused", "Failed", phase_is("Failed")).await;
+    let why = condition(&failed, "Failed");
+    assert_eq!(why["reason"], "AnalysisFailed", "{failed}");
+    assert!(why["message"].as_str().unwrap().contains("pre-no"), "{why}");
+}
+
+#[tokio::test]
+async fn a_slow_webhook_holds_only_its_own_release() {
+    let clusters = clusters().await;
+    let hooks = Hooks::start().await;
+    hooks.delay("/slow", Duration::from_secs(30));
+    let app = app_with_hooks(&clusters, &hooks).await;
+    let slow = with_strategy(
+        "slow-checked",
+        "reviews",
+        json!({"steps": [{"setWeight": 10}, {"analysis": {"count": 1}}, {"setWeight": 100}],
+               "analysis": {"interval": "1s", "webhooks": [
+                   {"name": "slow", "type": "rollout", "url": hooks.url("/slow"), "timeout": "30s"}]}}),
+    );
+    let (status, created) = json_of(app.create(&slow).await).await;
+    assert_eq!(status, 200, "{created}");
+    let quick = with_strategy(
+        "quick-one",
+        "ratings",
+        json!({"steps": [{"setWeight": 20}, {"setWeight": 100}], "analysis": {"interval": "1s"}}),
+    );
+    let (status, created) = json_of(app.create(&quick).await).await;
+    assert_eq!(status, 200, "{created}");
+    called(&hooks, "/slow", 1).await;
+    // The other release runs to its end while the slow call is unanswered.
+    until(&app, "quick-one", "Ended", phase_is("Ended")).await;
+    assert!(
+        hooks.answered.lock().unwrap().iter().all(|p| p != "/slow"),
+        "the slow webhook answered before the other release ended"
+    );
+    let held = until(&app, "slow-checked", "Running", phase_is("Running")).await;
+    assert_ne!(held["status"]["phase"], "Ended");
 }

@@ -230,6 +230,11 @@ pub fn decide(
                     });
                 }
             }
+        } else if judge(results).is_none() {
+            // A strategy without checks: every round passes.
+            if let Some(Step::Analysis(_)) = strategy.steps.get(status.current_step as usize) {
+                status.passes += 1;
+            }
         } else if let Some(verdict) = judge(results) {
             match verdict.verdict {
                 Verdict::Fail => {
@@ -300,6 +305,8 @@ pub fn decide(
 /// What the gates of a round said.
 #[derive(Debug, Default)]
 struct Gates {
+    /// Whether a round asked them (else: time passing, nothing asked).
+    asked: bool,
     /// The first confirm-rollout webhook that said no.
     confirm_rollout_held: Option<String>,
     pre_rollout_no: Option<String>,
@@ -314,7 +321,10 @@ struct Gates {
 
 impl Gates {
     fn of(results: &[CheckResult]) -> Self {
-        let mut gates = Gates::default();
+        let mut gates = Gates {
+            asked: true,
+            ..Gates::default()
+        };
         for result in results {
             let yes = result.verdict == Verdict::Pass;
             let name = Some(result.name.clone());
@@ -415,6 +425,8 @@ fn step(
     if !status.started {
         let why = match &gates.confirm_rollout_held {
             Some(hook) => format!("HeldByWebhook: {hook}"),
+            // Between rounds, what the last one said holds.
+            None if !gates.asked && !status.pause_reason.is_empty() => status.pause_reason.clone(),
             None => "waiting for the first round of checks".into(),
         };
         status.pause_reason = why.clone();
