@@ -214,6 +214,55 @@ impl Api {
             .into_inner())
     }
 
+    /// One of the actions on a release that runs itself: `pause`,
+    /// `resume`, `promote` (`full`: to the end at once), `abort`, `retry`.
+    pub async fn act(
+        &self,
+        mesh: &str,
+        namespace: &str,
+        name: &str,
+        action: &str,
+        full: bool,
+    ) -> Result<pb::Release, Status> {
+        let request = self.request(pb::ReleaseActionRequest {
+            mesh_id: mesh.to_owned(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            full,
+        });
+        let mut client = self.client.clone();
+        let answer = match action {
+            "pause" => client.pause_release(request).await?,
+            "resume" => client.resume_release(request).await?,
+            "promote" => client.promote_release(request).await?,
+            "abort" => client.abort_release(request).await?,
+            "retry" => client.retry_release(request).await?,
+            other => return Err(Status::invalid_argument(format!("no action {other:?}"))),
+        };
+        Ok(answer.into_inner())
+    }
+
+    /// The kept results of a release's rounds of checks, oldest first.
+    pub async fn checks(
+        &self,
+        mesh: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Vec<pb::CheckResult>, Status> {
+        let request = self.request(pb::ListReleaseChecksRequest {
+            mesh_id: mesh.to_owned(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        });
+        Ok(self
+            .client
+            .clone()
+            .list_release_checks(request)
+            .await?
+            .into_inner()
+            .items)
+    }
+
     /// The releases of a mesh (or of one namespace) as they change: first
     /// the current ones (ADDED), then every change, or every change after
     /// `resource_version`.

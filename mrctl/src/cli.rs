@@ -74,8 +74,17 @@ pub enum Command {
     Watch(WatchArgs),
     /// Wait until a release reaches a phase or condition (exit 0), fails (1) or the time is up (2)
     Wait(WaitArgs),
-    /// Move traffic to the gray version step by step, waiting at each step, stopping on failure
+    /// A release with spec.strategy: pass its current pause, analysis step or hold now (--full: to
+    /// weight 100 and the end at once). With --steps: move traffic step by step from here instead
     Promote(PromoteArgs),
+    /// A release with spec.strategy: hold at the current step (its checks go on)
+    Pause(NameArg),
+    /// A release with spec.strategy: end a pause (yours, a pause step's, or onFailure's)
+    Resume(NameArg),
+    /// A release with spec.strategy: roll back now (all traffic to the original, phase Failed)
+    Abort(NameArg),
+    /// A release its strategy rolled back: run it again from the first step
+    Retry(NameArg),
     /// Print a shell completion script
     Completion(CompletionArgs),
     /// Show or change the configuration file's contexts
@@ -208,10 +217,14 @@ pub struct WaitArgs {
 pub struct PromoteArgs {
     /// The release
     pub name: String,
-    /// Gray weights to move through, in order, as 10,25,50,100
-    #[arg(long, value_delimiter = ',', required = true,
+    /// Gray weights to move through from here, in order, as 10,25,50,100 (for a release without a
+    /// strategy; without --steps, promote asks the service to pass the strategy's current step)
+    #[arg(long, value_delimiter = ',',
           value_parser = clap::value_parser!(i32).range(0..=100))]
     pub steps: Vec<i32>,
+    /// With a strategy: skip every remaining step and check, to weight 100 and the strategy's end
+    #[arg(long, conflicts_with_all = ["steps", "interval", "cancel_on_failure", "end"])]
+    pub full: bool,
     /// How long to hold each step (but the last) once it is applied, watching for failure
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub interval: std::time::Duration,

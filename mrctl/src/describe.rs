@@ -121,6 +121,9 @@ fn render(release: &pb::Release, history: &History) -> String {
         policy(spec.traffic_policy.as_ref())
     );
     let _ = writeln!(out, "  Applied:        {}", policy(status.traffic.as_ref()));
+    if let Some(strategy) = &spec.strategy {
+        out.push_str(&strategy_section(strategy, status.strategy.as_ref()));
+    }
 
     let _ = writeln!(out, "Phase History:");
     match history {
@@ -228,6 +231,102 @@ fn render(release: &pb::Release, history: &History) -> String {
         ]);
     }
     out.push_str(&indent(&output::table(&rows)));
+    out
+}
+
+/// The steps, the current one marked, how the checks run, and their
+/// latest results.
+fn strategy_section(strategy: &pb::Strategy, status: Option<&pb::StrategyStatus>) -> String {
+    let mut out = String::from("Strategy:\n");
+    let current = status.map_or(0, |s| s.current_step.max(0) as usize);
+    let total = strategy.steps.len();
+    for (i, step) in strategy.steps.iter().enumerate() {
+        let what = if let Some(w) = step.set_weight {
+            format!("setWeight {w}")
+        } else if let Some(pause) = &step.pause {
+            if pause.duration.is_empty() {
+                "pause until a resume".to_owned()
+            } else {
+                format!("pause {}", pause.duration)
+            }
+        } else if let Some(analysis) = &step.analysis {
+            format!("analysis: {} passing round(s)", analysis.count)
+        } else {
+            "-".to_owned()
+        };
+        let mark = match i.cmp(&current) {
+            std::cmp::Ordering::Less => "  done",
+            std::cmp::Ordering::Equal => "->    ",
+            std::cmp::Ordering::Greater => "      ",
+        };
+        let _ = writeln!(out, "  {mark} {}/{total} {what}", i + 1);
+    }
+    if current >= total {
+        let _ = writeln!(out, "  all steps done");
+    }
+    let analysis = strategy.analysis.clone().unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "  Checks every {}, {} failed round(s) in a row trip onFailure ({}), onSuccess {}",
+        if analysis.interval.is_empty() {
+            "60s"
+        } else {
+            &analysis.interval
+        },
+        analysis.failure_limit.max(1),
+        if strategy.on_failure.is_empty() {
+            "rollback"
+        } else {
+            &strategy.on_failure
+        },
+        if strategy.on_success.is_empty() {
+            "end"
+        } else {
+            &strategy.on_success
+        },
+    );
+    if let Some(status) = status {
+        if status.paused || !status.pause_reason.is_empty() {
+            let _ = writeln!(out, "  Waiting:        {}", status.pause_reason);
+        }
+        if status.consecutive_failures > 0 {
+            let _ = writeln!(
+                out,
+                "  Failed rounds:  {} in a row",
+                status.consecutive_failures
+            );
+        }
+        if !status.checks.is_empty() {
+            let _ = writeln!(out, "  Latest checks:");
+            let mut rows = vec![
+                [
+                    "NAME", "TYPE", "VERDICT", "VALUE", "BOUNDS", "ROUND", "MESSAGE",
+                ]
+                .map(str::to_owned)
+                .to_vec(),
+            ];
+            for check in &status.checks {
+                let bounds = match (check.min, check.max) {
+                    (None, None) => "-".to_owned(),
+                    (min, max) => format!(
+                        "{}..{}",
+                        min.map(|m| m.to_string()).unwrap_or_default(),
+                        max.map(|m| m.to_string()).unwrap_or_default()
+                    ),
+                };
+                rows.push(vec![
+                    check.name.clone(),
+                    check.r#type.clone(),
+                    check.verdict.clone(),
+                    check.value.map_or("-".into(), |v| format!("{v}")),
+                    bounds,
+                    check.round.to_string(),
+                    check.message.clone(),
+                ]);
+            }
+            out.push_str(&indent(&indent(&output::table(&rows))));
+        }
+    }
     out
 }
 

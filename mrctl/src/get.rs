@@ -50,7 +50,7 @@ pub async fn get(api: &Api, mesh: &str, namespace: &str, args: &GetArgs) -> anyh
         }
         Some(Format::Name) => {
             for release in &releases {
-                println!("{}", qualified(release));
+                println!("{}", output::qualified(release));
             }
         }
         Some(Format::Wide) | None => {
@@ -80,7 +80,7 @@ fn print_one(release: &pb::Release, format: Option<Format>) -> anyhow::Result<()
     match format {
         Some(Format::Json) => print!("{}", output::json(release)?),
         Some(Format::Yaml) => print!("{}", output::yaml(release)?),
-        Some(Format::Name) => println!("{}", qualified(release)),
+        Some(Format::Name) => println!("{}", output::qualified(release)),
         Some(Format::Wide) | None => {
             let wide = format == Some(Format::Wide);
             print!(
@@ -93,13 +93,6 @@ fn print_one(release: &pb::Release, format: Option<Format>) -> anyhow::Result<()
         }
     }
     Ok(())
-}
-
-fn qualified(release: &pb::Release) -> String {
-    format!(
-        "release.asm/v2/{}",
-        release.metadata.as_ref().map_or("", |m| m.name.as_str())
-    )
 }
 
 /// `mrctl watch`: on a terminal a table redrawn on every change; elsewhere
@@ -183,7 +176,9 @@ pub async fn watch(api: &Api, mesh: &str, namespace: &str, args: &WatchArgs) -> 
         match args.output {
             Some(Format::Json) => writeln!(out, "{}", serde_json::to_string(&event)?)?,
             Some(Format::Yaml) => write!(out, "---\n{}", output::yaml(&event)?)?,
-            Some(Format::Name) => writeln!(out, "{} {}", event.r#type, qualified(&release))?,
+            Some(Format::Name) => {
+                writeln!(out, "{} {}", event.r#type, output::qualified(&release))?
+            }
             Some(Format::Wide) | None if live => {
                 let key = (metadata.namespace.clone(), metadata.name.clone());
                 if event.r#type == "DELETED" {

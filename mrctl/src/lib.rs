@@ -6,7 +6,8 @@
 //! - `api`: the gRPC client; `follow`: a watch that survives restarts;
 //! - `manifest`: YAML and JSON documents read into releases;
 //! - one file per command family: `apply`, `get` (and `watch`), `describe`,
-//!   `traffic` (and `end`, `cancel`, `delete`), `wait`, `promote`;
+//!   `traffic` (and `end`, `cancel`, `delete`), `wait`, `promote` (client
+//!   steps), `strategy` (pause, resume, promote, abort, retry);
 //! - `output`: tables and formats; `errors`: messages and exit codes.
 
 // A command-line tool's output is its standard output.
@@ -23,6 +24,7 @@ pub mod get;
 pub mod manifest;
 pub mod output;
 pub mod promote;
+pub mod strategy;
 pub mod traffic;
 pub mod wait;
 
@@ -79,7 +81,27 @@ pub async fn run(cli: Cli, first: TokenFirst) -> anyhow::Result<()> {
             )
             .await
         }
+        Command::Promote(args) if args.steps.is_empty() => {
+            let action = if args.full {
+                "promote --full"
+            } else {
+                "promote"
+            };
+            strategy::act(&api, connection.mesh()?, namespace, &args.name, action).await
+        }
         Command::Promote(args) => promote::run(&api, connection.mesh()?, namespace, args).await,
+        Command::Pause(args) => {
+            strategy::act(&api, connection.mesh()?, namespace, &args.name, "pause").await
+        }
+        Command::Resume(args) => {
+            strategy::act(&api, connection.mesh()?, namespace, &args.name, "resume").await
+        }
+        Command::Abort(args) => {
+            strategy::act(&api, connection.mesh()?, namespace, &args.name, "abort").await
+        }
+        Command::Retry(args) => {
+            strategy::act(&api, connection.mesh()?, namespace, &args.name, "retry").await
+        }
         Command::Completion(_) | Command::Config(_) => Ok(()),
     }
 }

@@ -52,7 +52,7 @@ pub fn header(wide: bool, namespaces: bool) -> Vec<String> {
         row.push("NAMESPACE");
     }
     row.extend([
-        "NAME", "SERVICE", "TYPE", "VERSION", "PHASE", "TRAFFIC", "AGE",
+        "NAME", "SERVICE", "TYPE", "VERSION", "PHASE", "TRAFFIC", "STEP", "WAITING", "AGE",
     ]);
     if wide {
         row.extend(["GRAY-READY", "CLUSTER", "DEPLOYMENT", "GENERATION"]);
@@ -75,6 +75,8 @@ pub fn row(release: &pb::Release, wide: bool, namespaces: bool) -> Vec<String> {
         spec.version.clone(),
         status.phase.clone(),
         traffic(status.traffic.as_ref()),
+        step(release),
+        pause_reason(release),
         age(start_time(release)),
     ]);
     if wide {
@@ -92,6 +94,45 @@ pub fn row(release: &pb::Release, wide: bool, namespaces: bool) -> Vec<String> {
         ]);
     }
     row
+}
+
+/// `release.asm/v2/NAME`, as kubectl names objects.
+pub fn qualified(release: &pb::Release) -> String {
+    format!(
+        "release.asm/v2/{}",
+        release.metadata.as_ref().map_or("", |m| m.name.as_str())
+    )
+}
+
+/// The strategy's step as `3/7` (the current one of all; all done: `7/7`),
+/// or `-` without a strategy.
+pub fn step(release: &pb::Release) -> String {
+    let total = release
+        .spec
+        .as_ref()
+        .and_then(|s| s.strategy.as_ref())
+        .map_or(0, |s| s.steps.len());
+    if total == 0 {
+        return "-".into();
+    }
+    let current = release
+        .status
+        .as_ref()
+        .and_then(|s| s.strategy.as_ref())
+        .map_or(0, |s| s.current_step.max(0) as usize);
+    format!("{}/{total}", (current + 1).min(total))
+}
+
+/// Why a strategy does not advance, as one word (`HeldByWebhook:gate`),
+/// or `-`.
+pub fn pause_reason(release: &pb::Release) -> String {
+    release
+        .status
+        .as_ref()
+        .and_then(|s| s.strategy.as_ref())
+        .map(|s| s.pause_reason.replace(' ', ""))
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| "-".into())
 }
 
 /// A traffic policy in a few characters: `20%`, or `match (2 rules)`.

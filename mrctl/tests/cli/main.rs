@@ -173,6 +173,8 @@ async fn every_output_format_reads_back() {
             "VERSION",
             "PHASE",
             "TRAFFIC",
+            "STEP",
+            "WAITING",
             "AGE",
             "GRAY-READY",
             "CLUSTER",
@@ -186,8 +188,11 @@ async fn every_output_format_reads_back() {
         .unwrap()
         .split_whitespace()
         .collect();
-    assert_eq!(row[1..6], ["reviews", "canary", "v2", "Running", "0%"]);
-    assert_eq!(row[7..], ["2/2", "cluster-a", "reviews-v1", "1/1"]);
+    assert_eq!(
+        row[1..8],
+        ["reviews", "canary", "v2", "Running", "0%", "-", "-"]
+    );
+    assert_eq!(row[9..], ["2/2", "cluster-a", "reviews-v1", "1/1"]);
 
     let all = world.run(&["get", "releases", "-A"]).await.success();
     assert!(all.starts_with("NAMESPACE   NAME"), "{all}");
@@ -929,4 +934,99 @@ async fn an_https_address_speaks_tls() {
             .contains("must start with http:// (plaintext) or https:// (TLS)"),
         "{run}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_that_runs_itself_is_paused_resumed_promoted_aborted_and_retried() {
+    let world = world().await;
+    let strategy = "
+  strategy:
+    steps:
+      - setWeight: 20
+      - pause: {}
+      - setWeight: 50
+      - pause: {duration: 1h}
+      - setWeight: 100
+    analysis: {interval: 1s}";
+    let file = world.file("runs.yaml", &manifest("runs-itself", "reviews", strategy));
+    world.run(&["apply", "-f", &file]).await.success();
+    world
+        .until("runs-itself", |r| {
+            r["status"]["strategy"]["pauseReason"] == "WaitingForResume"
+        })
+        .await;
+    let table = world
+        .run(&["get", "releases", "runs-itself"])
+        .await
+        .success();
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row[6..8], ["2/5", "WaitingForResume"], "{table}");
+
+    let out = world.run(&["resume", "runs-itself"]).await.success();
+    assert!(
+        out.starts_with("release.asm/v2/runs-itself resumed: Running, step 3/5"),
+        "{out}"
+    );
+    world
+        .until("runs-itself", |r| {
+            r["status"]["strategy"]["currentStep"] == 3
+        })
+        .await;
+    let out = world.run(&["pause", "runs-itself"]).await.success();
+    assert!(
+        out.contains("paused") && out.contains("(PausedByUser)"),
+        "{out}"
+    );
+    let described = world
+        .run(&["describe", "release", "runs-itself"])
+        .await
+        .success();
+    assert!(described.contains("Strategy:"), "{described}");
+    assert!(described.contains("->     4/5 pause 1h"), "{described}");
+    assert!(described.contains("done 1/5 setWeight 20"), "{described}");
+    assert!(
+        described.contains("Waiting:        PausedByUser"),
+        "{described}"
+    );
+
+    let out = world.run(&["promote", "runs-itself"]).await.success();
+    assert!(out.contains("promoted: Running, step 5/5"), "{out}");
+    let out = world.run(&["abort", "runs-itself"]).await.success();
+    assert!(out.contains("aborted: Failed"), "{out}");
+    world
+        .run(&[
+            "wait",
+            "runs-itself",
+            "--for=condition=Failed",
+            "--timeout=1m",
+        ])
+        .await
+        .success();
+    let out = world.run(&["retry", "runs-itself"]).await.success();
+    assert!(out.contains("retried: Running, step 1/5"), "{out}");
+    world
+        .until("runs-itself", |r| {
+            r["status"]["strategy"]["pauseReason"] == "WaitingForResume"
+        })
+        .await;
+    let out = world
+        .run(&["promote", "runs-itself", "--full"])
+        .await
+        .success();
+    assert!(out.contains("promoted in full"), "{out}");
+    world
+        .run(&["wait", "runs-itself", "--for=phase=Ended", "--timeout=1m"])
+        .await
+        .success();
+
+    // Without a strategy, the service says what to do instead.
+    let file = world.file("plain.yaml", &manifest("plain-one", "ratings", ""));
+    world.run(&["apply", "-f", &file]).await.success();
+    let refused = world.run(&["pause", "plain-one"]).await;
+    assert!(refused.fails_with(1).contains("spec.strategy"), "{refused}");
+    // --full and --steps do not go together.
+    world
+        .run(&["promote", "plain-one", "--full", "--steps", "10,100"])
+        .await
+        .fails_with(64);
 }
