@@ -118,6 +118,7 @@ impl Application {
                 .resync_interval
                 .min(std::time::Duration::from_secs(1)),
             webhooks: crate::driver::Webhooks::new(driver_metrics.clone()),
+            prometheus: crate::driver::Prometheus::new(driver_metrics.clone()),
         };
 
         let (health, health_service) = tonic_health::server::health_reporter();

@@ -115,6 +115,10 @@ pub struct MeshConfig {
     /// metric checks.
     #[serde(default)]
     pub prometheus_url: Option<String>,
+    /// A file holding the bearer token for `prometheus_url` (mode 0600;
+    /// read again on SIGHUP).
+    #[serde(default)]
+    pub prometheus_token_file: Option<RelativePathBuf>,
     /// The addresses a strategy's webhooks may call, each ending in `/`;
     /// none: no webhooks.
     #[serde(default)]

@@ -8,8 +8,9 @@ use figment::value::magic::RelativePathBuf;
 use super::{ClusterConfig, ConfigError, MeshConfig, fail};
 use crate::domain::Mesh;
 use crate::domain::istio::IstioApi;
-use crate::domain::mesh::{DEFAULT_ENTERPRISE_PROJECT, OriginalOnEnd};
+use crate::domain::mesh::{BearerToken, DEFAULT_ENTERPRISE_PROJECT, OriginalOnEnd};
 use crate::driver::ClusterSettings;
+use crate::secrets::read_secret_file;
 
 pub(super) fn validate_meshes(meshes: Vec<MeshConfig>) -> Result<Vec<Mesh>, ConfigError> {
     let mut seen = BTreeSet::new();
@@ -86,6 +87,25 @@ pub(super) fn validate_meshes(meshes: Vec<MeshConfig>) -> Result<Vec<Mesh>, Conf
                     .map_err(|why| ConfigError(format!("meshes[{i}].prometheus_url: {why}")))?,
             ),
         };
+        let prometheus_token = match &mesh.prometheus_token_file {
+            None => None,
+            Some(file) => {
+                if prometheus_url.is_none() {
+                    return fail(format!(
+                        "meshes[{i}].prometheus_token_file: is for prometheus_url, which is not set"
+                    ));
+                }
+                let text = read_secret_file(&file.relative())
+                    .map_err(|e| ConfigError(format!("meshes[{i}].prometheus_token_file: {e}")))?;
+                let token = text.trim();
+                if token.is_empty() || token.chars().any(|c| c.is_control() || c == ' ') {
+                    return fail(format!(
+                        "meshes[{i}].prometheus_token_file: must hold one token (no spaces or control characters), on one line"
+                    ));
+                }
+                Some(BearerToken::new(token))
+            }
+        };
         let mut webhook_url_prefixes = Vec::new();
         for (j, prefix) in mesh.webhook_url_prefixes.into_iter().enumerate() {
             let prefix = http_url(&prefix).map_err(|why| {
@@ -107,6 +127,7 @@ pub(super) fn validate_meshes(meshes: Vec<MeshConfig>) -> Result<Vec<Mesh>, Conf
             istio_api,
             original_on_end,
             prometheus_url,
+            prometheus_token,
             webhook_url_prefixes,
         });
     }

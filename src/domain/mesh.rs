@@ -32,9 +32,32 @@ pub struct Mesh {
     pub original_on_end: OriginalOnEnd,
     /// The mesh's Prometheus, for metric checks.
     pub prometheus_url: Option<String>,
+    /// The bearer token its queries carry, if it needs one.
+    pub prometheus_token: Option<BearerToken>,
     /// The addresses webhooks may call (each an http(s) URL ending in
     /// `/`); none: no webhooks.
     pub webhook_url_prefixes: Vec<String>,
+}
+
+/// A bearer token read from a secret file: never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BearerToken(String);
+
+impl BearerToken {
+    pub fn new(token: impl Into<String>) -> Self {
+        BearerToken(token.into())
+    }
+
+    /// The token, to send.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(REDACTED)")
+    }
 }
 
 /// The enterprise project of a mesh that names none, as in the cloud.

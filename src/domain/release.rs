@@ -102,6 +102,10 @@ pub struct ReleaseStatus {
     /// The traffic policy applied in the clusters now, once one is.
     #[serde(default)]
     pub traffic: Option<TrafficPolicy>,
+    /// When `traffic` last changed: metric checks never read a window from
+    /// before it.
+    #[serde(default)]
+    pub traffic_time: Option<DateTime<Utc>>,
     /// When the release entered its phase (for the progress deadline).
     #[serde(default)]
     pub phase_time: Option<DateTime<Utc>>,
@@ -136,6 +140,7 @@ impl ReleaseStatus {
             observed_generation: 0,
             conditions: Vec::new(),
             traffic: None,
+            traffic_time: None,
             phase_time: Some(now),
             saved_routing: None,
             gray_seen: Vec::new(),

@@ -57,8 +57,9 @@ impl StatusUpdate {
         if let Some(generation) = self.observed_generation {
             next.status.observed_generation = generation.min(current.generation);
         }
-        if self.traffic.is_some() {
+        if self.traffic.is_some() && self.traffic != current.status.traffic {
             next.status.traffic = self.traffic;
+            next.status.traffic_time = Some(now);
         }
         if self.deployment.is_some() {
             next.status.deployment = self.deployment;

@@ -379,6 +379,40 @@ pub struct CheckResult {
     pub round: u64,
 }
 
+/// The placeholders a `query` may use, as written in it.
+pub const PLACEHOLDERS: [&str; 7] = [
+    "namespace",
+    "service",
+    "release",
+    "version",
+    "workload",
+    "originalWorkload",
+    "window",
+];
+
+/// The placeholders of `text` this service does not know (validation
+/// names them).
+pub fn unknown_placeholders(text: &str) -> Vec<String> {
+    let mut unknown = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find("{{") {
+        let after = &rest[open + 2..];
+        let Some(close) = after.find("}}") else {
+            unknown.push(format!(
+                "{{{{{}",
+                after.chars().take(20).collect::<String>()
+            ));
+            break;
+        };
+        let name = after[..close].trim();
+        if !PLACEHOLDERS.contains(&name) {
+            unknown.push(format!("{{{{ {name} }}}}"));
+        }
+        rest = &after[close + 2..];
+    }
+    unknown
+}
+
 /// Adds `new` results to the `kept` ones of a release, each by its round
 /// and name (a result of the same round and name replaces the one kept),
 /// in order, keeping the newest `limit`.
@@ -627,6 +661,17 @@ fn validate_analysis(
                     fail(
                         format!("{field}.query"),
                         format!("is {} bytes; at most {MAX_QUERY}", query.len()),
+                    );
+                }
+                let unknown = unknown_placeholders(query);
+                if !unknown.is_empty() {
+                    fail(
+                        format!("{field}.query"),
+                        format!(
+                            "uses {}; the placeholders are {}",
+                            unknown.join(", "),
+                            PLACEHOLDERS.map(|p| format!("{{{{ {p} }}}}")).join(", ")
+                        ),
                     );
                 }
                 Some(MetricSource::Query(query.to_owned()))

@@ -9,7 +9,7 @@
 //!   `error_policy`), a pure rule;
 //! - `steps.rs`: the steps and checks of releases that run themselves
 //!   (`domain::progress` decides), with `webhooks.rs` calling their
-//!   webhooks.
+//!   webhooks and `prometheus.rs` asking the meshes' Prometheus.
 //!
 //! Every decision about a release is the domain's (`domain::plan`, and
 //! `plan::after` for what a round's outcome means); this module reads,
@@ -17,6 +17,7 @@
 
 mod backoff;
 pub mod kube;
+mod prometheus;
 mod round;
 mod schedule;
 mod steps;
@@ -30,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::backoff::{Backoff, CONFLICT_RETRY, FIRST_BACKOFF, MAX_BACKOFF};
 pub use self::kube::{ClusterSettings, KubeClusters};
+pub use self::prometheus::{Prometheus, QUERY_TIMEOUT};
 pub use self::round::RoundResult;
 pub use self::schedule::CONCURRENT_ROUNDS;
 pub use self::steps::Steps;

@@ -14,10 +14,12 @@ use std::time::Duration;
 use chrono::{DateTime, DurationRound as _, TimeDelta, Utc};
 use tokio_util::sync::CancellationToken;
 
+use super::prometheus::Prometheus;
 use super::webhooks::Webhooks;
 use crate::domain::ports::Leadership;
+use crate::domain::progress::metrics::{self, Sample};
 use crate::domain::progress::{self, Decision, ProgressUpdate};
-use crate::domain::strategy::{CheckResult, Verdict, WebhookType};
+use crate::domain::strategy::{CheckResult, MetricCheck, Verdict, WebhookType};
 use crate::domain::{DomainError, Release, ReleaseManager, ReleaseRef};
 use crate::metrics::{DriverMetrics, ReasonLabels, VerdictLabels};
 
@@ -33,6 +35,7 @@ pub struct Steps {
     /// How often releases are looked at.
     pub tick: Duration,
     pub webhooks: Webhooks,
+    pub prometheus: Prometheus,
 }
 
 /// Now, in milliseconds, as every time the service shows is.
@@ -115,33 +118,75 @@ impl Steps {
         found
     }
 
-    /// A round of checks: the gates first (confirm-rollout), then the rest,
-    /// all at once, each bounded by its timeout; then the decision.
+    /// A round of checks: the gates first (confirm-rollout), then the rest
+    /// and the metrics, all at once, each bounded by its timeout; then the
+    /// decision.
     async fn round(&self, release: Release) {
         let plan = progress::round_plan(&release);
-        let now = now();
         let mut results = self.call_all(&plan.first, &release).await;
         if results.iter().all(|r| r.verdict == Verdict::Pass) {
-            results.extend(self.call_all(&plan.webhooks, &release).await);
-        }
-        for metric in &plan.metrics {
-            // Metric checks read the mesh's Prometheus; until a round can,
-            // they say so and hold (never fail) the release.
-            results.push(CheckResult {
-                name: metric.clone(),
-                kind: "metric".into(),
-                verdict: Verdict::Error,
-                value: None,
-                min: None,
-                max: None,
-                query: String::new(),
-                requests: None,
-                time: now,
-                message: "metric checks are not evaluated by this version of meshrelease".into(),
-                round: 0,
-            });
+            let (hooks, measured) = futures_util::future::join(
+                self.call_all(&plan.webhooks, &release),
+                futures_util::future::join_all(
+                    plan.metrics
+                        .iter()
+                        .map(|check| self.measure(check, plan.interval, &release)),
+                ),
+            )
+            .await;
+            results.extend(hooks);
+            results.extend(measured);
         }
         self.decide(release, Some(results)).await;
+    }
+
+    /// One metric check of `release` now: its queries sent at once to the
+    /// mesh's Prometheus, the verdict the domain's.
+    async fn measure(
+        &self,
+        check: &MetricCheck,
+        interval: Duration,
+        release: &Release,
+    ) -> CheckResult {
+        let now = now();
+        let queries = match metrics::prepare(release, interval, check, now) {
+            metrics::Prepared::NotYet(result) => return result,
+            metrics::Prepared::Ask(queries) => queries,
+        };
+        let Some(mesh) = self.manager.meshes().shared(&release.mesh_id) else {
+            let gone = Sample::Failed(format!(
+                "the mesh {:?} is no longer configured",
+                release.mesh_id
+            ));
+            let answers = metrics::Answers {
+                value: gone,
+                requests: None,
+                original_requests: None,
+            };
+            return metrics::judge(check, &queries, &answers, now);
+        };
+        let ask = |query: Option<&String>| {
+            let query = query.cloned();
+            let mesh = mesh.clone();
+            async move {
+                match query {
+                    Some(q) => Some(self.prometheus.query(&mesh, &q, now).await),
+                    None => None,
+                }
+            }
+        };
+        let (value, requests, original_requests) = futures_util::future::join3(
+            ask(Some(&queries.value)),
+            ask(queries.requests.as_ref()),
+            ask(queries.original_requests.as_ref()),
+        )
+        .await;
+        let answers = metrics::Answers {
+            value: value.unwrap_or(Sample::Empty),
+            requests,
+            original_requests,
+        };
+        metrics::judge(check, &queries, &answers, now)
     }
 
     async fn call_all(

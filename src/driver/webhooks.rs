@@ -157,7 +157,7 @@ fn checksum(release: &Release) -> String {
 
 /// An error with its causes, for a check's message (no secrets are in it:
 /// the URL is the configuration's).
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut out = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

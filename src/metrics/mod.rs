@@ -97,6 +97,12 @@ pub struct WebhookLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueryLabels {
+    /// ok, several_series or error.
+    pub result: Cow<'static, str>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: Cow<'static, str>,
 }
@@ -113,6 +119,8 @@ pub struct DriverMetrics {
     pub rounds: Family<VerdictLabels, Counter>,
     /// Webhook calls, by type and result.
     pub webhook_calls: Family<WebhookLabels, Counter>,
+    /// Queries of the meshes' Prometheus, by result.
+    pub metric_queries: Family<QueryLabels, Counter>,
     /// Strategies rolled back, by reason.
     pub rollbacks: Family<ReasonLabels, Counter>,
     /// Time a strategy spent in each step it finished.
@@ -131,6 +139,7 @@ impl Default for DriverMetrics {
             cluster_requests: Family::default(),
             rounds: Family::default(),
             webhook_calls: Family::default(),
+            metric_queries: Family::default(),
             rollbacks: Family::default(),
             // Seconds: steps last from an instant to hours.
             step_seconds: Histogram::new([
@@ -280,6 +289,11 @@ impl Metrics {
             "webhook_calls",
             "Calls of a strategy's webhooks, by type and result (yes, no, timeout, error)",
             driver.webhook_calls.clone(),
+        );
+        registry.register(
+            "metric_queries",
+            "Queries of the meshes' Prometheus for metric checks, by result (ok, several_series, error)",
+            driver.metric_queries.clone(),
         );
         registry.register(
             "strategy_rollbacks",

@@ -7,6 +7,7 @@
 #![allow(unreachable_pub)]
 
 mod layers;
+mod metric_checks;
 mod progress;
 mod races;
 mod service;

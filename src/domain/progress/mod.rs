@@ -11,6 +11,7 @@
 //! - `update.rs`: the write of a decision, and how it applies.
 
 mod actions;
+pub mod metrics;
 mod update;
 
 use std::time::Duration;
@@ -24,8 +25,8 @@ use super::kinds::Phase;
 use super::phase::Move;
 use super::release::Release;
 use super::strategy::{
-    CheckResult, OnFailure, OnSuccess, Step, Strategy, StrategyStatus, Verdict, Webhook,
-    WebhookType,
+    CheckResult, MetricCheck, OnFailure, OnSuccess, Step, Strategy, StrategyStatus, Verdict,
+    Webhook, WebhookType,
 };
 use super::traffic::TrafficPolicy;
 
@@ -45,8 +46,11 @@ pub struct RoundPlan {
     pub first: Vec<Webhook>,
     /// Every other webhook due this round.
     pub webhooks: Vec<Webhook>,
-    /// The metric checks (by name; the driver evaluates them).
-    pub metrics: Vec<String>,
+    /// The metric checks (`metrics::prepare` says what each sends).
+    pub metrics: Vec<MetricCheck>,
+    /// The analysis interval: a metric is judged once the traffic has
+    /// held this long.
+    pub interval: Duration,
 }
 
 impl RoundPlan {
@@ -136,12 +140,8 @@ pub fn round_plan(release: &Release) -> RoundPlan {
     RoundPlan {
         first: Vec::new(),
         webhooks,
-        metrics: strategy
-            .analysis
-            .metrics
-            .iter()
-            .map(|m| m.name.clone())
-            .collect(),
+        metrics: strategy.analysis.metrics.clone(),
+        interval: strategy.analysis.interval,
     }
 }
 
@@ -375,7 +375,7 @@ struct RoundVerdict {
 fn judge(results: &[CheckResult]) -> Option<RoundVerdict> {
     let checks: Vec<&CheckResult> = results
         .iter()
-        .filter(|r| r.kind == "metric" || r.kind == WebhookType::Rollout.as_str())
+        .filter(|r| r.kind == metrics::METRIC || r.kind == WebhookType::Rollout.as_str())
         .collect();
     if checks.is_empty() {
         return None;
@@ -456,7 +456,10 @@ fn step(
         let check = status
             .checks
             .iter()
-            .find(|c| c.verdict == verdict && (c.kind == "metric" || c.kind == "rollout"))
+            .find(|c| {
+                c.verdict == verdict
+                    && (c.kind == metrics::METRIC || c.kind == WebhookType::Rollout.as_str())
+            })
             .map(|c| c.name.clone())
             .unwrap_or_default();
         status.pause_reason = format!("{}: {check}", verdict.as_str());
