@@ -17,6 +17,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::env::var_os("MESHRELEASE_TEST_DATABASE_URL").is_some() {
         println!("cargo:rustc-cfg=pg_tests");
     }
+    // The metric-check tests run a real Prometheus when one is named.
+    println!("cargo:rustc-check-cfg=cfg(prometheus_tests)");
+    println!("cargo:rerun-if-env-changed=MESHRELEASE_TEST_PROMETHEUS");
+    if std::env::var_os("MESHRELEASE_TEST_PROMETHEUS").is_some() {
+        println!("cargo:rustc-cfg=prometheus_tests");
+    }
     build_info();
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     let descriptor = std::env::var("DEP_MESHRELEASE_WIRE_DESCRIPTOR")?;
