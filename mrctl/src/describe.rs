@@ -300,7 +300,7 @@ fn strategy_section(strategy: &pb::Strategy, status: Option<&pb::StrategyStatus>
             let _ = writeln!(out, "  Latest checks:");
             let mut rows = vec![
                 [
-                    "NAME", "TYPE", "VERDICT", "VALUE", "BOUNDS", "ROUND", "MESSAGE",
+                    "NAME", "TYPE", "VERDICT", "VALUE", "BOUNDS", "REQUESTS", "ROUND", "MESSAGE",
                 ]
                 .map(str::to_owned)
                 .to_vec(),
@@ -320,11 +320,24 @@ fn strategy_section(strategy: &pb::Strategy, status: Option<&pb::StrategyStatus>
                     check.verdict.clone(),
                     check.value.map_or("-".into(), |v| format!("{v}")),
                     bounds,
+                    check.requests.map_or("-".into(), |n| n.to_string()),
                     check.round.to_string(),
                     check.message.clone(),
                 ]);
             }
             out.push_str(&indent(&indent(&output::table(&rows))));
+            // What decided: each metric's query as it was sent.
+            let queries: Vec<&pb::CheckResult> = status
+                .checks
+                .iter()
+                .filter(|c| c.r#type == "metric" && !c.query.is_empty())
+                .collect();
+            if !queries.is_empty() {
+                let _ = writeln!(out, "  Queries (as sent to Prometheus):");
+                for check in queries {
+                    let _ = writeln!(out, "    {}: {}", check.name, check.query);
+                }
+            }
         }
     }
     out

@@ -11,6 +11,8 @@ use http::{HeaderValue, StatusCode, header};
 
 const INDEX: &str = include_str!("assets/index.html");
 const SCRIPT: &str = include_str!("assets/app.js");
+const DOM: &str = include_str!("assets/dom.js");
+const STRATEGY: &str = include_str!("assets/strategy.js");
 const STYLE: &str = include_str!("assets/style.css");
 
 /// Scripts and styles from this origin only, no inline code, no framing,
@@ -39,6 +41,8 @@ fn asset(file: &str) -> Response {
     let (content_type, body) = match file {
         "index.html" => ("text/html; charset=utf-8", INDEX),
         "app.js" => ("text/javascript; charset=utf-8", SCRIPT),
+        "dom.js" => ("text/javascript; charset=utf-8", DOM),
+        "strategy.js" => ("text/javascript; charset=utf-8", STRATEGY),
         "style.css" => ("text/css; charset=utf-8", STYLE),
         _ => return (StatusCode::NOT_FOUND, "no such file in the console\n").into_response(),
     };

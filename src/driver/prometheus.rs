@@ -90,7 +90,7 @@ impl Prometheus {
             Err(e) => {
                 return Sample::Failed(format!(
                     "Prometheus is not reachable at {base}: {}",
-                    super::webhooks::error_chain(&e)
+                    root_cause(&e)
                 ));
             }
         };
@@ -112,6 +112,16 @@ impl Prometheus {
         };
         sample_of(status.as_u16(), &body)
     }
+}
+
+/// The innermost cause of `error` ("Connection refused (os error 111)"):
+/// what a person can act on, without the client's layers around it.
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
 }
 
 /// Prometheus's answer envelope.

@@ -245,6 +245,11 @@ fn a_traffic_change_is_timed_when_the_clusters_take_it_and_only_then() {
     .unwrap();
     assert_eq!(moved.status.traffic_time, Some(t(60)));
     assert_eq!(metrics::traffic_since(&moved), t(60));
+    // A retry (Running again, the traffic as the rollback left it) is
+    // judged from its own start, never by the rounds that failed it.
+    let mut retried = moved;
+    retried.status.phase_time = Some(t(500));
+    assert_eq!(metrics::traffic_since(&retried), t(500));
 }
 
 #[test]

@@ -79,6 +79,8 @@ kubeconfig = "{b}"
 id = "{MESH}"
 clusters = ["cluster-a", "cluster-b"]
 istio_config_cluster = "cluster-a"
+# Nothing listens there: metric checks answer Error, and say why.
+prometheus_url = "http://127.0.0.1:1/"
 
 [[tokens]]
 subject = "pipeline"

@@ -1030,3 +1030,55 @@ async fn a_release_that_runs_itself_is_paused_resumed_promoted_aborted_and_retri
         .await
         .fails_with(64);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_shows_what_each_check_decided_on_and_the_query_it_sent() {
+    let world = world().await;
+    let strategy = "
+  strategy:
+    steps:
+      - setWeight: 20
+      - pause: {}
+      - setWeight: 100
+    analysis:
+      interval: 1s
+      metrics:
+        - {name: success-rate, builtin: successRate, min: 99}";
+    let file = world.file("judged.yaml", &manifest("judged", "reviews", strategy));
+    world.run(&["apply", "-f", &file]).await.success();
+    // The mesh's Prometheus is not there: the check says so, and holds.
+    world
+        .until("judged", |r| {
+            r["status"]["strategy"]["checks"][0]["verdict"] == "Error"
+        })
+        .await;
+    let described = world
+        .run(&["describe", "release", "judged"])
+        .await
+        .success();
+    let header = described
+        .lines()
+        .find(|l| l.contains("VERDICT"))
+        .unwrap_or_else(|| panic!("{described}"));
+    for column in [
+        "NAME", "TYPE", "VALUE", "BOUNDS", "REQUESTS", "ROUND", "MESSAGE",
+    ] {
+        assert!(header.contains(column), "{header}");
+    }
+    let row = described
+        .lines()
+        .find(|l| l.trim_start().starts_with("success-rate") && l.contains("Error"))
+        .unwrap_or_else(|| panic!("{described}"));
+    assert!(row.contains("99.."), "the threshold: {row}");
+    assert!(
+        row.contains("Prometheus is not reachable at http://127.0.0.1:1/"),
+        "{row}"
+    );
+    assert!(
+        described.contains("Queries (as sent to Prometheus):")
+            && described.contains(
+                r#"success-rate: 100 * (sum(rate(istio_requests_total{reporter="destination",destination_workload_namespace="default",destination_workload="reviews-v1-v2",response_code!~"5.."}"#
+            ),
+        "{described}"
+    );
+}

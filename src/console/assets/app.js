@@ -1,6 +1,9 @@
 // The meshrelease console: plain JavaScript over the service's own REST API
 // (same origin, so no CORS), the token kept in sessionStorage only.
 
+import { age, el } from "./dom.js";
+import { stepOf, strategyPanel } from "./strategy.js";
+
 const PHASES = ["Pending", "Deploying", "Running", "Ending", "Ended"];
 const TOKEN_KEY = "meshrelease.token";
 const MESH_KEY = "meshrelease.mesh";
@@ -17,23 +20,6 @@ let watching = null;
 
 // ---- small helpers -------------------------------------------------------
 
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (value === undefined || value === null || value === false) continue;
-    if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-    // Through the CSSOM: the page's CSP forbids style attributes.
-    else if (key === "style") node.style.cssText = value;
-    else if (value === true) node.setAttribute(key, "");
-    else node.setAttribute(key, value);
-  }
-  for (const child of children.flat()) {
-    if (child === null || child === undefined || child === false) continue;
-    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
-  return node;
-}
-
 function show(text, kind = "error") {
   message.textContent = text;
   message.className = kind === "info" ? "info" : "";
@@ -47,15 +33,6 @@ function showFailure(e) {
   if (e instanceof ApiError) { if (e.status !== 401) show(e.message); return; }
   show("The service did not answer, so nothing was changed. Try again once it is back.");
   message.dataset.outage = "true";
-}
-
-function age(time) {
-  if (!time) return "";
-  const seconds = Math.max(0, (Date.now() - Date.parse(time)) / 1000);
-  if (seconds < 90) return `${Math.round(seconds)}s`;
-  if (seconds < 5400) return `${Math.round(seconds / 60)}m`;
-  if (seconds < 172800) return `${Math.round(seconds / 3600)}h`;
-  return `${Math.round(seconds / 86400)}d`;
 }
 
 /** JSON as YAML, for Kubernetes objects (block style, strings quoted when needed). */
@@ -241,8 +218,13 @@ function allowed(r) {
   const phase = r.status?.phase;
   const weight = weightOf(r.spec?.trafficPolicy);
   const running = phase === "Running";
+  const s = r.status?.strategy;
+  // While its strategy runs, the traffic policy is the strategy's.
+  const completed = (r.status?.conditions || []).some((c) => c.type === "Progressing" && c.reason === "Completed");
+  const stepping = r.spec?.strategy && running && !s?.paused && !completed;
   return {
-    traffic: running ? null : `traffic moves only while Running (now ${phase})`,
+    traffic: !running ? `traffic moves only while Running (now ${phase})`
+      : stepping ? "the strategy moves the traffic while it runs: pause, promote or abort it first" : null,
     end: !running ? `a release ends from Running (now ${phase})` : weight !== 100 ? "take over first: the gray version must hold 100% of the traffic" : null,
     cancel: ["Ended", "Canceled", "Ending", "Canceling"].includes(phase) ? `a release that is ${phase} cannot be canceled`
       : running && weight !== 0 ? "move all traffic back to the original (weight 0) first" : null,
@@ -273,7 +255,7 @@ function listView() {
       el("td", {}, r.metadata.namespace),
       el("td", {}, r.spec.serviceName),
       el("td", {}, `${r.spec.deploymentName} → ${r.spec.version}`),
-      el("td", {}, phaseBadge(r.status?.phase)),
+      el("td", {}, phaseBadge(r.status?.phase), r.spec.strategy ? el("span", { class: "muted" }, ` ${stepOf(r)}`) : null),
       el("td", {}, trafficView(r.status?.traffic ?? r.spec.trafficPolicy)),
       el("td", { title: r.status?.startTime }, age(r.status?.startTime)),
     )) : el("tr", {}, el("td", { colspan: 7, class: "muted" }, watching ? "No releases match." : "Loading…"))));
@@ -305,20 +287,20 @@ function detailView(namespace, name) {
   const weight = weightOf(spec) ?? 0;
   const slider = el("input", { id: "weight", type: "range", min: 0, max: 100, step: r.spec.type === "blue-green" ? 100 : 5, value: weight, disabled: !!why.traffic,
     oninput: (e) => { document.getElementById("weight-value").textContent = `${e.target.value}%`; } });
-  const act = (label, attrs, reason, run) => el("button", { type: "button", ...attrs, disabled: !!reason, title: reason || null,
+  const button = (label, attrs, reason, run) => el("button", { type: "button", ...attrs, disabled: !!reason, title: reason || null,
     "aria-describedby": reason ? null : null, onclick: run }, label);
   const actions = el("div", { class: "actions" },
     el("label", { for: "weight" }, "Gray weight", el("span", {}, slider, " ", el("output", { id: "weight-value" }, `${weight}%`))),
-    act("Apply weight", { class: "primary", id: "apply-weight" }, why.traffic, () => patchWeight(r, Number(slider.value))),
-    act("Take over (gray 100%)", { id: "take-over" }, why.traffic, () => patchWeight(r, 100)),
-    act("All to original", { id: "roll-back" }, why.traffic, () => patchWeight(r, 0)),
-    act("End", { id: "end" }, why.end, () => remove(r, "end", `End ${r.metadata.name}? The original Deployment will be deleted.`)),
-    act("Cancel", { id: "cancel", class: "danger" }, why.cancel, () => remove(r, "cancel", `Cancel ${r.metadata.name}? The gray Deployments will be deleted and the routing restored.`)),
-    act("Remove", { id: "remove", class: "danger" }, why.remove, () => remove(r, "", `Remove the record of ${r.metadata.name}?`)));
+    button("Apply weight", { class: "primary", id: "apply-weight" }, why.traffic, () => patchWeight(r, Number(slider.value))),
+    button("Take over (gray 100%)", { id: "take-over" }, why.traffic, () => patchWeight(r, 100)),
+    button("All to original", { id: "roll-back" }, why.traffic, () => patchWeight(r, 0)),
+    button("End", { id: "end" }, why.end, () => remove(r, "end", `End ${r.metadata.name}? The original Deployment will be deleted.`)),
+    button("Cancel", { id: "cancel", class: "danger" }, why.cancel, () => remove(r, "cancel", `Cancel ${r.metadata.name}? The gray Deployments will be deleted and the routing restored.`)),
+    button("Remove", { id: "remove", class: "danger" }, why.remove, () => remove(r, "", `Remove the record of ${r.metadata.name}?`)));
   const match = el("div", { class: "actions" },
     el("label", { for: "match-rules" }, "Match rules (JSON: a list of rules; requests they match go to the gray version)",
       el("textarea", { id: "match-rules", rows: 4, disabled: !!why.traffic }, JSON.stringify(spec?.match || [{ headers: [{ name: "x-canary", exact: "true" }] }], null, 2))),
-    act("Apply rules", { id: "apply-rules" }, why.traffic, () => patchMatch(r, document.getElementById("match-rules").value)));
+    button("Apply rules", { id: "apply-rules" }, why.traffic, () => patchMatch(r, document.getElementById("match-rules").value)));
   const conditions = r.status?.conditions || [];
   const replicas = [
     ["original", r.status?.deployment],
@@ -337,6 +319,7 @@ function detailView(namespace, name) {
           el("td", {}, replicasText(d))))))),
       el("div", { class: "panel" }, el("h2", {}, "Release"),
         el("p", {}, `${r.spec.serviceName} in ${r.metadata.namespace}, cluster ${r.spec.clusterID}: ${r.spec.deploymentName} → ${r.spec.version} (${r.spec.type})`))),
+    r.spec.strategy ? strategyPanel(r, { api, act, path: releasePath(r), changed: scheduleRender }) : null,
     el("h2", {}, "Actions"), actions, match,
     el("h2", {}, "Conditions"),
     conditions.length ? el("table", { id: "conditions" },
@@ -382,6 +365,11 @@ const TEMPLATE = {
     template: { metadata: { labels: { app: "reviews" } }, spec: { containers: [{ name: "reviews", image: "reviews:2" }] } } },
 };
 
+const STRATEGY_EXAMPLE = JSON.stringify({
+  steps: [{ setWeight: 20 }, { pause: { duration: "5m" } }, { analysis: { count: 3 } }, { setWeight: 100 }],
+  analysis: { interval: "1m", metrics: [{ name: "success-rate", builtin: "successRate", min: 99 }] },
+}, null, 2);
+
 const NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
 function createView() {
@@ -396,6 +384,9 @@ function createView() {
       field("version", "Gray version", { value: "v2", required: true, oninput: check }),
       el("label", { for: "type" }, "Type", el("select", { id: "type" }, el("option", { value: "canary" }, "canary"), el("option", { value: "blue-green" }, "blue-green")))),
     el("label", { for: "template" }, "Gray Deployment template (JSON)", el("textarea", { id: "template", spellcheck: "false", oninput: checkTemplate }, JSON.stringify(TEMPLATE, null, 2)), el("span", { class: "field-error", id: "template-error", "aria-live": "polite" })),
+    el("label", { for: "strategy" }, "Strategy (JSON, optional: steps the service carries out by itself, and the checks that judge them)",
+      el("textarea", { id: "strategy", spellcheck: "false", placeholder: STRATEGY_EXAMPLE }),
+      el("span", { class: "field-error", id: "strategy-error", "aria-live": "polite" })),
     el("div", { class: "actions" },
       el("button", { type: "button", id: "preview", onclick: () => submit(true) }, "Preview (dry run)"),
       el("button", { type: "submit", class: "primary", id: "submit" }, "Create")),
@@ -440,11 +431,15 @@ async function submit(dryRun) {
   const value = (id) => document.getElementById(id).value.trim();
   let template;
   try { template = JSON.parse(value("template")); } catch (e) { document.getElementById("template-error").textContent = `not JSON: ${e.message}`; return; }
+  let strategy;
+  if (value("strategy")) {
+    try { strategy = JSON.parse(value("strategy")); } catch (e) { document.getElementById("strategy-error").textContent = `not JSON: ${e.message}`; return; }
+  }
   const namespace = value("namespace");
   const body = {
     metadata: { name: value("name"), namespace },
     spec: { serviceName: value("serviceName"), clusterID: value("clusterID"), deploymentName: value("deploymentName"),
-      version: value("version"), type: value("type"), grayDeployments: [{ clusterID: value("clusterID"), template }] },
+      version: value("version"), type: value("type"), grayDeployments: [{ clusterID: value("clusterID"), template }], strategy },
   };
   try {
     const answer = await api("POST", `${base()}/namespaces/${encodeURIComponent(namespace)}/releases${dryRun ? "?dryRun=true" : ""}`, body);
@@ -459,7 +454,7 @@ async function submit(dryRun) {
     showFailure(e);
     for (const detail of e.body?.details || []) {
       const id = { "metadata.name": "name", "metadata.namespace": "namespace", "spec.serviceName": "serviceName", "spec.clusterID": "clusterID",
-        "spec.deploymentName": "deploymentName", "spec.version": "version" }[detail.field] || (detail.field.startsWith("spec.grayDeployments") ? "template" : null);
+        "spec.deploymentName": "deploymentName", "spec.version": "version" }[detail.field] || (detail.field.startsWith("spec.grayDeployments") ? "template" : detail.field.startsWith("spec.strategy") ? "strategy" : null);
       const slot = id && document.getElementById(`${id}-error`);
       if (slot) slot.textContent = `${slot.textContent ? `${slot.textContent}; ` : ""}${detail.field}: ${detail.description}`;
     }

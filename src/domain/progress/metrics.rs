@@ -71,13 +71,17 @@ pub struct Answers {
     pub original_requests: Option<Sample>,
 }
 
-/// When the traffic the clusters hold now took effect: the latest change
-/// of `status.traffic` (before any, when the release started Running).
+/// Since when the gray version has been judged as it is now: the latest
+/// of the last change of `status.traffic` and the release entering its
+/// phase (Running: a retry starts afresh, never judged by the rounds that
+/// failed it).
 pub fn traffic_since(release: &Release) -> DateTime<Utc> {
     release
         .status
         .traffic_time
-        .or(release.status.phase_time)
+        .into_iter()
+        .chain(release.status.phase_time)
+        .max()
         .unwrap_or(release.status.start_time)
 }
 
