@@ -298,3 +298,40 @@ fn cors_is_off_unless_origins_are_named_and_each_must_be_an_origin() {
         assert!(err.contains(key), "{bad}: {err}");
     }
 }
+
+#[test]
+fn the_prometheus_token_comes_from_a_private_file_never_shows_and_needs_a_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("prom-token");
+    std::fs::write(&token, "eyJhbGciOi.prom-token\n").unwrap();
+    set_private(&token);
+    let with = |keys: &str| {
+        GOOD.replace(
+            "clusters = [\"cluster-a\", \"cluster-b\"]",
+            &format!("clusters = [\"cluster-a\", \"cluster-b\"]\n    {keys}"),
+        )
+    };
+    let keys = format!(
+        "prometheus_url = \"http://prometheus.istio-system:9090\"\n    prometheus_token_file = {:?}",
+        token.to_str().unwrap()
+    );
+    let s = load(&with(&keys), Cli::default()).unwrap();
+    let read = s.meshes[0].prometheus_token.as_ref().expect("a token");
+    assert_eq!(read.expose(), "eyJhbGciOi.prom-token", "trimmed, whole");
+    assert!(!format!("{:?}", s.meshes).contains("prom-token"));
+
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let err = load(&with(&keys), Cli::default()).unwrap_err().to_string();
+    assert!(
+        err.contains("meshes[0].prometheus_token_file") && err.contains("chmod 600"),
+        "{err}"
+    );
+    set_private(&token);
+    let alone = format!("prometheus_token_file = {:?}", token.to_str().unwrap());
+    let err = load(&with(&alone), Cli::default()).unwrap_err().to_string();
+    assert!(
+        err.contains("meshes[0].prometheus_token_file") && err.contains("prometheus_url"),
+        "{err}"
+    );
+}
