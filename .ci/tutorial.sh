@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Runs the sections "Try it with two simulated clusters" and "A
-# release pipeline with mrctl" of docs/tutorial.md exactly as written: their ```bash blocks, in
-# order, each section as one script that stops at the first failing command
-# (the mrctl section after the first section's set-up block, as the page
-# says). Background processes a script starts are stopped at its end.
+# Runs the sections "Try it with two simulated clusters", "A release
+# pipeline with mrctl" and "A release that runs itself" of docs/tutorial.md
+# exactly as written: their ```bash blocks, in order, each section as one
+# script that stops at the first failing command (the later sections after
+# the first section's set-up block, as the page says). Background processes a script starts are stopped at its end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,3 +43,13 @@ $pipeline" "$out"
 grep -q 'step 3/3: 100% of requests go to the gray version' "$out" || { cat "$out"; echo "FAILED: promote did not reach 100%"; exit 1; }
 grep -Eq '^reviews-canary +reviews +canary +v2 +Ended +100%' "$out" || { cat "$out"; echo "FAILED: the release did not end at 100%"; exit 1; }
 echo "tutorial mrctl pipeline: passed"
+
+out=/tmp/readme-strategy.out
+strategy=$(blocks 'A release that runs itself')
+[ -n "$strategy" ] || { echo "docs/tutorial.md has no section 'A release that runs itself'"; exit 1; }
+run_section "A release that runs itself" "$setup
+$strategy" "$out"
+grep -q '^Running .* HeldByWebhook: promotion-gate$' "$out" || { cat "$out"; echo "FAILED: the gate did not hold the release"; exit 1; }
+grep -q 'promotion-gate confirm-promotion Pass answered 200 (yes)$' "$out" || { cat "$out"; echo "FAILED: the gate's yes is not in the record"; exit 1; }
+grep -q ': yes$' "$out" || { cat "$out"; echo "FAILED: the gate was never asked once open"; exit 1; }
+echo "tutorial release that runs itself: passed"
