@@ -113,14 +113,24 @@ impl RouteTable {
         } else {
             method
         };
+        let matching: Vec<(&Route, Vec<(String, String)>)> = self
+            .routes
+            .iter()
+            .filter_map(|route| route.template.matches(path).map(|b| (route, b)))
+            .collect();
+        // A path that ends in a custom verb is that custom method's, as
+        // grpc-gateway reads it: `.../releases/x:pause` is not also a
+        // release named "x:pause" that GET, PUT or DELETE would take.
+        let verbs = matching.iter().any(|(route, _)| route.template.has_verb());
         let mut allowed = Vec::new();
-        for route in &self.routes {
-            if let Some(bindings) = route.template.matches(path) {
-                if route.http_method == *wanted {
-                    return Found::Route(route, bindings);
-                }
-                allowed.push(route.http_method.clone());
+        for (route, bindings) in matching {
+            if verbs && !route.template.has_verb() {
+                continue;
             }
+            if route.http_method == *wanted {
+                return Found::Route(route, bindings);
+            }
+            allowed.push(route.http_method.clone());
         }
         if allowed.is_empty() {
             return Found::Nothing;

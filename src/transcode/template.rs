@@ -111,6 +111,11 @@ impl PathTemplate {
         Ok(template)
     }
 
+    /// Whether it ends in a custom verb (`/{name}:pause`).
+    pub fn has_verb(&self) -> bool {
+        self.verb.is_some()
+    }
+
     /// The field paths bound by this template, in order.
     pub fn variables(&self) -> &[String] {
         &self.variables

@@ -201,6 +201,27 @@ async fn head_and_options_answer_where_http_says_they_must() {
         refused.headers()["allow"],
         "GET, PUT, PATCH, DELETE, HEAD, OPTIONS"
     );
+    // A custom method's path is that method's only: not also a release
+    // named "headed:pause" that GET, PUT or DELETE would take.
+    let action = format!("{}:pause", app.release_url("headed"));
+    let options = app
+        .http
+        .request(reqwest::Method::OPTIONS, &action)
+        .header("X-Auth-Token", TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(options.status(), 204);
+    assert_eq!(options.headers()["allow"], "POST, OPTIONS");
+    let get = app
+        .http
+        .get(&action)
+        .header("X-Auth-Token", TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.status(), 405);
+    assert_eq!(get.headers()["allow"], "POST, OPTIONS");
 }
 
 #[tokio::test]
