@@ -946,8 +946,12 @@ async fn a_release_that_runs_itself_is_paused_resumed_promoted_aborted_and_retri
       - pause: {}
       - setWeight: 50
       - pause: {duration: 1h}
+      - setWeight: 80
+      - pause: {}
       - setWeight: 100
     analysis: {interval: 1s}";
+    // Every state the actions are taken in is a wait (a pause), so that no
+    // round can move the release on between an action and the next.
     let file = world.file("runs.yaml", &manifest("runs-itself", "reviews", strategy));
     world.run(&["apply", "-f", &file]).await.success();
     world
@@ -960,11 +964,11 @@ async fn a_release_that_runs_itself_is_paused_resumed_promoted_aborted_and_retri
         .await
         .success();
     let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
-    assert_eq!(row[6..8], ["2/5", "WaitingForResume"], "{table}");
+    assert_eq!(row[6..8], ["2/7", "WaitingForResume"], "{table}");
 
     let out = world.run(&["resume", "runs-itself"]).await.success();
     assert!(
-        out.starts_with("release.asm/v2/runs-itself resumed: Running, step 3/5"),
+        out.starts_with("release.asm/v2/runs-itself resumed: Running, step 3/7"),
         "{out}"
     );
     world
@@ -982,15 +986,15 @@ async fn a_release_that_runs_itself_is_paused_resumed_promoted_aborted_and_retri
         .await
         .success();
     assert!(described.contains("Strategy:"), "{described}");
-    assert!(described.contains("->     4/5 pause 1h"), "{described}");
-    assert!(described.contains("done 1/5 setWeight 20"), "{described}");
+    assert!(described.contains("->     4/7 pause 1h"), "{described}");
+    assert!(described.contains("done 1/7 setWeight 20"), "{described}");
     assert!(
         described.contains("Waiting:        PausedByUser"),
         "{described}"
     );
 
     let out = world.run(&["promote", "runs-itself"]).await.success();
-    assert!(out.contains("promoted: Running, step 5/5"), "{out}");
+    assert!(out.contains("promoted: Running, step 5/7"), "{out}");
     let out = world.run(&["abort", "runs-itself"]).await.success();
     assert!(out.contains("aborted: Failed"), "{out}");
     world
@@ -1003,7 +1007,7 @@ async fn a_release_that_runs_itself_is_paused_resumed_promoted_aborted_and_retri
         .await
         .success();
     let out = world.run(&["retry", "runs-itself"]).await.success();
-    assert!(out.contains("retried: Running, step 1/5"), "{out}");
+    assert!(out.contains("retried: Running, step 1/7"), "{out}");
     world
         .until("runs-itself", |r| {
             r["status"]["strategy"]["pauseReason"] == "WaitingForResume"
