@@ -1,6 +1,8 @@
 //! What the cluster driver calls: which releases it can drive, its reads
 //! (for no caller), and its status-only write.
 
+use chrono::{DateTime, Utc};
+
 use super::errors::{stale, store_error};
 use super::{ReleaseManager, ReleaseRef, later_than};
 use crate::domain::error::DomainError;
@@ -52,35 +54,10 @@ impl ReleaseManager {
         expected: u64,
         update: StatusUpdate,
     ) -> Result<Release, DomainError> {
-        let current = self.load(target).await?;
-        if current.resource_version != expected {
-            return Err(stale(&current, expected));
-        }
-        let now = later_than(current.status.update_time);
-        let Some(next) = update
-            .apply_to(&current, now)
-            .map_err(DomainError::FailedPrecondition)?
-        else {
-            // Nothing new: no write, so no event and no new round of the driver.
-            return Ok(current);
-        };
-        self.store
-            .update(&next, expected)
-            .await
-            .map_err(|e| match e {
-                StoreError::Stale { current: now_at } => DomainError::Aborted(format!(
-                    "release {:?} changed: its resourceVersion is now {now_at}",
-                    current.name
-                )),
-                other @ (StoreError::NameTaken
-                | StoreError::ServiceBusy { .. }
-                | StoreError::NotFound
-                | StoreError::IdempotencyMismatch
-                | StoreError::TooOld { .. }
-                | StoreError::NotGiven { .. }
-                | StoreError::Unavailable(_)
-                | StoreError::Internal(_)) => store_error(other),
-            })
+        self.write_derived(target, expected, |current, now| {
+            update.apply_to(current, now)
+        })
+        .await
     }
 
     /// The driver's write of a strategy's decision: its status, the
@@ -92,15 +69,27 @@ impl ReleaseManager {
         expected: u64,
         update: &ProgressUpdate,
     ) -> Result<Release, DomainError> {
+        self.write_derived(target, expected, |current, now| {
+            update.apply_to(current, now)
+        })
+        .await
+    }
+
+    /// A write of what `derive` makes of the release as stored at
+    /// `expected` (`None`: nothing new, so no write, no event and no new
+    /// round of the driver); loses (`Aborted`) to any write since.
+    async fn write_derived(
+        &self,
+        target: &ReleaseRef,
+        expected: u64,
+        derive: impl FnOnce(&Release, DateTime<Utc>) -> Result<Option<Release>, String>,
+    ) -> Result<Release, DomainError> {
         let current = self.load(target).await?;
         if current.resource_version != expected {
             return Err(stale(&current, expected));
         }
         let now = later_than(current.status.update_time);
-        let Some(next) = update
-            .apply_to(&current, now)
-            .map_err(DomainError::FailedPrecondition)?
-        else {
+        let Some(next) = derive(&current, now).map_err(DomainError::FailedPrecondition)? else {
             return Ok(current);
         };
         self.store
