@@ -14,6 +14,7 @@
 
 use std::time::Duration;
 
+use meshrelease::pb::asm::v2::release_service_client::ReleaseServiceClient;
 use serde_json::{Value, json};
 use simcluster::resources::VIRTUAL_SERVICES;
 
@@ -121,6 +122,28 @@ fn metric(name: &str, builtin: &str, bounds: Value) -> Value {
         m[k] = v.clone();
     }
     m
+}
+
+/// Creates release `name` of `service` with `strategy` over gRPC; answers
+/// the client, for what follows.
+async fn create_over_grpc(
+    app: &TestApp,
+    name: &str,
+    service: &str,
+    strategy: Value,
+) -> ReleaseServiceClient<tonic::transport::Channel> {
+    let mut request = grpc_request(name, service);
+    request
+        .release
+        .as_mut()
+        .unwrap()
+        .spec
+        .as_mut()
+        .unwrap()
+        .strategy = Some(serde_json::from_value(strategy).unwrap());
+    let mut client = app.grpc().await;
+    client.create_release(authed(request)).await.unwrap();
+    client
 }
 
 /// The phases and applied weights a release went through, in order, as a
@@ -280,22 +303,17 @@ async fn thirty_percent_of_5xx_rolls_back_naming_the_check_its_value_and_thresho
     prometheus::exporter().serve(NS, &original(service), Traffic::healthy());
     let (clusters, app) = setup(service, &url).await;
     // Over gRPC: create, then the checks.
-    let mut request = grpc_request("erring", service);
-    let strategy = json!({
-        "steps": [{"setWeight": 20}, {"analysis": {"count": 3}}, {"setWeight": 100}],
-        "analysis": {"interval": "2s", "failureLimit": 2,
-                     "metrics": [metric("success-rate", "successRate", json!({"min": 99}))]}
-    });
-    request
-        .release
-        .as_mut()
-        .unwrap()
-        .spec
-        .as_mut()
-        .unwrap()
-        .strategy = Some(serde_json::from_value(strategy).unwrap());
-    let mut client = app.grpc().await;
-    client.create_release(authed(request)).await.unwrap();
+    let mut client = create_over_grpc(
+        &app,
+        "erring",
+        service,
+        json!({
+            "steps": [{"setWeight": 20}, {"analysis": {"count": 3}}, {"setWeight": 100}],
+            "analysis": {"interval": "2s", "failureLimit": 2,
+                         "metrics": [metric("success-rate", "successRate", json!({"min": 99}))]}
+        }),
+    )
+    .await;
 
     let failed = until_judged(&app, "erring", "Failed", phase_is("Failed")).await;
     let message = failed_message(&failed);
@@ -457,23 +475,18 @@ async fn latency_over_its_threshold_rolls_back_on_the_p99() {
     );
     prometheus::exporter().serve(NS, &original(service), Traffic::healthy());
     let (_clusters, app) = setup(service, &url).await;
-    let mut request = grpc_request("slow", service);
-    let strategy = json!({
-        "steps": [{"setWeight": 20}, {"analysis": {"count": 3}}, {"setWeight": 100}],
-        "analysis": {"interval": "2s",
-                     "metrics": [metric("success-rate", "successRate", json!({"min": 99})),
-                                 metric("p99", "latencyP99", json!({"max": 500}))]}
-    });
-    request
-        .release
-        .as_mut()
-        .unwrap()
-        .spec
-        .as_mut()
-        .unwrap()
-        .strategy = Some(serde_json::from_value(strategy).unwrap());
-    let mut client = app.grpc().await;
-    client.create_release(authed(request)).await.unwrap();
+    let mut client = create_over_grpc(
+        &app,
+        "slow",
+        service,
+        json!({
+            "steps": [{"setWeight": 20}, {"analysis": {"count": 3}}, {"setWeight": 100}],
+            "analysis": {"interval": "2s",
+                         "metrics": [metric("success-rate", "successRate", json!({"min": 99})),
+                                     metric("p99", "latencyP99", json!({"max": 500}))]}
+        }),
+    )
+    .await;
 
     let failed = until_judged(&app, "slow", "Failed", phase_is("Failed")).await;
     let message = failed_message(&failed);
