@@ -19,6 +19,7 @@ use crate::api::ReleaseApi;
 use crate::api::errors::WireError;
 use crate::auth::TokenRegistry;
 use crate::auth::credentials::CredentialRegistry;
+use crate::auth::rate_limit::{Peers, Replicas};
 use crate::configuration::{Settings, StoreKind};
 use crate::domain::{Meshes, ReleaseManager};
 use crate::http::authenticate::{Authenticator, Registries, authenticate, grpc_error};
@@ -57,6 +58,9 @@ pub struct Application {
     reloader: Option<Reloader>,
     /// TLS on the listener, when configured.
     tls: Option<Arc<crate::http::tls::Tls>>,
+    /// The replicas that share the store, and where their count is kept
+    /// (the rate limits are split by it).
+    peers: Option<(Arc<dyn Peers>, Arc<Replicas>)>,
 }
 
 impl Application {
@@ -87,6 +91,8 @@ impl Application {
         backend: Arc<dyn Backend>,
     ) -> anyhow::Result<Self> {
         let commit_metrics = backend.commit_metrics();
+        let signed_writes = backend.signed_writes();
+        let peers = backend.peers();
         let store: Arc<dyn ReleaseStore> = backend;
         let shutdown = CancellationToken::new();
         let stopping = CancellationToken::new();
@@ -216,7 +222,9 @@ impl Application {
                 credentials: CredentialRegistry::new(settings.credentials.clone()),
             },
             settings.max_body_bytes,
+            signed_writes,
         ));
+        let peers = peers.map(|p| (p, authenticator.replicas.clone()));
         let reloader = Reloader {
             authenticator: authenticator.clone(),
             manager: manager.clone(),
@@ -294,6 +302,7 @@ impl Application {
                 ..reloader
             }),
             tls,
+            peers,
         })
     }
 
@@ -338,9 +347,17 @@ impl Application {
             driver,
             steps,
             tls,
+            peers,
             ..
         } = self;
         let driving = driver.spawn();
+        let counting = peers.map(|(peers, replicas)| {
+            tokio::spawn(crate::auth::rate_limit::count_replicas(
+                peers,
+                replicas,
+                token.clone(),
+            ))
+        });
         let stepping = steps.spawn();
         let (fired, not_ready) = (token.clone(), stopping.clone());
         tokio::spawn(async move {
@@ -376,6 +393,9 @@ impl Application {
         token.cancel();
         let _ = driving.await;
         let _ = stepping.await;
+        if let Some(counting) = counting {
+            let _ = counting.await;
+        }
         store.close().await;
         tracing::info!("stopped");
     }

@@ -132,7 +132,12 @@ async fn throughput(args: &Args) -> anyhow::Result<u64> {
         Target::GrpcSqlite,
     ];
     if options.database_url.is_some() {
-        order.extend([Target::GrpcPg, Target::PgInsert]);
+        order.extend([
+            Target::GrpcPg,
+            Target::PgInsert,
+            Target::RestPg,
+            Target::SignedRestPg,
+        ]);
     }
     if !args.only.is_empty() {
         order.retain(|t| args.only.iter().any(|name| name == t.name()));
@@ -260,6 +265,14 @@ async fn throughput(args: &Args) -> anyhow::Result<u64> {
         if let Some(mean) = per_commit.get(Target::GrpcPg.name()) {
             println!("  grpc-pg creates per commit (mean): {mean:.1}");
         }
+        // What remembering each signed write (one INSERT shared by the
+        // replicas) costs a create.
+        ratio(
+            "rest-pg-signed / rest-pg",
+            rate(Target::SignedRestPg),
+            rate(Target::RestPg),
+            0.8,
+        );
     }
 
     if !args.no_open_loop {

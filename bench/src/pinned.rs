@@ -51,7 +51,7 @@ pub(crate) async fn run(
     let mut errors = 0;
     for (protocol, client) in [
         ("gRPC", grpc_client(server.address, &options).await?),
-        ("REST", rest_client(server.address, &options)?),
+        ("REST", rest_client(server.address, &options, false)?),
     ] {
         let client: Arc<Client> = Arc::new(client);
         // Warm, then the peak this server reaches with the generator apart.

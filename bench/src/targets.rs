@@ -32,6 +32,11 @@ pub(crate) enum Target {
     /// A plain INSERT of the same JSON per request on the same database: the
     /// baseline grpc-pg is measured against.
     PgInsert,
+    /// Transcoded REST with a token, PostgreSQL store.
+    RestPg,
+    /// The same, each request signed with AK/SK (and so remembered in the
+    /// database, as a replay must be refused by every replica).
+    SignedRestPg,
 }
 
 impl Target {
@@ -43,6 +48,8 @@ impl Target {
             Target::GrpcSqlite => "grpc-sqlite",
             Target::GrpcPg => "grpc-pg",
             Target::PgInsert => "pg-insert",
+            Target::RestPg => "rest-pg",
+            Target::SignedRestPg => "rest-pg-signed",
         }
     }
 }
@@ -61,6 +68,8 @@ pub(crate) enum Client {
     Rest {
         clients: Vec<reqwest::Client>,
         url: String,
+        /// Sign each request instead of sending the token.
+        signed: bool,
     },
     Sql {
         pool: deadpool_postgres::Pool,
@@ -89,15 +98,21 @@ impl Client {
                     .map(drop)
                     .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
             }
-            Client::Rest { clients, url } => {
-                let response = clients[worker % clients.len()]
+            Client::Rest {
+                clients,
+                url,
+                signed,
+            } => {
+                let body = workload.json(worker, seq);
+                let request = clients[worker % clients.len()]
                     .post(url)
-                    .header("content-type", "application/json")
-                    .header("x-auth-token", TOKEN)
-                    .body(workload.json(worker, seq))
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .header("content-type", "application/json");
+                let request = if *signed {
+                    sign(request, url, &body)
+                } else {
+                    request.header("x-auth-token", TOKEN)
+                };
+                let response = request.body(body).send().await.map_err(|e| e.to_string())?;
                 let status = response.status();
                 let body = response.bytes().await.map_err(|e| e.to_string())?;
                 if status.is_success() {
@@ -123,6 +138,65 @@ impl Client {
     }
 }
 
+/// The access key of the signed target, and its secret.
+const ACCESS_KEY: &str = "BENCHAK0000000000000";
+const SECRET_KEY: &str = "bench-secret-key-0123456789";
+
+/// `request` to `url` with `body`, signed as the cloud's SDKs sign
+/// (`SDK-HMAC-SHA256` over the host, content type and date).
+fn sign(request: reqwest::RequestBuilder, url: &str, body: &str) -> reqwest::RequestBuilder {
+    use meshrelease::auth::signature;
+    let (host, path) = url
+        .trim_start_matches("http://")
+        .split_once('/')
+        .expect("a URL with a path");
+    let path = format!("/{path}");
+    let date = chrono::Utc::now()
+        .format(signature::DATE_FORMAT)
+        .to_string();
+    let headers = [
+        ("content-type", "application/json"),
+        ("host", host),
+        ("x-sdk-date", date.as_str()),
+    ];
+    let names: Vec<String> = headers.iter().map(|(n, _)| (*n).to_owned()).collect();
+    let canonical = signature::canonical_request(
+        "POST",
+        &path,
+        None,
+        &names,
+        |name| {
+            headers
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v).to_owned())
+        },
+        &hex::encode(sha2::Sha256::digest(body.as_bytes())),
+    )
+    .expect("a canonical request");
+    let signature = signature::sign(
+        SECRET_KEY.as_bytes(),
+        &signature::string_to_sign(&date, &canonical),
+    );
+    request.header("x-sdk-date", date).header(
+        "authorization",
+        format!(
+            "{} Access={ACCESS_KEY}, SignedHeaders={}, Signature={}",
+            signature::ALGORITHM,
+            names.join(";"),
+            hex::encode(signature)
+        ),
+    )
+}
+
+/// How a service target is called.
+#[derive(Clone, Copy)]
+enum Protocol {
+    Grpc,
+    Rest,
+    SignedRest,
+}
+
 pub(crate) struct Options {
     pub(crate) connections: usize,
     pub(crate) concurrency: usize,
@@ -132,21 +206,20 @@ pub(crate) struct Options {
 pub(crate) async fn start(target: Target, options: &Options) -> anyhow::Result<Running> {
     match target {
         Target::Echo => start_echo(options).await,
-        Target::GrpcMem => start_service(Arc::new(MemoryStore::new()), None, false, options).await,
-        Target::RestMem => start_service(Arc::new(MemoryStore::new()), None, true, options).await,
+        Target::GrpcMem => {
+            start_service(Arc::new(MemoryStore::new()), None, Protocol::Grpc, options).await
+        }
+        Target::RestMem => {
+            start_service(Arc::new(MemoryStore::new()), None, Protocol::Rest, options).await
+        }
         Target::GrpcSqlite => {
             let data = tempfile::tempdir()?;
             let store = Arc::new(SqliteStore::open(data.path())?);
-            start_service(store, Some(data), false, options).await
+            start_service(store, Some(data), Protocol::Grpc, options).await
         }
-        Target::GrpcPg => {
-            let url = database_url(options)?;
-            let schema = fresh_schema(url).await?;
-            let store = PostgresStore::connect(url, Some(&schema), PG_CONNECTIONS)
-                .await
-                .context("connecting the PostgreSQL store")?;
-            start_service(Arc::new(store), None, false, options).await
-        }
+        Target::GrpcPg => start_pg(Protocol::Grpc, options).await,
+        Target::RestPg => start_pg(Protocol::Rest, options).await,
+        Target::SignedRestPg => start_pg(Protocol::SignedRest, options).await,
         Target::PgInsert => {
             let url = database_url(options)?;
             let schema = fresh_schema(url).await?;
@@ -170,11 +243,21 @@ pub(crate) async fn start(target: Target, options: &Options) -> anyhow::Result<R
     }
 }
 
+/// The service on a PostgreSQL store of a fresh schema, called by `protocol`.
+async fn start_pg(protocol: Protocol, options: &Options) -> anyhow::Result<Running> {
+    let url = database_url(options)?;
+    let schema = fresh_schema(url).await?;
+    let store = PostgresStore::connect(url, Some(&schema), PG_CONNECTIONS)
+        .await
+        .context("connecting the PostgreSQL store")?;
+    start_service(Arc::new(store), None, protocol, options).await
+}
+
 fn database_url(options: &Options) -> anyhow::Result<&str> {
     options
         .database_url
         .as_deref()
-        .context("grpc-pg and pg-insert need --database-url")
+        .context("grpc-pg, pg-insert, rest-pg and rest-pg-signed need --database-url")
 }
 
 /// A schema of its own for this run, so runs never see each other's rows.
@@ -231,8 +314,14 @@ fn pool(url: &str, schema: &str, size: usize) -> anyhow::Result<deadpool_postgre
         .build()?)
 }
 
-fn settings() -> anyhow::Result<Settings> {
+/// The service's settings: the benchmark's token, and its access key (whose
+/// secret is written to a file in `secrets`, as the service requires).
+fn settings(secrets: &std::path::Path) -> anyhow::Result<Settings> {
+    use std::os::unix::fs::PermissionsExt as _;
     let sha = hex::encode(sha2::Sha256::digest(TOKEN.as_bytes()));
+    let secret_file = secrets.join("bench.sk");
+    std::fs::write(&secret_file, SECRET_KEY)?;
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600))?;
     let cli = Cli {
         listen: Some("127.0.0.1:0".into()),
         log_level: Some("error".into()),
@@ -242,6 +331,10 @@ fn settings() -> anyhow::Result<Settings> {
         )),
         tokens: Some(format!(
             r#"[{{ subject = "bench", sha256 = "{sha}", allow = [{{ actions = ["asm:mesh:*"], meshes = ["*"] }}] }}]"#
+        )),
+        credentials: Some(format!(
+            r#"[{{ subject = "bench-signed", access_key = "{ACCESS_KEY}", secret_key_file = "{}", allow = [{{ actions = ["asm:mesh:*"], meshes = ["*"] }}] }}]"#,
+            secret_file.display()
         )),
         // Above the default of 200 streams, so that the benchmark's own
         // concurrency is never what limits it.
@@ -254,19 +347,21 @@ fn settings() -> anyhow::Result<Settings> {
 async fn start_service(
     store: Arc<dyn Backend>,
     data: Option<tempfile::TempDir>,
-    rest: bool,
+    protocol: Protocol,
     options: &Options,
 ) -> anyhow::Result<Running> {
-    let app = Application::build_with_store(settings()?, store).await?;
+    // Read at start; the file may go afterwards.
+    let secrets = tempfile::tempdir()?;
+    let app = Application::build_with_store(settings(secrets.path())?, store).await?;
     let address = app.local_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
     }));
-    let client = if rest {
-        rest_client(address, options)?
-    } else {
-        grpc_client(address, options).await?
+    let client = match protocol {
+        Protocol::Grpc => grpc_client(address, options).await?,
+        Protocol::Rest => rest_client(address, options, false)?,
+        Protocol::SignedRest => rest_client(address, options, true)?,
     };
     Ok(Running {
         client: Arc::new(client),
@@ -293,7 +388,11 @@ pub(crate) async fn grpc_client(address: SocketAddr, options: &Options) -> anyho
 
 /// REST clients speak HTTP/1.1 with keep-alive, as most REST clients do: one
 /// connection per request in flight.
-pub(crate) fn rest_client(address: SocketAddr, options: &Options) -> anyhow::Result<Client> {
+pub(crate) fn rest_client(
+    address: SocketAddr,
+    options: &Options,
+    signed: bool,
+) -> anyhow::Result<Client> {
     let per_client = options.concurrency.div_ceil(options.connections.max(1));
     let clients = (0..options.connections.max(1))
         .map(|_| {
@@ -307,6 +406,7 @@ pub(crate) fn rest_client(address: SocketAddr, options: &Options) -> anyhow::Res
     Ok(Client::Rest {
         clients,
         url: format!("http://{address}/v2/meshes/{MESH}/namespaces/default/releases"),
+        signed,
     })
 }
 

@@ -1,11 +1,13 @@
 //! AK/SK credentials and the check of a signed request against them: the
 //! access key names the credential, the signature is recomputed with its
-//! secret key and compared in constant time, the date must be within 15
-//! minutes of the server's clock, and a nonce (when sent) may be used once.
+//! secret key and compared in constant time, and the date must be within 15
+//! minutes of the server's clock. What may run only once (writes, and any
+//! request with a nonce) is the HTTP layer's to enforce, by the key
+//! [`Verified::replay_key`] (see `replay.rs`).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use subtle::ConstantTimeEq;
@@ -17,10 +19,6 @@ use crate::domain::Principal;
 
 /// How far `X-Sdk-Date` may be from the server's clock, either way.
 pub const CLOCK_SKEW: Duration = Duration::from_secs(15 * 60);
-
-/// Nonces remembered at most; beyond this, signed requests with a nonce are
-/// refused until old ones expire (a flood cannot grow memory without bound).
-const MAX_NONCES: usize = 1_000_000;
 
 /// A configured access key pair and whom it stands for.
 #[derive(Clone)]
@@ -55,8 +53,15 @@ pub struct SignedRequest<'a> {
 #[derive(Default)]
 pub struct CredentialRegistry {
     by_access_key: HashMap<String, (CredentialEntry, Option<Arc<TokenBucket>>)>,
-    /// Shared with the registry a reload replaces it by.
-    nonces: Arc<Mutex<HashMap<(String, String), Instant>>>,
+}
+
+/// A correctly signed request: who sent it, and the key it is remembered by
+/// if it may run only once.
+pub struct Verified<'a> {
+    pub caller: Caller<'a>,
+    pub replay_key: String,
+    /// It carries an `X-Sdk-Nonce`: it may run once, even as a read.
+    pub has_nonce: bool,
 }
 
 impl CredentialRegistry {
@@ -65,8 +70,7 @@ impl CredentialRegistry {
     }
 
     /// The registry a configuration reload makes: an access key kept with
-    /// the same rate limit keeps its bucket, and the nonces seen stay seen
-    /// (a replay across a reload is still a replay).
+    /// the same rate limit keeps its bucket.
     pub fn renewed(entries: Vec<CredentialEntry>, previous: &CredentialRegistry) -> Self {
         Self {
             by_access_key: entries
@@ -82,7 +86,6 @@ impl CredentialRegistry {
                     (e.access_key.clone(), (e, bucket))
                 })
                 .collect(),
-            nonces: previous.nonces.clone(),
         }
     }
 
@@ -92,7 +95,7 @@ impl CredentialRegistry {
         &self,
         request: &SignedRequest<'_>,
         now: DateTime<Utc>,
-    ) -> Result<Caller<'_>, String> {
+    ) -> Result<Verified<'_>, String> {
         let authorization = signature::parse_authorization(request.authorization)?;
         let date = header(request.headers, DATE_HEADER).ok_or("X-Sdk-Date is missing")?;
         if !authorization
@@ -153,52 +156,19 @@ impl CredentialRegistry {
                     .into(),
             );
         }
-        if let Some(nonce) = nonce {
-            self.remember_nonce(&entry.access_key, &nonce, Instant::now())?;
-        }
-        Ok(Caller {
-            principal: &entry.principal,
-            limiter: bucket.as_deref(),
+        Ok(Verified {
+            caller: Caller {
+                principal: &entry.principal,
+                limiter: bucket.as_deref(),
+            },
+            replay_key: super::replay::replay_key(
+                &entry.access_key,
+                nonce.as_deref(),
+                &authorization.signature,
+            ),
+            has_nonce: nonce.is_some(),
         })
     }
-
-    /// Refuses a nonce seen within the window; remembers it otherwise.
-    fn remember_nonce(&self, access_key: &str, nonce: &str, now: Instant) -> Result<(), String> {
-        let mut nonces = self.nonces.lock().unwrap_or_else(|p| p.into_inner());
-        remember(
-            &mut nonces,
-            (access_key.to_owned(), nonce.to_owned()),
-            now,
-            MAX_NONCES,
-        )
-    }
-}
-
-/// How long a nonce is remembered: twice the clock skew (a request signed
-/// at the far edge of the skew one way, replayed at the far edge the other).
-const NONCE_WINDOW: Duration = Duration::from_secs(CLOCK_SKEW.as_secs() * 2);
-
-/// Refuses `key` if it was seen within [`NONCE_WINDOW`] of `now`; remembers
-/// it otherwise. At `cap` nonces, the expired ones are dropped first; if
-/// none has expired, the nonce is refused (memory stays bounded).
-fn remember(
-    nonces: &mut HashMap<(String, String), Instant>,
-    key: (String, String),
-    now: Instant,
-    cap: usize,
-) -> Result<(), String> {
-    let fresh = |seen: &Instant| now.saturating_duration_since(*seen) < NONCE_WINDOW;
-    if nonces.get(&key).is_some_and(fresh) {
-        return Err("X-Sdk-Nonce was already used: this request is a replay".into());
-    }
-    if nonces.len() >= cap {
-        nonces.retain(|_, seen| fresh(seen));
-        if nonces.len() >= cap {
-            return Err("too many recent nonces; retry later".into());
-        }
-    }
-    nonces.insert(key, now);
-    Ok(())
 }
 
 /// A header's value (several joined with `,`), as text.
@@ -287,7 +257,7 @@ mod tests {
                 },
                 now(),
             )
-            .map(|caller| caller.principal.subject.clone())
+            .map(|verified| verified.caller.principal.subject.clone())
     }
 
     #[test]
@@ -308,76 +278,73 @@ mod tests {
     }
 
     #[test]
+    fn a_request_is_remembered_by_its_nonce_when_it_has_one_else_by_its_signature() {
+        let r = registry();
+        let key = |nonce: Option<&str>, at: DateTime<Utc>| {
+            let date = at.format(DATE_FORMAT).to_string();
+            let mut headers = http::HeaderMap::new();
+            headers.insert(DATE_HEADER, date.parse().unwrap());
+            let mut signed = vec![DATE_HEADER.to_owned()];
+            if let Some(nonce) = nonce {
+                headers.insert(NONCE_HEADER, nonce.parse().unwrap());
+                signed.push(NONCE_HEADER.to_owned());
+            }
+            let canonical = signature::canonical_request(
+                "POST",
+                "/",
+                None,
+                &signed,
+                |n| header(&headers, n),
+                "",
+            )
+            .unwrap();
+            let signature = signature::sign(SECRET, &signature::string_to_sign(&date, &canonical));
+            let authorization = format!(
+                "{} Access=AK1, SignedHeaders={}, Signature={}",
+                signature::ALGORITHM,
+                signed.join(";"),
+                hex::encode(signature)
+            );
+            let verified = r
+                .verify(
+                    &SignedRequest {
+                        method: "POST",
+                        path: "/",
+                        query: None,
+                        headers: &headers,
+                        authorization: &authorization,
+                        body_sha256_hex: "",
+                    },
+                    now(),
+                )
+                .map_err(|e| e.to_string())
+                .unwrap();
+            (verified.replay_key, verified.has_nonce)
+        };
+        let (plain, has_nonce) = key(None, now());
+        assert!(!has_nonce);
+        assert_eq!(key(None, now()).0, plain, "the same bytes, the same key");
+        assert_ne!(
+            key(None, now() + TimeDelta::seconds(1)).0,
+            plain,
+            "signed again"
+        );
+        let (with_nonce, has_nonce) = key(Some("n-1"), now());
+        assert!(has_nonce);
+        assert_eq!(
+            key(Some("n-1"), now() + TimeDelta::seconds(1)).0,
+            with_nonce
+        );
+        assert_ne!(key(Some("n-2"), now()).0, with_nonce);
+    }
+
+    #[test]
     fn an_unknown_key_and_a_wrong_secret_are_refused() {
         let r = registry();
         let unknown = verify(&r, "AK2", SECRET, now(), None).unwrap_err();
         assert!(unknown.contains("\"AK2\" is not known"), "{unknown}");
         let wrong = verify(&r, "AK1", b"another-secret", now(), None).unwrap_err();
         assert!(wrong.contains("does not match"), "{wrong}");
-    }
-
-    #[test]
-    fn a_nonce_is_used_once_even_across_a_reload() {
-        let r = registry();
-        assert!(verify(&r, "AK1", SECRET, now(), Some("n-1")).is_ok());
-        let replay = verify(&r, "AK1", SECRET, now(), Some("n-1")).unwrap_err();
-        assert!(replay.contains("replay"), "{replay}");
-        assert!(verify(&r, "AK1", SECRET, now(), Some("n-2")).is_ok());
-        let reloaded = CredentialRegistry::renewed(registry().by_access_key_entries(), &r);
-        assert!(verify(&reloaded, "AK1", SECRET, now(), Some("n-1")).is_err());
-        assert!(verify(&reloaded, "AK1", SECRET, now(), Some("n-3")).is_ok());
-        // Without a nonce, the same request may come again.
-        assert!(verify(&reloaded, "AK1", SECRET, now(), None).is_ok());
-        assert!(verify(&reloaded, "AK1", SECRET, now(), None).is_ok());
-    }
-
-    #[test]
-    fn a_nonce_is_remembered_for_twice_the_clock_skew() {
-        let r = registry();
-        let t0 = Instant::now();
-        let window = Duration::from_secs(30 * 60);
-        assert!(r.remember_nonce("AK1", "n", t0).is_ok());
-        assert!(
-            r.remember_nonce("AK1", "n", t0 + window - Duration::from_secs(1))
-                .is_err()
-        );
-        // Another access key's nonce of the same text is its own.
-        assert!(r.remember_nonce("AK2", "n", t0).is_ok());
-        // Once the window has passed, it may be used again (and is
-        // remembered afresh).
-        assert!(r.remember_nonce("AK1", "n", t0 + window).is_ok());
-        assert!(
-            r.remember_nonce("AK1", "n", t0 + window + Duration::from_secs(1))
-                .is_err()
-        );
-    }
-
-    #[test]
-    fn at_the_cap_expired_nonces_make_room_and_recent_ones_do_not() {
-        let t0 = Instant::now();
-        let key = |n: &str| ("AK1".to_owned(), n.to_owned());
-        let mut nonces = HashMap::new();
-        for (i, n) in ["a", "b", "c"].into_iter().enumerate() {
-            let at = t0 + Duration::from_secs(i as u64 * 60);
-            assert!(remember(&mut nonces, key(n), at, 3).is_ok());
-        }
-        let full = remember(&mut nonces, key("d"), t0 + Duration::from_secs(180), 3);
-        assert!(full.unwrap_err().contains("too many"));
-        assert_eq!(nonces.len(), 3, "nothing dropped, nothing added");
-        // "a" expires at t0 + 30 min: its room goes to "d"; "b" and "c" stay.
-        let later = t0 + NONCE_WINDOW;
-        assert!(remember(&mut nonces, key("d"), later, 3).is_ok());
-        assert_eq!(nonces.len(), 3);
-        assert!(
-            remember(&mut nonces, key("b"), later, 3).is_err(),
-            "b stays"
-        );
-        assert!(!nonces.contains_key(&key("a")));
-        // Below the cap nothing is dropped, expired or not.
-        let mut roomy = HashMap::new();
-        assert!(remember(&mut roomy, key("a"), t0, 3).is_ok());
-        assert!(remember(&mut roomy, key("b"), t0 + NONCE_WINDOW * 2, 3).is_ok());
-        assert_eq!(roomy.len(), 2);
     }
 
     #[test]
@@ -433,7 +400,7 @@ mod tests {
                 .1
                 .as_ref()
                 .expect("a bucket")
-                .try_acquire()
+                .try_acquire(1)
                 .is_ok()
         };
         let before =

@@ -6,6 +6,7 @@
 
 pub mod credentials;
 pub mod rate_limit;
+pub mod replay;
 pub mod signature;
 
 use std::sync::Arc;
@@ -126,7 +127,7 @@ mod tests {
             .unwrap()
             .limiter
             .unwrap()
-            .try_acquire()
+            .try_acquire(1)
             .is_ok()
     }
 

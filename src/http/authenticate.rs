@@ -17,6 +17,8 @@ use super::is_grpc;
 use crate::api::errors::ApiError;
 use crate::api::errors::WireError;
 use crate::auth::credentials::{CredentialEntry, CredentialRegistry, SignedRequest};
+use crate::auth::rate_limit::Replicas;
+use crate::auth::replay::{self, SignedWrites};
 use crate::auth::{Caller, TOKEN_HEADER, TokenEntry, TokenRegistry, signature};
 use crate::domain::Principal;
 
@@ -39,6 +41,10 @@ pub struct Authenticator {
     /// A signed request's body is read (and hashed) before it is parsed; no
     /// more than this.
     max_body_bytes: usize,
+    /// The signed requests that may not run again.
+    signed_writes: Arc<dyn SignedWrites>,
+    /// How many replicas share each rate limit.
+    pub replicas: Arc<Replicas>,
 }
 
 /// Tokens and access keys, with the policies and rate limits they carry.
@@ -48,15 +54,22 @@ pub struct Registries {
 }
 
 impl Authenticator {
-    pub fn new(registries: Registries, max_body_bytes: usize) -> Self {
+    pub fn new(
+        registries: Registries,
+        max_body_bytes: usize,
+        signed_writes: Arc<dyn SignedWrites>,
+    ) -> Self {
         Self {
             registries: ArcSwap::from_pointee(registries),
             max_body_bytes,
+            signed_writes,
+            replicas: Arc::default(),
         }
     }
 
     /// Takes the tokens and access keys of a reloaded configuration; what
-    /// callers kept (rate limit buckets, AK/SK nonces) carries over.
+    /// callers kept (rate limit buckets, signed requests already run)
+    /// carries over.
     pub fn replace(&self, tokens: Vec<TokenEntry>, credentials: Vec<CredentialEntry>) {
         let previous = self.registries.load();
         self.registries.store(Arc::new(Registries {
@@ -87,7 +100,9 @@ pub async fn authenticate(
             "send X-Auth-Token or an SDK-HMAC-SHA256 Authorization, not both".into(),
         )),
         Some(token) => match auth.registries.load().tokens.authenticate(token.as_bytes()) {
-            Some(caller) => admit(&caller).map(|()| (caller.principal.clone(), request)),
+            Some(caller) => {
+                admit(&caller, &auth.replicas).map(|()| (caller.principal.clone(), request, None))
+            }
             None => Err(ApiError::Unauthenticated(
                 "X-Auth-Token is not valid".into(),
             )),
@@ -104,10 +119,16 @@ pub async fn authenticate(
         })),
     };
     match outcome {
-        Ok((principal, mut request)) => {
+        Ok((principal, mut request, claimed)) => {
             tracing::Span::current().record("subject", principal.subject.as_str());
             request.extensions_mut().insert(principal);
-            next.run(request).await
+            let response = next.run(request).await;
+            if let Some(key) = claimed
+                && replay::refused_before_it_ran(response.status())
+            {
+                auth.signed_writes.release(&key).await;
+            }
+            response
         }
         Err(error) => {
             // Refused before any operation: audited with why (never the
@@ -135,12 +156,13 @@ pub async fn authenticate(
 }
 
 /// Reads the body (hashing it as it arrives, within the body limit), checks
-/// the signature over the whole request, and gives the request back with its
-/// body for the handler to parse.
+/// the signature over the whole request, claims it if it may run only once
+/// (a write, or any request with a nonce), and gives the request back with
+/// its body for the handler to parse, and the claim made.
 async fn verify_signature(
     auth: &Authenticator,
     request: Request,
-) -> Result<(Principal, Request), ApiError> {
+) -> Result<(Principal, Request, Option<String>), ApiError> {
     let (parts, body) = request.into_parts();
     let mut hasher = Sha256::new();
     let bytes = read_limited(body, &parts.headers, auth.max_body_bytes, |chunk| {
@@ -154,7 +176,7 @@ async fn verify_signature(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let registries = auth.registries.load();
-    let caller = registries
+    let verified = registries
         .credentials
         .verify(
             &SignedRequest {
@@ -168,23 +190,51 @@ async fn verify_signature(
             chrono::Utc::now(),
         )
         .map_err(ApiError::Unauthenticated)?;
-    admit(&caller)?;
+    admit(&verified.caller, &auth.replicas)?;
+    let claimed = if verified.has_nonce || replay::is_write(&parts.method) {
+        match auth.signed_writes.claim(&verified.replay_key).await {
+            Ok(true) => Some(verified.replay_key),
+            Ok(false) => {
+                return Err(ApiError::Unauthenticated(if verified.has_nonce {
+                    "X-Sdk-Nonce was already used: this request is a replay".into()
+                } else {
+                    "this signed request was already carried out: a replay is refused; \
+                     to repeat it, sign it again (a new X-Sdk-Date)"
+                        .into()
+                }));
+            }
+            Err(why) => {
+                // Fail closed: it is not run. (The reason is logged; the
+                // client is told to retry.)
+                return Err(ApiError::Unavailable(format!(
+                    "cannot tell whether a signed request is a replay, so it was not \
+                     carried out: {why}"
+                )));
+            }
+        }
+    } else {
+        None
+    };
     Ok((
-        caller.principal.clone(),
+        verified.caller.principal.clone(),
         Request::from_parts(parts, Body::from(bytes)),
+        claimed,
     ))
 }
 
-/// Takes a request from the caller's rate limit, if it has one.
-fn admit(caller: &Caller<'_>) -> Result<(), ApiError> {
+/// Takes a request from the caller's rate limit, if it has one, this
+/// replica's part of it.
+fn admit(caller: &Caller<'_>, replicas: &Replicas) -> Result<(), ApiError> {
     match caller.limiter {
         None => Ok(()),
-        Some(limiter) => limiter
-            .try_acquire()
-            .map_err(|retry_after| ApiError::TooManyRequests {
-                subject: caller.principal.subject.clone(),
-                retry_after,
-            }),
+        Some(limiter) => {
+            limiter
+                .try_acquire(replicas.get())
+                .map_err(|retry_after| ApiError::TooManyRequests {
+                    subject: caller.principal.subject.clone(),
+                    retry_after,
+                })
+        }
     }
 }
 

@@ -14,6 +14,10 @@ pub use postgres::{
 };
 pub use sqlite::{DATABASE_FILE, SqliteStore};
 
+use std::sync::Arc;
+
+use crate::auth::rate_limit::Peers;
+use crate::auth::replay::{InProcess, SignedWrites};
 use crate::domain::ports::ReleaseStore as Port;
 use crate::metrics::CommitMetrics;
 
@@ -24,6 +28,17 @@ pub trait Backend: Port {
     /// Commit latency and writes per commit.
     fn commit_metrics(&self) -> CommitMetrics {
         CommitMetrics::default()
+    }
+
+    /// Where the signed requests already carried out are remembered: this
+    /// process's memory unless replicas share the store.
+    fn signed_writes(&self) -> Arc<dyn SignedWrites> {
+        Arc::new(InProcess::default())
+    }
+
+    /// The replicas sharing this store, when it can be shared.
+    fn peers(&self) -> Option<Arc<dyn Peers>> {
+        None
     }
 }
 

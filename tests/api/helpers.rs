@@ -162,8 +162,15 @@ pub async fn spawn_app_in(
 
 /// Starts a server on a store of the test's making.
 pub async fn spawn_app_on(store: Arc<dyn Backend>) -> TestApp {
+    spawn_app_on_with(store, |_| {}).await
+}
+
+/// As [`spawn_app_on`], with settings `adjust` may change.
+pub async fn spawn_app_on_with(store: Arc<dyn Backend>, adjust: impl FnOnce(&mut Cli)) -> TestApp {
     let data_dir = Arc::new(tempfile::tempdir().unwrap());
-    let settings = Settings::load(&test_cli(data_dir.path())).unwrap();
+    let mut cli = test_cli(data_dir.path());
+    adjust(&mut cli);
+    let settings = Settings::load(&cli).unwrap();
     start(settings, store, data_dir, TestStore::Sqlite).await
 }
 

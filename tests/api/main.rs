@@ -38,6 +38,7 @@ mod rest_watch;
 mod retries;
 mod revision_order;
 mod roundtrip;
+mod shared_limits;
 mod signing;
 mod strategy;
 mod strategy_processes;

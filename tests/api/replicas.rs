@@ -106,8 +106,8 @@ async fn two_replicas_share_one_database() {
 
 /// A loopback TCP proxy to PostgreSQL that the test can cut and restore,
 /// to take the database away from the service without touching the server.
-struct Proxy {
-    port: u16,
+pub(crate) struct Proxy {
+    pub(crate) port: u16,
     upstream: String,
     running: Option<(
         tokio::task::JoinHandle<()>,
@@ -116,7 +116,7 @@ struct Proxy {
 }
 
 impl Proxy {
-    async fn new(upstream: String) -> Self {
+    pub(crate) async fn new(upstream: String) -> Self {
         let mut proxy = Proxy {
             port: 0,
             upstream,
@@ -126,7 +126,7 @@ impl Proxy {
         proxy
     }
 
-    async fn start(&mut self) {
+    pub(crate) async fn start(&mut self) {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
             .await
             .unwrap();
@@ -155,7 +155,7 @@ impl Proxy {
     }
 
     /// Closes the listener and every proxied connection.
-    fn cut(&mut self) {
+    pub(crate) fn cut(&mut self) {
         if let Some((task, cut)) = self.running.take() {
             task.abort();
             cut.send_replace(true);

@@ -10,13 +10,13 @@ use sha2::{Digest, Sha256};
 
 use crate::helpers::*;
 
-const AK: &str = "QTWAOYTTINDUT2QVKYUC";
-const SK: &str = "MFyfvK41ba2giqM7Uio6PznpdUKGpownRZlmVmHc";
+pub(crate) const AK: &str = "QTWAOYTTINDUT2QVKYUC";
+pub(crate) const SK: &str = "MFyfvK41ba2giqM7Uio6PznpdUKGpownRZlmVmHc";
 /// May only read, in demo-mesh.
-const READER_AK: &str = "READERAK0000000000AB";
-const READER_SK: &str = "reader-secret-key-0123456789";
+pub(crate) const READER_AK: &str = "READERAK0000000000AB";
+pub(crate) const READER_SK: &str = "reader-secret-key-0123456789";
 
-fn secret_file(dir: &Path, name: &str, key: &str) -> String {
+pub(crate) fn secret_file(dir: &Path, name: &str, key: &str) -> String {
     use std::os::unix::fs::PermissionsExt as _;
     let path = dir.join(name);
     std::fs::write(&path, format!("{key}\n")).unwrap();
@@ -41,20 +41,27 @@ async fn spawn_signed_app() -> TestApp {
 }
 
 /// A request as a client would sign it, before any tampering.
-struct Signed {
+pub(crate) struct Signed {
     method: &'static str,
     path_and_query: String,
     body: Vec<u8>,
     date: String,
     nonce: Option<String>,
-    ak: &'static str,
-    sk: &'static str,
+    pub(crate) ak: &'static str,
+    pub(crate) sk: &'static str,
     /// Signed with X-Sdk-Date among the signed headers.
     sign_date: bool,
+    /// The Host signed and sent, when not the server's own address (as
+    /// behind a load balancer).
+    host: Option<&'static str>,
 }
 
 impl Signed {
-    fn new(method: &'static str, path_and_query: impl Into<String>, body: Option<&Value>) -> Self {
+    pub(crate) fn new(
+        method: &'static str,
+        path_and_query: impl Into<String>,
+        body: Option<&Value>,
+    ) -> Self {
         Self {
             method,
             path_and_query: path_and_query.into(),
@@ -66,7 +73,14 @@ impl Signed {
             ak: AK,
             sk: SK,
             sign_date: true,
+            host: None,
         }
+    }
+
+    /// Signed and sent with `host` as its Host, whichever server gets it.
+    pub(crate) fn behind(mut self, host: &'static str) -> Self {
+        self.host = Some(host);
+        self
     }
 
     /// The Authorization value for this request as signed.
@@ -120,14 +134,30 @@ impl Signed {
         app: &TestApp,
         tamper: impl FnOnce(&mut reqwest::Request),
     ) -> (u16, Value) {
-        let host = app.address.to_string();
-        let mut builder = app
-            .http
+        self.send_to_with(&app.http, &app.base, tamper).await
+    }
+
+    /// Sends it as signed to the server at `base` (`http://host:port`).
+    pub(crate) async fn send_to(&self, base: &str) -> (u16, Value) {
+        self.send_to_with(&http_client(), base, |_| {}).await
+    }
+
+    async fn send_to_with(
+        &self,
+        http: &reqwest::Client,
+        base: &str,
+        tamper: impl FnOnce(&mut reqwest::Request),
+    ) -> (u16, Value) {
+        let host = self
+            .host
+            .unwrap_or_else(|| base.trim_start_matches("http://"));
+        let mut builder = http
             .request(
                 self.method.parse().unwrap(),
-                format!("{}{}", app.base, self.path_and_query),
+                format!("{base}{}", self.path_and_query),
             )
-            .header("Authorization", self.authorization(&host))
+            .header("Host", host)
+            .header("Authorization", self.authorization(host))
             .header("X-Sdk-Date", &self.date);
         if !self.body.is_empty() {
             builder = builder
@@ -139,20 +169,20 @@ impl Signed {
         }
         let mut request = builder.build().unwrap();
         tamper(&mut request);
-        let response = app.http.execute(request).await.unwrap();
+        let response = http.execute(request).await.unwrap();
         json_of(response).await
     }
 
-    async fn send(&self, app: &TestApp) -> (u16, Value) {
+    pub(crate) async fn send(&self, app: &TestApp) -> (u16, Value) {
         self.send_with(app, |_| {}).await
     }
 }
 
-fn releases_path(namespace: &str) -> String {
+pub(crate) fn releases_path(namespace: &str) -> String {
     format!("/v2/meshes/{MESH}/namespaces/{namespace}/releases")
 }
 
-fn assert_unauthenticated(answer: &(u16, Value), says: &str) {
+pub(crate) fn assert_unauthenticated(answer: &(u16, Value), says: &str) {
     assert_eq!(answer.0, 401, "{answer:?}");
     assert_eq!(answer.1["errorCode"], "ASM.01000001");
     let message = answer.1["errorMsg"].as_str().unwrap();
@@ -427,4 +457,124 @@ async fn an_access_key_has_its_own_rate_limit_and_it_refills() {
     let (status, answer) = list(3).send(&app).await;
     assert_eq!(status, 200, "refilled: {answer}");
     assert_eq!(list(4).send(&app).await.0, 429, "and only one");
+}
+
+#[tokio::test]
+async fn a_signed_write_is_carried_out_once_and_reads_may_repeat() {
+    let app = spawn_signed_app().await;
+    let create = Signed::new(
+        "POST",
+        releases_path("default"),
+        Some(&release_body("once", "reviews")),
+    );
+    assert_eq!(create.send(&app).await.0, 200);
+    let replay = create.send(&app).await;
+    assert_unauthenticated(&replay, "replay");
+    assert!(
+        replay.1["errorMsg"]
+            .as_str()
+            .unwrap()
+            .contains("sign it again"),
+        "{replay:?}"
+    );
+    // Signed again (another second, another signature), it runs: here it
+    // is refused for what it asks, not as a replay.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let again = Signed::new(
+        "POST",
+        releases_path("default"),
+        Some(&release_body("once", "reviews")),
+    )
+    .send(&app)
+    .await;
+    assert_eq!(again.0, 409, "{again:?}");
+
+    // A PATCH that moved traffic, replayed after someone moved it back,
+    // changes nothing.
+    app.drive_to_running("once").await;
+    let path = format!("{}/once", releases_path("default"));
+    let to_100 = Signed::new(
+        "PATCH",
+        path.clone(),
+        Some(&serde_json::json!({"spec": {"trafficPolicy": {"weight": 100}}})),
+    );
+    let (status, patched) = to_100.send(&app).await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["spec"]["trafficPolicy"]["weight"], 100);
+    let back = app
+        .patch(
+            "once",
+            &serde_json::json!({"spec": {"trafficPolicy": {"weight": 0}}}),
+        )
+        .await;
+    assert_eq!(back.status(), 200);
+    assert_unauthenticated(&to_100.send(&app).await, "replay");
+    let (_, now) = json_of(app.get("once").await).await;
+    assert_eq!(now["spec"]["trafficPolicy"]["weight"], 0, "{now}");
+
+    // Reads may repeat, byte for byte.
+    let read = Signed::new("GET", path, None);
+    for _ in 0..3 {
+        assert_eq!(read.send(&app).await.0, 200);
+    }
+}
+
+#[tokio::test]
+async fn a_write_refused_before_it_ran_may_be_sent_again_as_is() {
+    let secrets = tempfile::tempdir().unwrap();
+    let full = secret_file(secrets.path(), "full.sk", SK);
+    let reader = secret_file(secrets.path(), "reader.sk", READER_SK);
+    // Two requests a second, one at once.
+    let app = spawn_app_with(|cli| {
+        cli.credentials = Some(format!(
+            r#"[
+              {{ subject = "sdk-client", access_key = "{AK}", secret_key_file = "{full}", allow = [{{ actions = ["asm:mesh:*"], meshes = ["*"] }}], rate_limit = {{ requests_per_second = 2, burst = 1 }} }},
+              {{ subject = "sdk-reader", access_key = "{READER_AK}", secret_key_file = "{reader}", allow = [{{ actions = ["asm:mesh:getRelease"], meshes = ["{MESH}"] }}] }}
+            ]"#
+        ));
+    })
+    .await;
+    // 429: the limit is used up by a read; the SDK's retry of the very
+    // same create then goes through, once.
+    let create = Signed::new(
+        "POST",
+        releases_path("default"),
+        Some(&release_body("retried", "reviews")),
+    );
+    assert_eq!(
+        Signed::new("GET", releases_path("default"), None)
+            .send(&app)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(create.send(&app).await.0, 429);
+    let mut answer = (0, Value::Null);
+    for _ in 0..20 {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        answer = create.send(&app).await;
+        if answer.0 != 429 {
+            break;
+        }
+    }
+    assert_eq!(answer.0, 200, "{answer:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert_unauthenticated(&create.send(&app).await, "replay");
+
+    // 400 (bad input) and 403 (not allowed) do not use a signature up.
+    let mut bad = release_body("bad", "reviews");
+    bad["spec"]["type"] = "sideways".into();
+    let bad = Signed::new("POST", releases_path("default"), Some(&bad));
+    let mut forbidden = Signed::new(
+        "POST",
+        releases_path("default"),
+        Some(&release_body("not-mine", "ratings")),
+    );
+    forbidden.ak = READER_AK;
+    forbidden.sk = READER_SK;
+    for _ in 0..2 {
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+        assert_eq!(bad.send(&app).await.0, 400);
+        assert_eq!(forbidden.send(&app).await.0, 403);
+    }
 }

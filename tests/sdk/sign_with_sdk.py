@@ -34,10 +34,28 @@ def call(method, path, query=None, body=None, sk=SK, extra_headers=None):
         body=json.dumps(body) if body is not None else "",
     )
     signed = BasicCredentials(AK, sk).sign_request(request)
+    return send(method, signed)
+
+
+def send(method, signed):
     response = getattr(session, method.lower())(
         signed.url, headers=signed.header_params, data=signed.body
     )
     return response.status_code, response.json()
+
+
+def sign(method, path, body):
+    url = urlparse(BASE)
+    request = SdkRequest(
+        method=method,
+        schema=url.scheme,
+        host=url.netloc,
+        resource_path=path,
+        query_params=[],
+        header_params={"Content-Type": "application/json"},
+        body=json.dumps(body),
+    )
+    return BasicCredentials(AK, SK).sign_request(request)
 
 
 def expect(what, status, answer, wanted):
@@ -84,6 +102,15 @@ status, ended = call("DELETE", f"{releases}/{name}", query={"action": "cancel"})
 expect("delete ?action=cancel", status, ended, 200)
 status, answer = call("GET", f"{releases}/{name}", extra_headers={"X-Sdk-Nonce": uuid.uuid4().hex})
 expect("get with a nonce", status, answer, 200)
+# A signed write is carried out once: the same signed bytes again (a
+# captured request replayed) are refused; signed anew, it is a new request.
+replayed = dict(release, metadata={"name": name + "-r", "namespace": "default"})
+once = sign("POST", releases, replayed)
+status, answer = send("POST", once)
+expect("a signed create", status, answer, 200)
+status, answer = send("POST", once)
+expect("the same signed create replayed", status, answer, 401)
+assert "replay" in answer["errorMsg"], answer
 status, answer = call("GET", releases, sk="not-the-secret-key-at-all")
 expect("a wrong secret key", status, answer, 401)
 assert answer["errorCode"] == "ASM.01000001", answer

@@ -9,6 +9,7 @@ mod change_log;
 mod checks;
 mod leadership;
 mod schema;
+mod shared_limits;
 mod tls;
 mod writes;
 
@@ -38,6 +39,8 @@ pub struct PostgresStore {
     follower: tokio::task::JoinHandle<()>,
     commits: CommitMetrics,
     leadership: Arc<PgLeadership>,
+    /// Signed requests carried out, and the replicas' heartbeat.
+    shared_limits: Arc<shared_limits::SharedLimits>,
 }
 
 impl PostgresStore {
@@ -108,6 +111,10 @@ impl PostgresStore {
         ));
         Ok(Self {
             leadership,
+            shared_limits: Arc::new(shared_limits::SharedLimits {
+                pool: pool.clone(),
+                id: uuid::Uuid::new_v4().to_string(),
+            }),
             pool,
             revisions,
             committed,
@@ -384,6 +391,14 @@ impl ReleaseStore for PostgresStore {
 impl crate::store::Backend for PostgresStore {
     fn commit_metrics(&self) -> CommitMetrics {
         self.commits.clone()
+    }
+
+    fn signed_writes(&self) -> Arc<dyn crate::auth::replay::SignedWrites> {
+        self.shared_limits.clone()
+    }
+
+    fn peers(&self) -> Option<Arc<dyn crate::auth::rate_limit::Peers>> {
+        Some(self.shared_limits.clone())
     }
 }
 

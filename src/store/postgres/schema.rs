@@ -103,6 +103,20 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (uid, round, name)
     );
 "#,
+    // What replicas share about callers: the signed requests carried out
+    // (by a hash of their signature or nonce, for the replay window) and
+    // each replica's heartbeat (the rate limits are split by their count).
+    r#"
+    CREATE TABLE signed_requests (
+        key        TEXT PRIMARY KEY,
+        expires_at TIMESTAMPTZ NOT NULL
+    );
+    CREATE INDEX signed_requests_by_expiry ON signed_requests (expires_at);
+    CREATE TABLE replicas (
+        id      TEXT PRIMARY KEY,
+        seen_at TIMESTAMPTZ NOT NULL
+    );
+"#,
 ];
 
 /// What every replica of one database shares, read once at start.
