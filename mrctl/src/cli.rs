@@ -66,7 +66,9 @@ pub enum Command {
     Traffic(TrafficArgs),
     /// End a release: the gray version takes over (its traffic must be at 100%)
     End(NameArg),
-    /// Cancel a release: the original version keeps all traffic, the gray Deployments go
+    /// Cancel a release: the original version keeps all traffic, the gray Deployments go.
+    /// From Running, only once the original holds all traffic (`mrctl traffic NAME --takeover
+    /// original`); from Pending, Deploying or Failed, at once
     Cancel(NameArg),
     /// Remove the record of a release that is over (ended, canceled)
     Delete(NameArg),

@@ -14,15 +14,21 @@ const SCRIPT: &str = include_str!("assets/app.js");
 const DOM: &str = include_str!("assets/dom.js");
 const STRATEGY: &str = include_str!("assets/strategy.js");
 const STYLE: &str = include_str!("assets/style.css");
+const ICON: &str = include_str!("assets/icon.svg");
 
 /// Scripts and styles from this origin only, no inline code, no framing,
 /// and calls to this origin only.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
-/// Whether `path` is one of the console's (public: the pages hold no data).
+/// Whether `path` is one of the console's (public: the pages hold no data),
+/// or the icon a browser asks every site for.
 pub fn is_console(path: &str) -> bool {
-    path == "/console" || path.starts_with("/console/")
+    path == "/console" || path.starts_with("/console/") || path == FAVICON
 }
+
+/// Browsers ask for it whatever the page says: answered with nothing (the
+/// console's pages name their icon), not a 401 in the browser's log.
+const FAVICON: &str = "/favicon.ico";
 
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
@@ -31,6 +37,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
             get(|| async { Redirect::permanent("/console/") }),
         )
         .route("/console/", get(|| async { asset("index.html") }))
+        .route(FAVICON, get(|| async { StatusCode::NO_CONTENT }))
         .route(
             "/console/{file}",
             get(|Path(file): Path<String>| async move { asset(&file) }),
@@ -44,6 +51,7 @@ fn asset(file: &str) -> Response {
         "dom.js" => ("text/javascript; charset=utf-8", DOM),
         "strategy.js" => ("text/javascript; charset=utf-8", STRATEGY),
         "style.css" => ("text/css; charset=utf-8", STYLE),
+        "icon.svg" => ("image/svg+xml", ICON),
         _ => return (StatusCode::NOT_FOUND, "no such file in the console\n").into_response(),
     };
     let mut response = body.into_response();

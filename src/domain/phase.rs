@@ -87,7 +87,7 @@ pub fn transition(phase: Phase, step: Move, policy: &TrafficPolicy) -> Outcome {
         (Move::Cancel, Deploying | Failed) => To(Canceling),
         (Move::Cancel, Running) if policy.original_holds_all() => To(Canceling),
         (Move::Cancel, Running) => Refused(
-            "the original version must hold all traffic before the release can be canceled: set spec.trafficPolicy to weight 0 first".into(),
+            "a Running release is canceled only once the original version holds all traffic (from Deploying or Failed it cancels at once): move all traffic to the original first (spec.trafficPolicy {\"weight\": 0}; `mrctl traffic NAME --takeover original`; the console's \"All to original\")".into(),
         ),
         (Move::Cancel, Canceling | Canceled) => AlreadyThere,
         (Move::Cancel, Ending | Ended) => Refused(format!(

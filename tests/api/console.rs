@@ -36,6 +36,7 @@ async fn the_console_is_served_without_a_token_with_a_strict_policy() {
             "text/css; charset=utf-8",
             ":focus-visible",
         ),
+        ("/console/icon.svg", "image/svg+xml", "<svg"),
     ] {
         let response = client
             .get(format!("{}{path}", app.base))
@@ -67,6 +68,19 @@ async fn the_console_is_served_without_a_token_with_a_strict_policy() {
         .await
         .unwrap();
     assert_eq!(response.status(), 404);
+    // The icon every browser asks for: no 401 in its log (the page names
+    // its own, icon.svg).
+    let response = client
+        .get(format!("{}/favicon.ico", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    let page = app.text_of("/console/").await;
+    assert!(
+        page.contains(r#"<link rel="icon" href="icon.svg""#),
+        "{page}"
+    );
 }
 
 #[tokio::test]

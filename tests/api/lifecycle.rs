@@ -323,3 +323,44 @@ async fn grpc_delete_cancels_and_removes() {
         Code::NotFound
     );
 }
+
+#[tokio::test]
+async fn a_running_release_with_traffic_says_how_to_cancel_it() {
+    let app = spawn_app().await;
+    assert_eq!(
+        app.create(&release_body("holds-traffic", "reviews"))
+            .await
+            .status(),
+        200
+    );
+    app.drive_to_running("holds-traffic").await;
+    let moved = app
+        .patch(
+            "holds-traffic",
+            &json!({"spec": {"trafficPolicy": {"weight": 30}}}),
+        )
+        .await;
+    assert_eq!(moved.status(), 200);
+    let (status, error) = json_of(app.delete("holds-traffic", Some("cancel")).await).await;
+    assert_eq!(status, 409, "{error}");
+    let message = error["errorMsg"].as_str().unwrap();
+    // The rule, and the command that satisfies it, in the words the README,
+    // mrctl and the console use.
+    for says in [
+        "once the original version holds all traffic",
+        "from Deploying or Failed it cancels at once",
+        "mrctl traffic NAME --takeover original",
+        "All to original",
+    ] {
+        assert!(message.contains(says), "{message:?} should say {says:?}");
+    }
+    let back = app
+        .patch(
+            "holds-traffic",
+            &json!({"spec": {"trafficPolicy": {"weight": 0}}}),
+        )
+        .await;
+    assert_eq!(back.status(), 200);
+    let (status, canceled) = json_of(app.delete("holds-traffic", Some("cancel")).await).await;
+    assert_eq!(status, 200, "{canceled}");
+}

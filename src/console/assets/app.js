@@ -227,7 +227,7 @@ function allowed(r) {
       : stepping ? "the strategy moves the traffic while it runs: pause, promote or abort it first" : null,
     end: !running ? `a release ends from Running (now ${phase})` : weight !== 100 ? "take over first: the gray version must hold 100% of the traffic" : null,
     cancel: ["Ended", "Canceled", "Ending", "Canceling"].includes(phase) ? `a release that is ${phase} cannot be canceled`
-      : running && weight !== 0 ? "move all traffic back to the original (weight 0) first" : null,
+      : running && weight !== 0 ? "a Running release is canceled once the original holds all traffic: press \u201cAll to original\u201d first" : null,
     remove: ["Ended", "Canceled"].includes(phase) ? null : `only an Ended or Canceled release can be removed (now ${phase})`,
   };
 }
