@@ -208,8 +208,8 @@ pub struct WaitArgs {
     /// The release
     pub name: String,
     /// phase=PHASE (Running, Ended, ...), condition=TYPE (GrayReady, TrafficApplied, ...), or delete
-    #[arg(long = "for", value_name = "CONDITION")]
-    pub condition: String,
+    #[arg(long = "for", value_name = "CONDITION", value_parser = parse_target)]
+    pub condition: crate::wait::Target,
     /// Give up after this long (exit 2), as 90s, 5m or 1h
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub timeout: std::time::Duration,
@@ -279,6 +279,54 @@ pub struct SetContextArgs {
 
 /// A duration as kubectl writes one (Go's form): `90s`, `5m`, `1h30m`,
 /// `500ms`, or a bare number of seconds.
+/// `--for`, read as the command line is (a bad one is a usage error).
+fn parse_target(text: &str) -> Result<crate::wait::Target, String> {
+    crate::wait::Target::parse(text).map_err(|e| e.to_string())
+}
+
+/// The connection flags the environment can give (`MESHRELEASE_SERVER`, ...).
+const FROM_ENVIRONMENT: &[&str] = &[
+    "--server",
+    "--token",
+    "--token-file",
+    "--mesh",
+    "--namespace",
+    "--ca-file",
+    "--context",
+    "--config",
+];
+
+/// A usage error as clap renders it, without the connection flags that came
+/// from the environment in its `Usage:` line (clap lists them as if typed,
+/// which reads as "these are required").
+pub fn usage_without_environment(rendered: &str, typed: &[String]) -> String {
+    rendered
+        .lines()
+        .map(|line| {
+            if !line.starts_with("Usage: ") {
+                return line.to_owned();
+            }
+            let mut line = line.to_owned();
+            for flag in FROM_ENVIRONMENT {
+                let was_typed = typed
+                    .iter()
+                    .any(|arg| arg == flag || arg.starts_with(&format!("{flag}=")));
+                if was_typed {
+                    continue;
+                }
+                let value = flag
+                    .trim_start_matches("--")
+                    .replace('-', "_")
+                    .to_uppercase();
+                line = line.replace(&format!(" {flag} <{value}>"), "");
+            }
+            line
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + if rendered.ends_with('\n') { "\n" } else { "" }
+}
+
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let text = text.trim();
     if let Ok(seconds) = text.parse::<u64>() {
@@ -335,5 +383,23 @@ mod tests {
     fn the_command_line_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+}
+
+#[cfg(test)]
+mod usage_tests {
+    use super::*;
+
+    #[test]
+    fn the_usage_line_leaves_out_what_the_environment_gave() {
+        let rendered = "error: the following required arguments were not provided:\n  <NAME>\n\nUsage: mrctl delete --server <SERVER> --token <TOKEN> --mesh <MESH> <NAME>\n\nFor more information, try '--help'.\n";
+        let typed: Vec<String> = ["mrctl", "delete", "--mesh=m"].map(str::to_owned).to_vec();
+        let shown = usage_without_environment(rendered, &typed);
+        assert!(
+            shown.contains("Usage: mrctl delete --mesh <MESH> <NAME>\n"),
+            "{shown}"
+        );
+        assert!(shown.starts_with("error: the following required"));
+        assert!(shown.ends_with("try '--help'.\n"), "{shown}");
     }
 }

@@ -66,7 +66,11 @@ impl fmt::Display for ServerError {
         }
         if let Some(bad) = details.bad_request() {
             for violation in &bad.field_violations {
-                write!(f, "\n  {}: {}", violation.field, violation.description)?;
+                let line = format!("{}: {}", violation.field, violation.description);
+                // Said once: a single problem is often the message itself.
+                if !status.message().contains(&line) {
+                    write!(f, "\n  {line}")?;
+                }
             }
         }
         if status.code() == Code::Unauthenticated {

@@ -70,13 +70,12 @@ pub async fn run(cli: Cli, first: TokenFirst) -> anyhow::Result<()> {
         }
         Command::Watch(args) => get::watch(&api, connection.mesh()?, namespace, args).await,
         Command::Wait(args) => {
-            let target = wait::Target::parse(&args.condition)?;
             wait::run(
                 &api,
                 connection.mesh()?,
                 namespace,
                 &args.name,
-                &target,
+                &args.condition,
                 args.timeout,
             )
             .await

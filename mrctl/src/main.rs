@@ -13,9 +13,18 @@ const USAGE: u8 = 64;
 async fn main() -> ExitCode {
     let matches = match Cli::command().try_get_matches() {
         Ok(matches) => matches,
+        Err(e) if e.use_stderr() => {
+            let typed: Vec<String> = std::env::args().collect();
+            let rendered = e.render().to_string();
+            eprint!(
+                "{}",
+                mrctl::cli::usage_without_environment(&rendered, &typed)
+            );
+            return ExitCode::from(USAGE);
+        }
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { USAGE } else { 0 });
+            return ExitCode::SUCCESS;
         }
     };
     // A token given on the command line beats one from the environment.

@@ -53,16 +53,25 @@ pub fn read_all(files: &[String]) -> anyhow::Result<Vec<Document>> {
     Ok(documents)
 }
 
-/// The documents of a file: a JSON stream when it starts as JSON does,
-/// YAML documents (`---`) otherwise. Empty documents are skipped.
+/// The documents of a file: a JSON stream when it reads as one, YAML
+/// documents (`---`) otherwise (JSON is YAML, so JSON objects between `---`
+/// lines read too, as kubectl reads them). Empty documents are skipped. A
+/// file that starts as JSON and reads as neither gets JSON's own error.
 fn parse(text: &str) -> anyhow::Result<Vec<Value>> {
     let trimmed = text.trim_start();
     if trimmed.starts_with('{') || trimmed.starts_with('[') {
-        return serde_json::Deserializer::from_str(text)
+        let json = serde_json::Deserializer::from_str(text)
             .into_iter::<Value>()
-            .collect::<Result<_, _>>()
-            .map_err(Into::into);
+            .collect::<Result<_, _>>();
+        return match json {
+            Ok(documents) => Ok(documents),
+            Err(json_error) => parse_yaml(text).map_err(|_| json_error.into()),
+        };
     }
+    parse_yaml(text)
+}
+
+fn parse_yaml(text: &str) -> anyhow::Result<Vec<Value>> {
     let mut documents = Vec::new();
     for document in serde_yaml_ng::Deserializer::from_str(text) {
         let value = Value::deserialize(document)?;
@@ -126,6 +135,18 @@ mod tests {
         assert_eq!(parse(yaml).unwrap().len(), 2);
         let json = r#"{"metadata":{"name":"one"}} {"metadata":{"name":"two"}}"#;
         assert_eq!(parse(json).unwrap().len(), 2);
+        // JSON objects as YAML documents (what `kubectl get -o json` pieces
+        // joined by `---` look like).
+        let stream =
+            "{\n  \"metadata\": {\"name\": \"one\"}\n}\n---\n{\"metadata\": {\"name\": \"two\"}}\n";
+        let documents = parse(stream).unwrap();
+        assert_eq!(documents.len(), 2);
+        assert_eq!(documents[1]["metadata"]["name"], "two");
+        // Broken JSON is told in JSON's words.
+        let broken = parse("{\"metadata\": {\"name\": \"one\"")
+            .unwrap_err()
+            .to_string();
+        assert!(broken.contains("line 1 column"), "{broken}");
         let list = serde_json::json!({"kind": "List", "items": [{"a": 1}, {"b": 2}]});
         assert_eq!(flatten(list).len(), 2);
     }

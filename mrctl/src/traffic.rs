@@ -77,10 +77,25 @@ pub async fn finish(
     name: &str,
     action: &str,
 ) -> anyhow::Result<()> {
-    let release = api
-        .delete(mesh, namespace, name, action)
-        .await
-        .via(&api.server)?;
+    let release = match api.delete(mesh, namespace, name, action).await {
+        // `delete` sends no action: the server's word for "not over" names
+        // a field this command does not have. Say it in mrctl's words.
+        Err(status) if action.is_empty() && status.code() == tonic::Code::InvalidArgument => {
+            let details = tonic_types::StatusExt::get_error_details(&status);
+            if details
+                .bad_request()
+                .is_some_and(|bad| bad.field_violations.iter().any(|v| v.field == "action"))
+            {
+                bail!(
+                    "release {name:?} is not over, so its record cannot be removed yet: \
+                     `mrctl cancel {name}` (the original version keeps all traffic) or \
+                     `mrctl end {name}` (the gray version takes over) first"
+                );
+            }
+            return Err(status).via(&api.server).map_err(Into::into);
+        }
+        answer => answer.via(&api.server)?,
+    };
     let phase = release.status.as_ref().map_or("", |s| s.phase.as_str());
     match action {
         "" => println!("release.asm/v2/{name} deleted"),

@@ -50,7 +50,12 @@ impl Target {
                     )
                 }),
             Some(("condition", kind)) if !kind.is_empty() => Ok(Self::Condition(kind.to_owned())),
-            _ => bail!("--for must be phase=PHASE, condition=TYPE or delete, not {text:?}"),
+            _ => match PHASES.iter().find(|p| p.eq_ignore_ascii_case(text)) {
+                Some(phase) => bail!(
+                    "--for must be phase=PHASE, condition=TYPE or delete, not {text:?} (did you mean phase={phase}?)"
+                ),
+                None => bail!("--for must be phase=PHASE, condition=TYPE or delete, not {text:?}"),
+            },
         }
     }
 

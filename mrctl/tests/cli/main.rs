@@ -384,8 +384,29 @@ async fn wait_exits_0_when_reached_1_when_failed_or_impossible_2_on_timeout() {
         .success();
     let run = world.run(&["wait", "nowhere", "--for=phase=Running"]).await;
     assert!(run.fails_with(1).contains("not found"), "{run}");
+    // A --for that does not read is a usage error (64), as documented.
     let run = world.run(&["wait", "slow", "--for=phase=Done"]).await;
-    assert!(run.fails_with(1).contains("is not a phase"), "{run}");
+    assert!(run.fails_with(64).contains("is not a phase"), "{run}");
+    let run = world.run(&["wait", "slow", "--for=Running"]).await;
+    assert!(
+        run.fails_with(64).contains("did you mean phase=Running?"),
+        "{run}"
+    );
+    // The connection came from the environment: the usage line does not
+    // list it as if it had to be typed.
+    let run = world.run(&["delete"]).await;
+    let usage = run.fails_with(64);
+    assert!(usage.contains("Usage: mrctl delete <NAME>"), "{run}");
+    assert!(!usage.contains("--server"), "{run}");
+    // A release that is not over: said once, in mrctl's words.
+    let run = world.run(&["delete", "slow"]).await;
+    let refused = run.fails_with(1);
+    assert!(
+        refused.contains("`mrctl cancel slow`") && refused.contains("`mrctl end slow`"),
+        "{run}"
+    );
+    assert!(!refused.contains("action"), "{run}");
+    assert_eq!(refused.matches("not over").count(), 1, "{run}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

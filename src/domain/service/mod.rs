@@ -485,7 +485,7 @@ impl ReleaseManager {
                     return Err(DomainError::invalid_field(
                         "action",
                         format!(
-                            "is required: release {:?} is {}, not over; cancel (the original version keeps all traffic) or end (the gray version takes over) first",
+                            "is required while release {:?} is {}: it is not over; cancel it (action=cancel: the original version keeps all traffic) or end it (action=end: the gray version takes over), then remove its record",
                             current.name,
                             current.status.phase.as_str()
                         ),
