@@ -81,10 +81,23 @@ def main():
 
         # Signing in: the token goes to sessionStorage, never the URL.
         page.goto(f"{BASE}/console/")
+        # No mesh is guessed for the user.
+        expect(page.get_by_label("Mesh")).to_have_value("")
         page.get_by_label("Token").fill("not-a-token")
+        page.get_by_label("Mesh").fill("demo-mesh")
         page.get_by_role("button", name="Sign in").click()
         expect(page.get_by_text("Your token was not accepted")).to_be_visible()
+        # A mistyped mesh: the service's own words, once, and no retrying.
         page.get_by_label("Token").fill(TOKEN)
+        page.get_by_label("Mesh").fill("demo-mehs")
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.locator("#refused")).to_contain_text("demo-mehs")
+        expect(page.locator("#refused")).to_contain_text("not found")
+        page.wait_for_timeout(3000)
+        expect(page.locator("#connection")).not_to_have_text("reconnecting…")
+        page.get_by_role("button", name="Sign out").click()
+        page.get_by_label("Token").fill(TOKEN)
+        page.get_by_label("Mesh").fill("demo-mesh")
         page.get_by_role("button", name="Sign in").click()
         expect(page.get_by_role("heading", name="Releases of demo-mesh")).to_be_visible()
         assert TOKEN not in page.url
@@ -111,6 +124,9 @@ def main():
 
         # The release page follows the watch: Pending -> Running, no reload.
         expect(page.get_by_role("heading", name="console-canary")).to_be_visible()
+        # Arriving does not scroll the page's own header out of view.
+        assert page.evaluate("window.scrollY") == 0
+        expect(page.get_by_role("button", name="Sign out")).to_be_in_viewport()
         expect(page.locator("#release-title .phase")).to_have_text("Running", timeout=60_000)
         expect(page.locator("#end")).to_be_disabled()
         assert "take over first" in page.locator("#end").get_attribute("title")
@@ -245,7 +261,7 @@ def main():
 
         browser.close()
         # Only the two refusals the test asked for: no retry storms, no stray calls.
-        assert [(status, method) for status, method, _ in refusals] == [(401, "GET"), (409, "POST"), (400, "POST")], refusals
+        assert [(status, method) for status, method, _ in refusals] == [(401, "GET"), (404, "GET"), (409, "POST"), (400, "POST")], refusals
         if errors:
             raise AssertionError(f"the page logged errors: {errors}")
     print("console in Chromium: every check passed")

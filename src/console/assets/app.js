@@ -17,6 +17,9 @@ const signOut = document.getElementById("sign-out");
 /** Releases of the mesh by "namespace/name", kept current by the watch. */
 const releases = new Map();
 let watching = null;
+// Why the service will not show this mesh's releases (404, 403): said in
+// place of the list, and not asked again until the user signs in anew.
+let refusedWatch = null;
 
 // ---- small helpers -------------------------------------------------------
 
@@ -70,7 +73,7 @@ function yaml(value, indent = "") {
 // ---- the API --------------------------------------------------------------
 
 function token() { return sessionStorage.getItem(TOKEN_KEY); }
-function mesh() { return sessionStorage.getItem(MESH_KEY) || "demo-mesh"; }
+function mesh() { return sessionStorage.getItem(MESH_KEY) || ""; }
 
 class ApiError extends Error {
   constructor(status, body) {
@@ -101,6 +104,7 @@ function startWatch() {
   stopWatch();
   const state = { stopped: false, controller: null, resume: "", delay: 500 };
   watching = state;
+  refusedWatch = null;
   releases.clear();
   (async () => {
     while (!state.stopped) {
@@ -112,6 +116,16 @@ function startWatch() {
         });
         if (response.status === 401) { signedOut("Your token was not accepted: sign in again."); return; }
         if (response.status === 410) { state.resume = ""; releases.clear(); continue; }
+        if ([400, 403, 404].includes(response.status)) {
+          // Asking again cannot help: say the service's own words, once.
+          let said = "";
+          try { said = (await response.json())?.errorMsg || ""; } catch { said = ""; }
+          refusedWatch = `The service will not show the releases of mesh \u201c${mesh()}\u201d: ${said || `it answered ${response.status}`}. Sign out to use another mesh or token.`;
+          state.stopped = true;
+          setConnection("");
+          scheduleRender();
+          return;
+        }
         if (!response.ok) throw new Error(`watch answered ${response.status}`);
         setConnection("live");
         reachable(state);
@@ -170,7 +184,12 @@ function setConnection(kind) {
 }
 
 function apply(line, state) {
-  if (line.error) { show(line.error.errorMsg || "the watch failed"); return; }
+  // The service stopping ends the stream with an error line: the outage
+  // line says that in a person's words, and the watch resumes by itself.
+  if (line.error) {
+    if (line.error.errorCode !== "ASM.01040002") show(`Live updates stopped: ${line.error.errorMsg || "the service ended them"}. Reload the page to start again.`);
+    return;
+  }
   const event = line.result;
   if (!event) return;
   state.resume = event.resourceVersion;
@@ -258,7 +277,9 @@ function listView() {
       el("td", {}, phaseBadge(r.status?.phase), r.spec.strategy ? el("span", { class: "muted" }, ` ${stepOf(r)}`) : null),
       el("td", {}, trafficView(r.status?.traffic ?? r.spec.trafficPolicy)),
       el("td", { title: r.status?.startTime }, age(r.status?.startTime)),
-    )) : el("tr", {}, el("td", { colspan: 7, class: "muted" }, watching ? "No releases match." : "Loading…"))));
+    )) : el("tr", {}, refusedWatch
+      ? el("td", { colspan: 7, class: "field-error", id: "refused" }, refusedWatch)
+      : el("td", { colspan: 7, class: "muted" }, watching ? "No releases match." : "Loading…"))));
   return el("section", { "aria-labelledby": "list-title" },
     el("h1", { id: "list-title" }, `Releases of ${mesh()}`),
     el("div", { class: "filters" },
@@ -463,14 +484,14 @@ async function submit(dryRun) {
 
 function signInView(reason) {
   const input = el("input", { id: "token", type: "password", autocomplete: "off", required: true });
-  const meshInput = el("input", { id: "mesh", value: mesh(), required: true });
+  const meshInput = el("input", { id: "mesh", value: mesh(), required: true, placeholder: "the mesh's id, as in the service's configuration" });
   return el("section", { "aria-labelledby": "signin-title" },
     el("h1", { id: "signin-title" }, "Sign in"),
     reason ? el("p", { class: "field-error" }, reason) : null,
     el("form", { class: "signin", onsubmit: (e) => {
       e.preventDefault();
       sessionStorage.setItem(TOKEN_KEY, input.value);
-      sessionStorage.setItem(MESH_KEY, meshInput.value.trim() || "demo-mesh");
+      sessionStorage.setItem(MESH_KEY, meshInput.value.trim());
       signOut.hidden = false;
       startWatch();
       route();
@@ -521,7 +542,10 @@ function route() {
   if (!token()) { main.replaceChildren(signInView()); return; }
   show("");
   main.replaceChildren(currentView());
-  main.focus();
+  // Focus for keyboards and screen readers, without scrolling the page's
+  // own header (the live indicator, Sign out) out of view.
+  main.focus({ preventScroll: true });
+  window.scrollTo(0, 0);
 }
 
 document.addEventListener("input", (e) => { if (e.target.id === "match-rules") e.target.dataset.touched = "1"; });
