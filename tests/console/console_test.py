@@ -109,6 +109,8 @@ def main():
         expect(page.locator("#name-error")).to_contain_text("lowercase")
         page.get_by_label("Release name").fill("console-canary")
         expect(page.locator("#name-error")).to_have_text("")
+        # The form places the gray Deployment where the API can.
+        page.get_by_label("Cluster of the gray Deployment").fill("cluster-b")
         template = page.get_by_label("Gray Deployment template (JSON)")
         good = template.input_value()
         template.fill('{"kind": "Deployment", "spec": {')
@@ -127,6 +129,10 @@ def main():
         # Arriving does not scroll the page's own header out of view.
         assert page.evaluate("window.scrollY") == 0
         expect(page.get_by_role("button", name="Sign out")).to_be_in_viewport()
+        # Where each part runs; no example posing as a rule in force.
+        expect(page.locator("#where")).to_have_text("Original in cluster-a; gray in cluster-b")
+        expect(page.locator("#replicas tbody tr").nth(1)).to_contain_text("cluster-b")
+        expect(page.locator("#match-rules")).to_have_value("")
         expect(page.locator("#release-title .phase")).to_have_text("Running", timeout=60_000)
         expect(page.locator("#end")).to_be_disabled()
         assert "take over first" in page.locator("#end").get_attribute("title")

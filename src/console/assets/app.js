@@ -320,13 +320,19 @@ function detailView(namespace, name) {
     button("Remove", { id: "remove", class: "danger" }, why.remove, () => remove(r, "", `Remove the record of ${r.metadata.name}?`)));
   const match = el("div", { class: "actions" },
     el("label", { for: "match-rules" }, "Match rules (JSON: a list of rules; requests they match go to the gray version)",
-      el("textarea", { id: "match-rules", rows: 4, disabled: !!why.traffic }, JSON.stringify(spec?.match || [{ headers: [{ name: "x-canary", exact: "true" }] }], null, 2))),
+      el("textarea", { id: "match-rules", rows: 4, disabled: !!why.traffic,
+        // An example is only a placeholder: it must never read as a rule in force.
+        placeholder: `for example: ${JSON.stringify([{ headers: [{ name: "x-canary", exact: "true" }] }])}` },
+      spec?.match ? JSON.stringify(spec.match, null, 2) : "")),
     button("Apply rules", { id: "apply-rules" }, why.traffic, () => patchMatch(r, document.getElementById("match-rules").value)));
   const conditions = r.status?.conditions || [];
+  // Each Deployment with the cluster it runs in (the gray ones may run
+  // elsewhere than the original).
+  const grayClusters = (r.spec.grayDeployments || []).map((g) => g.clusterID);
   const replicas = [
-    ["original", r.status?.deployment],
-    ...(r.status?.grayDeployments || []).map((d) => ["gray", d]),
-  ].filter(([, d]) => d);
+    ["original", r.spec.clusterID, r.status?.deployment],
+    ...(r.status?.grayDeployments || []).map((d, i) => ["gray", grayClusters[i] ?? "", d]),
+  ].filter(([, , d]) => d);
   return el("section", { "aria-labelledby": "release-title" },
     el("h1", { id: "release-title" }, `${r.metadata.name} `, phaseBadge(phase)),
     timeline,
@@ -335,11 +341,14 @@ function detailView(namespace, name) {
         el("p", {}, "Applied: "), trafficView(r.status?.traffic),
         el("p", {}, "Asked for: "), trafficView(spec)),
       el("div", { class: "panel" }, el("h2", {}, "Replicas (ready / desired)"),
-        el("table", {}, el("tbody", {}, replicas.map(([kind, d]) => el("tr", {},
-          el("td", {}, kind), el("td", {}, d.metadata?.name || ""),
-          el("td", {}, replicasText(d))))))),
+        el("table", { id: "replicas" },
+          el("thead", {}, el("tr", {}, ...["", "Cluster", "Deployment", "Ready"].map((h) => el("th", { scope: "col" }, h)))),
+          el("tbody", {}, replicas.map(([kind, cluster, d]) => el("tr", {},
+            el("td", {}, kind), el("td", {}, cluster), el("td", {}, d.metadata?.name || ""),
+            el("td", {}, replicasText(d))))))),
       el("div", { class: "panel" }, el("h2", {}, "Release"),
-        el("p", {}, `${r.spec.serviceName} in ${r.metadata.namespace}, cluster ${r.spec.clusterID}: ${r.spec.deploymentName} → ${r.spec.version} (${r.spec.type})`))),
+        el("p", {}, `${r.spec.serviceName} in ${r.metadata.namespace}: ${r.spec.deploymentName} → ${r.spec.version} (${r.spec.type})`),
+        el("p", { id: "where" }, `Original in ${r.spec.clusterID}; gray in ${[...new Set(grayClusters)].join(", ") || "none"}`))),
     r.spec.strategy ? strategyPanel(r, { api, act, path: releasePath(r), changed: scheduleRender }) : null,
     el("h2", {}, "Actions"), actions, match,
     el("h2", {}, "Conditions"),
@@ -364,6 +373,7 @@ async function patchWeight(r, weight) {
 
 async function patchMatch(r, text) {
   let rules;
+  if (!text.trim()) { show("Write the match rules first (the box shows an example)."); return; }
   try { rules = JSON.parse(text); } catch (e) { show(`The match rules are not JSON: ${e.message}`); return; }
   if (!confirm(`Route the requests these ${Array.isArray(rules) ? rules.length : ""} rule(s) match to ${r.spec.version}?`)) return;
   await act(() => api("PATCH", releasePath(r), { spec: { trafficPolicy: { match: rules } } }), "Match rules asked for.");
@@ -400,7 +410,8 @@ function createView() {
       field("name", "Release name", { required: true, pattern: NAME.source, oninput: check }),
       field("namespace", "Namespace", { value: "default", required: true, oninput: check }),
       field("serviceName", "Service", { value: "reviews", required: true }),
-      field("clusterID", "Cluster", { value: "cluster-a", required: true }),
+      field("clusterID", "Cluster of the original", { value: "cluster-a", required: true }),
+      field("grayClusterID", "Cluster of the gray Deployment", { placeholder: "the original's" }),
       field("deploymentName", "Original Deployment", { value: "reviews-v1", required: true }),
       field("version", "Gray version", { value: "v2", required: true, oninput: check }),
       el("label", { for: "type" }, "Type", el("select", { id: "type" }, el("option", { value: "canary" }, "canary"), el("option", { value: "blue-green" }, "blue-green")))),
@@ -460,7 +471,7 @@ async function submit(dryRun) {
   const body = {
     metadata: { name: value("name"), namespace },
     spec: { serviceName: value("serviceName"), clusterID: value("clusterID"), deploymentName: value("deploymentName"),
-      version: value("version"), type: value("type"), grayDeployments: [{ clusterID: value("clusterID"), template }], strategy },
+      version: value("version"), type: value("type"), grayDeployments: [{ clusterID: value("grayClusterID") || value("clusterID"), template }], strategy },
   };
   try {
     const answer = await api("POST", `${base()}/namespaces/${encodeURIComponent(namespace)}/releases${dryRun ? "?dryRun=true" : ""}`, body);
@@ -475,7 +486,7 @@ async function submit(dryRun) {
     showFailure(e);
     for (const detail of e.body?.details || []) {
       const id = { "metadata.name": "name", "metadata.namespace": "namespace", "spec.serviceName": "serviceName", "spec.clusterID": "clusterID",
-        "spec.deploymentName": "deploymentName", "spec.version": "version" }[detail.field] || (detail.field.startsWith("spec.grayDeployments") ? "template" : detail.field.startsWith("spec.strategy") ? "strategy" : null);
+        "spec.deploymentName": "deploymentName", "spec.version": "version", "spec.grayDeployments[0].clusterID": "grayClusterID" }[detail.field] || (detail.field.startsWith("spec.grayDeployments") ? "template" : detail.field.startsWith("spec.strategy") ? "strategy" : null);
       const slot = id && document.getElementById(`${id}-error`);
       if (slot) slot.textContent = `${slot.textContent ? `${slot.textContent}; ` : ""}${detail.field}: ${detail.description}`;
     }
