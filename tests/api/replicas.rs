@@ -107,7 +107,7 @@ async fn two_replicas_share_one_database() {
 /// A loopback TCP proxy to PostgreSQL that the test can cut and restore,
 /// to take the database away from the service without touching the server.
 pub(crate) struct Proxy {
-    pub(crate) port: u16,
+    port: u16,
     upstream: String,
     running: Option<(
         tokio::task::JoinHandle<()>,
@@ -116,7 +116,26 @@ pub(crate) struct Proxy {
 }
 
 impl Proxy {
-    pub(crate) async fn new(upstream: String) -> Self {
+    /// A proxy to the test database, and a URL of that database through it.
+    pub(crate) async fn to_test_database() -> (Self, String) {
+        let base_url = std::env::var("MESHRELEASE_TEST_DATABASE_URL").unwrap();
+        let config: tokio_postgres::Config = base_url.parse().unwrap();
+        let host = match config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+            _ => "127.0.0.1".to_owned(),
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let proxy = Proxy::new(format!("{host}:{port}")).await;
+        let url = format!(
+            "postgres://{}@127.0.0.1:{}/{}",
+            config.get_user().unwrap_or("postgres"),
+            proxy.port,
+            config.get_dbname().unwrap_or("test")
+        );
+        (proxy, url)
+    }
+
+    async fn new(upstream: String) -> Self {
         let mut proxy = Proxy {
             port: 0,
             upstream,
@@ -172,17 +191,7 @@ async fn losing_the_database_is_503_and_the_service_recovers_by_itself() {
     let Some((_, schema)) = fresh_schema().await else {
         return;
     };
-    let base_url = std::env::var("MESHRELEASE_TEST_DATABASE_URL").unwrap();
-    let config: tokio_postgres::Config = base_url.parse().unwrap();
-    let host = match config.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
-        _ => "127.0.0.1".to_owned(),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    let mut proxy = Proxy::new(format!("{host}:{port}")).await;
-    let user = config.get_user().unwrap_or("postgres");
-    let dbname = config.get_dbname().unwrap_or("test");
-    let url = format!("postgres://{user}@127.0.0.1:{}/{dbname}", proxy.port);
+    let (mut proxy, url) = Proxy::to_test_database().await;
     let store = meshrelease::store::PostgresStore::connect(&url, Some(&schema), 4)
         .await
         .unwrap();

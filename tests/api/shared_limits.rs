@@ -258,20 +258,7 @@ async fn without_its_database_a_replica_refuses_signed_writes_rather_than_risk_a
     let Some((_, schema)) = fresh_schema().await else {
         return;
     };
-    let base_url = std::env::var("MESHRELEASE_TEST_DATABASE_URL").unwrap();
-    let config: tokio_postgres::Config = base_url.parse().unwrap();
-    let host = match config.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
-        _ => "127.0.0.1".to_owned(),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    let mut proxy = Proxy::new(format!("{host}:{port}")).await;
-    let url = format!(
-        "postgres://{}@127.0.0.1:{}/{}",
-        config.get_user().unwrap_or("postgres"),
-        proxy.port,
-        config.get_dbname().unwrap_or("test")
-    );
+    let (mut proxy, url) = Proxy::to_test_database().await;
     let secrets = tempfile::tempdir().unwrap();
     let (credentials, _) = callers(secrets.path());
     let app = replica_here(&url, Some(&schema), &credentials).await;
