@@ -276,3 +276,103 @@ async fn a_cluster_connected_by_a_reload_is_driven() {
             .is_some()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_reads_the_prometheus_token_file_again() {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::sync::{Arc, Mutex};
+
+    let clusters = crate::driver::clusters().await;
+    // A Prometheus that has no data and notes whose token each query bore.
+    let bearers: Arc<Mutex<Vec<String>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let prometheus = format!("http://{}/", listener.local_addr().unwrap());
+    let seen = bearers.clone();
+    let app = axum::Router::new().fallback(move |headers: http::HeaderMap| {
+        let seen = seen.clone();
+        async move {
+            if let Some(value) = headers.get("authorization") {
+                seen.lock()
+                    .unwrap()
+                    .push(value.to_str().unwrap_or_default().to_owned());
+            }
+            axum::Json(serde_json::json!(
+                {"status": "success", "data": {"resultType": "vector", "result": []}}
+            ))
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("prometheus.token");
+    let write_token = |token: &str| {
+        std::fs::write(&token_file, format!("{token}\n")).unwrap();
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    write_token("first-token");
+    let path = dir.path().join("meshrelease.toml");
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nlog_format = \"text\"\nlog_level = \"info\"\n\
+         resync_interval_ms = 100\nclusters = {}\n\
+         [[meshes]]\nid = \"{MESH}\"\nclusters = [\"cluster-a\", \"cluster-b\"]\n\
+         prometheus_url = \"{prometheus}\"\nprometheus_token_file = \"{}\"\n\
+         [[tokens]]\nsubject = \"t\"\nsha256 = \"{}\"\nallow = [{{ actions = [\"asm:mesh:*\"], meshes = [\"*\"] }}]\n",
+        clusters.flag_for("prometheus"),
+        token_file.display(),
+        sha(TOKEN)
+    );
+    std::fs::write(&path, text).unwrap();
+    let server = start_with_config(&path);
+
+    let mut body = release_body("judged", "reviews");
+    body["spec"]["strategy"] = serde_json::json!({
+        "steps": [{"setWeight": 20}, {"pause": {}}, {"setWeight": 100}],
+        "analysis": {"interval": "1s",
+                     "metrics": [{"name": "rate", "builtin": "requestRate", "min": 0}]}
+    });
+    let created = http_client()
+        .post(format!(
+            "{}/v2/meshes/{MESH}/namespaces/default/releases",
+            server.base
+        ))
+        .header("X-Auth-Token", TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 200);
+    let until_bearer = |token: &'static str| {
+        let bearers = bearers.clone();
+        async move {
+            for _ in 0..1200 {
+                if bearers
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|b| b == &format!("Bearer {token}"))
+                {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            panic!(
+                "Prometheus never saw {token}: {:?}",
+                bearers.lock().unwrap()
+            );
+        }
+    };
+    until_bearer("first-token").await;
+
+    write_token("second-token");
+    server.signal("HUP");
+    server.wait_for_log("configuration reloaded", 1).await;
+    until_bearer("second-token").await;
+    // From then on, only the new one.
+    let seen_at_reload = bearers.lock().unwrap().len();
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let after: Vec<String> = bearers.lock().unwrap()[seen_at_reload..].to_vec();
+    assert!(
+        after.iter().all(|b| b == "Bearer second-token"),
+        "{after:?}"
+    );
+}
