@@ -13,6 +13,7 @@ const INDEX: &str = include_str!("assets/index.html");
 const SCRIPT: &str = include_str!("assets/app.js");
 const DOM: &str = include_str!("assets/dom.js");
 const STRATEGY: &str = include_str!("assets/strategy.js");
+const MATCH: &str = include_str!("assets/match.js");
 const STYLE: &str = include_str!("assets/style.css");
 const ICON: &str = include_str!("assets/icon.svg");
 
@@ -50,6 +51,7 @@ fn asset(file: &str) -> Response {
         "app.js" => ("text/javascript; charset=utf-8", SCRIPT),
         "dom.js" => ("text/javascript; charset=utf-8", DOM),
         "strategy.js" => ("text/javascript; charset=utf-8", STRATEGY),
+        "match.js" => ("text/javascript; charset=utf-8", MATCH),
         "style.css" => ("text/css; charset=utf-8", STYLE),
         "icon.svg" => ("image/svg+xml", ICON),
         _ => return (StatusCode::NOT_FOUND, "no such file in the console\n").into_response(),

@@ -146,6 +146,24 @@ def main():
             page.evaluate("window.scrollTo(0, 0)")
             page.screenshot(path=os.path.join(SHOTS, "console-release.png"))
 
+        # Match rules from the form (JSON is the advanced view): a header
+        # and an operating system, and the JSON shows what will be sent.
+        page.locator("#rule-name-0").fill("x-canary")
+        page.locator("#rule-value-0").fill("true")
+        page.locator("#add-condition").click()
+        page.locator("#rule-kind-1").select_option("cookie")
+        page.locator("#rule-value-1").fill("beta=1")
+        page.get_by_role("checkbox", name="iOS").check()
+        rules = json.loads(page.locator("#match-rules").input_value())
+        assert rules == [{"headers": [{"name": "x-canary", "exact": "true"}], "cookie": {"regex": "beta=1"}, "os": ["iOS"]}], rules
+        page.get_by_role("button", name="Apply rules").click()
+        expect(page.get_by_text('header x-canary = "true" and cookie ~ /beta=1/ and OS iOS → gray').first).to_be_visible(timeout=30_000)
+        # In force, the form shows it back.
+        expect(page.locator("#rule-name-0")).to_have_value("x-canary")
+        expect(page.get_by_role("checkbox", name="iOS")).to_be_checked()
+        if SHOTS:
+            page.locator("#match-editor").screenshot(path=os.path.join(SHOTS, "console-match.png"))
+
         # The service dies and comes back: the console says it is
         # reconnecting, then resumes the watch where it stopped.
         if SERVICE_CONFIG and HOLD:

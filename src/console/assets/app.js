@@ -2,6 +2,7 @@
 // (same origin, so no CORS), the token kept in sessionStorage only.
 
 import { age, el } from "./dom.js";
+import { matchEditor } from "./match.js";
 import { stepOf, strategyPanel } from "./strategy.js";
 
 const PHASES = ["Pending", "Deploying", "Running", "Ending", "Ended"];
@@ -17,6 +18,8 @@ const signOut = document.getElementById("sign-out");
 /** Releases of the mesh by "namespace/name", kept current by the watch. */
 const releases = new Map();
 let watching = null;
+// Match rules typed and not yet applied, kept while the page re-renders.
+let typedRules = null;
 // Why the service will not show this mesh's releases (404, 403): said in
 // place of the list, and not asked again until the user signs in anew.
 let refusedWatch = null;
@@ -318,13 +321,12 @@ function detailView(namespace, name) {
     button("End", { id: "end" }, why.end, () => remove(r, "end", `End ${r.metadata.name}? The original Deployment will be deleted.`)),
     button("Cancel", { id: "cancel", class: "danger" }, why.cancel, () => remove(r, "cancel", `Cancel ${r.metadata.name}? The gray Deployments will be deleted and the routing restored.`)),
     button("Remove", { id: "remove", class: "danger" }, why.remove, () => remove(r, "", `Remove the record of ${r.metadata.name}?`)));
-  const match = el("div", { class: "actions" },
-    el("label", { for: "match-rules" }, "Match rules (JSON: a list of rules; requests they match go to the gray version)",
-      el("textarea", { id: "match-rules", rows: 4, disabled: !!why.traffic,
-        // An example is only a placeholder: it must never read as a rule in force.
-        placeholder: `for example: ${JSON.stringify([{ headers: [{ name: "x-canary", exact: "true" }] }])}` },
-      spec?.match ? JSON.stringify(spec.match, null, 2) : "")),
-    button("Apply rules", { id: "apply-rules" }, why.traffic, () => patchMatch(r, document.getElementById("match-rules").value)));
+  const match = matchEditor({
+    text: typedRules ?? (spec?.match ? JSON.stringify(spec.match, null, 2) : ""),
+    touched: typedRules !== null,
+    disabled: why.traffic,
+    apply: (text) => patchMatch(r, text),
+  });
   const conditions = r.status?.conditions || [];
   // Each Deployment with the cluster it runs in (the gray ones may run
   // elsewhere than the original).
@@ -376,7 +378,14 @@ async function patchMatch(r, text) {
   if (!text.trim()) { show("Write the match rules first (the box shows an example)."); return; }
   try { rules = JSON.parse(text); } catch (e) { show(`The match rules are not JSON: ${e.message}`); return; }
   if (!confirm(`Route the requests these ${Array.isArray(rules) ? rules.length : ""} rule(s) match to ${r.spec.version}?`)) return;
-  await act(() => api("PATCH", releasePath(r), { spec: { trafficPolicy: { match: rules } } }), "Match rules asked for.");
+  let sent = false;
+  await act(async () => { await api("PATCH", releasePath(r), { spec: { trafficPolicy: { match: rules } } }); sent = true; }, "Match rules asked for.");
+  if (sent) {
+    // Applied: what shows from now on is what is in force.
+    typedRules = null;
+    const box = document.getElementById("match-rules");
+    if (box) delete box.dataset.touched;
+  }
 }
 
 async function remove(r, action, question) {
@@ -539,19 +548,15 @@ function refresh() {
   const slider = document.getElementById("weight");
   if (slider && document.activeElement === slider) return;
   const rules = document.getElementById("match-rules");
-  const typed = rules && rules.dataset.touched ? rules.value : null;
+  typedRules = rules && rules.dataset.touched ? rules.value : null;
   main.replaceChildren(currentView());
-  if (typed !== null && document.getElementById("match-rules")) {
-    const again = document.getElementById("match-rules");
-    again.value = typed;
-    again.dataset.touched = "1";
-  }
   if (focused) document.getElementById(focused)?.focus();
 }
 
 function route() {
   if (!token()) { main.replaceChildren(signInView()); return; }
   show("");
+  typedRules = null;
   main.replaceChildren(currentView());
   // Focus for keyboards and screen readers, without scrolling the page's
   // own header (the live indicator, Sign out) out of view.
