@@ -68,6 +68,14 @@ if "$kubectl" apply --server-side --field-manager=other -f "$work/other.yaml" >"
 grep -q "conflict" "$work/conflict.out" || fail "the conflict message: $(cat "$work/conflict.out")"
 "$kubectl" apply --server-side --field-manager=other --force-conflicts -f "$work/other.yaml" >/dev/null || fail "--force-conflicts"
 [ "$("$kubectl" get deployment reviews-v1 -o jsonpath='{.spec.replicas}')" = "5" ] || fail "the forced value"
+# Server-side dry runs (dryRun=All): checked as the write would be, kept nowhere.
+sed 's/replicas: 5/replicas: 7/' "$work/other.yaml" >"$work/seven.yaml"
+"$kubectl" apply --server-side --field-manager=other --dry-run=server -f "$work/seven.yaml" | grep -q "serverside-applied (server dry run)" || fail "apply --dry-run=server"
+[ "$("$kubectl" get deployment reviews-v1 -o jsonpath='{.spec.replicas}')" = "5" ] || fail "a dry-run apply changed the object"
+if "$kubectl" apply --server-side --dry-run=server -f "$work/seven.yaml" >"$work/dry-conflict.out" 2>&1; then fail "a conflicting dry-run apply was accepted"; fi
+grep -q "conflict" "$work/dry-conflict.out" || fail "the dry run's conflict: $(cat "$work/dry-conflict.out")"
+"$kubectl" delete deployment reviews-v1 --dry-run=server | grep -q "deleted.*(server dry run)" || fail "delete --dry-run=server"
+"$kubectl" get deployment reviews-v1 >/dev/null 2>&1 || fail "a dry-run delete deleted"
 "$kubectl" delete deployment reviews-v1 | grep -q deleted || fail "delete"
 if "$kubectl" get deployment reviews-v1 >"$work/gone.out" 2>&1; then fail "a deleted deployment is still there"; fi
 grep -q "NotFound" "$work/gone.out" || fail "NotFound after delete: $(cat "$work/gone.out")"

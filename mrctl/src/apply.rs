@@ -33,7 +33,35 @@ pub async fn run(api: &Api, connection: &Connection, args: &ApplyArgs) -> anyhow
                         }
                     );
                     printed += 1;
-                    eprintln!("release.asm/v2/{name} {verb} (dry run)");
+                    let status = release.status.as_ref();
+                    let message = status.map_or("", |s| s.plan_message.as_str());
+                    eprintln!("release.asm/v2/{name} {verb} (dry run): {message}");
+                    // What a cluster's own dry run refused would fail for
+                    // real: said, and the exit code says so too.
+                    let refused: Vec<_> = status
+                        .map(|s| {
+                            s.plan
+                                .iter()
+                                .filter(|p| p.dry_run.starts_with("refused"))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    for planned in &refused {
+                        let object = serde_json::to_value(&planned.object).unwrap_or_default();
+                        let text =
+                            |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+                        eprintln!(
+                            "  {} {} {} in {}: {}",
+                            planned.action,
+                            text(&object["kind"]),
+                            text(&object["metadata"]["name"]),
+                            planned.cluster_id,
+                            planned.dry_run
+                        );
+                    }
+                    if !refused.is_empty() {
+                        failed += 1;
+                    }
                 } else {
                     println!("release.asm/v2/{name} {verb}");
                 }

@@ -30,9 +30,13 @@ pub async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    sim.requests.record(&method, uri.path(), &headers);
+    sim.requests
+        .record(&method, uri.path(), uri.query(), &headers);
     if let Some(fault) = sim.faults.before(&method).await {
         return fault.into_response();
+    }
+    if let Some(denied) = sim.faults.denial(&method) {
+        return denied.into_response();
     }
     match route(&sim, &method, &uri, &headers, body).await {
         Ok(response) => response,
@@ -210,7 +214,14 @@ async fn route(
             let object = parse_json(&body)?;
             check_kind(&object, resource, &api_version)?;
             if dry_run(&query) {
-                return Ok(json_response(StatusCode::CREATED, &serve(object)));
+                // Checked as a create would be (a name taken is 409), kept nowhere.
+                let created = sim
+                    .store
+                    .lock()
+                    .await
+                    .scratch()
+                    .create(resource, ns, object, &writer)?;
+                return Ok(json_response(StatusCode::CREATED, &serve(created)));
             }
             let created = sim
                 .store
@@ -225,11 +236,14 @@ async fn route(
             if sim.faults.take_conflict() {
                 return Err(KubeError::conflict(resource, name));
             }
-            let updated = sim
-                .store
-                .lock()
-                .await
-                .update(resource, ns, name, object, &writer)?;
+            let mut guard = sim.store.lock().await;
+            let updated = if dry_run(&query) {
+                guard
+                    .scratch()
+                    .update(resource, ns, name, object, &writer)?
+            } else {
+                guard.update(resource, ns, name, object, &writer)?
+            };
             Ok(json_response(StatusCode::OK, &serve(updated)))
         }
         (&Method::PATCH, Some(ns), Some(name)) => {
@@ -245,7 +259,16 @@ async fn route(
                 .unwrap_or_default()
                 .trim()
                 .to_ascii_lowercase();
-            let mut store = sim.store.lock().await;
+            let mut guard = sim.store.lock().await;
+            // A dry run writes on a copy, so that every check (conflicts,
+            // field managers, validation) runs and nothing is kept.
+            let mut scratch;
+            let store = if dry_run(&query) {
+                scratch = guard.scratch();
+                &mut scratch
+            } else {
+                &mut *guard
+            };
             let patched = match content_type.as_str() {
                 "application/apply-patch+yaml" => {
                     if query.get("fieldManager").is_none() {
@@ -291,6 +314,13 @@ async fn route(
         (&Method::DELETE, Some(ns), Some(name)) => {
             let preconditions = delete_preconditions(&body)?;
             let mut store = sim.store.lock().await;
+            // kubectl and kube-rs say it in the DeleteOptions body.
+            if dry_run(&query) || delete_dry_run(&body) {
+                let deleted = store
+                    .scratch()
+                    .delete_if(resource, ns, name, &preconditions)?;
+                return Ok(json_response(StatusCode::OK, &serve(deleted)));
+            }
             let deleted = store.delete_if(resource, ns, name, &preconditions)?;
             if resource == NAMESPACES {
                 // What the namespace controller does, at once: its objects go too.
@@ -660,6 +690,15 @@ fn openapi_document(group: &str, version: &str) -> Value {
 }
 
 /// The preconditions of a DELETE's `DeleteOptions` body, if it has one.
+/// `DeleteOptions.dryRun: ["All"]`.
+fn delete_dry_run(body: &Bytes) -> bool {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|options| options.get("dryRun").cloned())
+        .and_then(|d| d.as_array().cloned())
+        .is_some_and(|d| d.iter().any(|v| v == "All"))
+}
+
 fn delete_preconditions(body: &Bytes) -> Result<crate::store::Preconditions, KubeError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(crate::store::Preconditions::default());

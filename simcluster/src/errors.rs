@@ -48,6 +48,17 @@ impl KubeError {
         )
     }
 
+    /// What an API server answers when a validating admission webhook
+    /// denies a write.
+    pub fn denied_by_admission(message: &str) -> Self {
+        Self::new(
+            400,
+            "BadRequest",
+            format!("admission webhook \"policy.example.com\" denied the request: {message}"),
+            json!({}),
+        )
+    }
+
     /// A write with a stale resourceVersion.
     pub fn conflict(resource: Resource, name: &str) -> Self {
         Self::new(

@@ -1,5 +1,6 @@
 //! Faults a test asks for: answers of 503, added latency, write conflicts,
-//! and Deployments that never become ready.
+//! writes an admission webhook denies, and Deployments that never become
+//! ready.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -13,6 +14,9 @@ pub struct Faults {
     latency_ms: AtomicU64,
     ready_delay_ms: AtomicU64,
     never_ready: AtomicBool,
+    /// Every write (dry run or not) is denied with this, as a validating
+    /// admission webhook would.
+    denied: std::sync::Mutex<Option<String>>,
 }
 
 impl Faults {
@@ -62,6 +66,26 @@ impl Faults {
         }
         take(&self.unavailable)
             .then(|| KubeError::unavailable("injected fault: the server is unavailable"))
+    }
+
+    /// Writes are denied with `reason` (an admission webhook's), or no
+    /// longer (`None`).
+    pub fn deny_writes(&self, reason: Option<&str>) {
+        *self.denied.lock().unwrap_or_else(|p| p.into_inner()) = reason.map(str::to_owned);
+    }
+
+    pub(crate) fn denial(&self, method: &http::Method) -> Option<KubeError> {
+        if !matches!(
+            *method,
+            http::Method::POST | http::Method::PUT | http::Method::PATCH | http::Method::DELETE
+        ) {
+            return None;
+        }
+        self.denied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_deref()
+            .map(KubeError::denied_by_admission)
     }
 
     pub(crate) fn take_conflict(&self) -> bool {

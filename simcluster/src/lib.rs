@@ -47,16 +47,30 @@ pub struct Seen {
     pub path: String,
     /// The bearer token, if the request carried one.
     pub who: Option<String>,
+    /// Sent as a dry run (`dryRun=All` in the query; a delete's body may
+    /// say it instead, which this log does not read): checked, nothing stored.
+    pub dry_run: bool,
 }
 
 impl Seen {
+    /// A request that may change something (a dry run does not).
     fn is_write(&self) -> bool {
-        self.method != http::Method::GET
+        self.method != http::Method::GET && !self.dry_run
     }
 }
 
 impl RequestLog {
-    fn record(&self, method: &http::Method, path: &str, headers: &http::HeaderMap) {
+    fn record(
+        &self,
+        method: &http::Method,
+        path: &str,
+        query: Option<&str>,
+        headers: &http::HeaderMap,
+    ) {
+        let dry_run = query
+            .unwrap_or_default()
+            .split('&')
+            .any(|pair| pair == "dryRun=All");
         let who = headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -67,11 +81,20 @@ impl RequestLog {
                 method: method.clone(),
                 path: path.to_owned(),
                 who,
+                dry_run,
             });
         }
     }
 
-    /// Requests whose method is not GET (writes), so far.
+    /// Dry runs (`dryRun=All`) of writes, so far.
+    pub fn dry_runs(&self) -> usize {
+        self.0
+            .lock()
+            .map(|log| log.iter().filter(|s| s.dry_run).count())
+            .unwrap_or_default()
+    }
+
+    /// Requests whose method is not GET (writes; dry runs aside), so far.
     pub fn writes(&self) -> usize {
         self.0
             .lock()

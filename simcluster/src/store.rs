@@ -86,6 +86,17 @@ impl Default for Store {
 }
 
 impl Store {
+    /// A copy to try a write on (a dry run, `dryRun=All`): the objects and
+    /// the revision, no history, and nobody watching it.
+    pub fn scratch(&self) -> Store {
+        Store {
+            objects: self.objects.clone(),
+            revision: self.revision,
+            history: Vec::new(),
+            events: broadcast::channel(1).0,
+        }
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
     }

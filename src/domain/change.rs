@@ -56,6 +56,23 @@ pub struct PlannedObject {
     pub object: JsonObject,
 }
 
+/// On a dry-run answer: what the next round would change, and how far that
+/// could be checked.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Preview {
+    pub changes: Vec<PreviewedChange>,
+    /// How the plan was made, or why the routing could not be planned.
+    pub message: String,
+}
+
+/// A change of a preview, and what the cluster's own dry run said of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreviewedChange {
+    pub change: PlannedObject,
+    /// `None`: not asked; `Some(Err)`: refused, and why.
+    pub dry_run: Option<Result<(), String>>,
+}
+
 /// Why a cluster request failed, in the driver's terms.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClusterError {

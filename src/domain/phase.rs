@@ -204,7 +204,8 @@ mod tests {
         else {
             panic!()
         };
-        assert!(m.contains("weight 0"), "{m}");
+        assert!(m.contains(r#"{"weight": 0}"#), "{m}");
+        assert!(m.contains("--takeover original"), "{m}");
     }
 
     #[test]

@@ -341,6 +341,11 @@ pub trait ClusterPort: Send + Sync + 'static {
     /// Carries out one change of a plan.
     async fn carry_out(&self, change: &PlannedObject) -> Result<(), ClusterError>;
 
+    /// Sends one change of a plan as the cluster's own server-side dry run
+    /// (`dryRun=All`): checked by the cluster (admission, quota, field
+    /// managers) and never stored.
+    async fn try_out(&self, change: &PlannedObject) -> Result<(), ClusterError>;
+
     /// News each time an object this service manages changes in a cluster
     /// (a gray Deployment that becomes ready, one someone deleted), so that
     /// the driver acts at once instead of at its next resync. Watching stops

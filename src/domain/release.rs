@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::change::PlannedObject;
+use super::change::Preview;
 use super::conditions::StatusCondition;
 use super::kinds::{Phase, ReleaseType};
 use super::object::JsonObject;
@@ -125,7 +125,7 @@ pub struct ReleaseStatus {
     pub strategy: Option<StrategyStatus>,
     /// On a dry-run answer only: what the next step would change. Never stored.
     #[serde(skip)]
-    pub plan: Vec<PlannedObject>,
+    pub plan: Preview,
 }
 
 impl ReleaseStatus {
@@ -145,7 +145,7 @@ impl ReleaseStatus {
             saved_routing: None,
             gray_seen: Vec::new(),
             strategy: None,
-            plan: Vec::new(),
+            plan: Preview::default(),
         }
     }
 

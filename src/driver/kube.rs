@@ -404,6 +404,27 @@ impl ClusterPort for KubeClusters {
     }
 
     async fn carry_out(&self, change: &PlannedObject) -> Result<(), ClusterError> {
+        self.send(change, false).await
+    }
+
+    async fn try_out(&self, change: &PlannedObject) -> Result<(), ClusterError> {
+        self.send(change, true).await
+    }
+
+    fn changes(&self) -> BoxStream<'static, ClusterChange> {
+        // The watches of the clients configured now, replaced by new ones
+        // each time a reload replaces the clients.
+        let metrics = self.metrics.clone();
+        let watches = tokio_stream::wrappers::WatchStream::new(self.clients.subscribe())
+            .map(move |clients| watch_managed(&clients, &metrics));
+        super::switch::switch_latest(watches)
+    }
+}
+
+impl KubeClusters {
+    /// Sends one change, or (`dry_run`) the cluster's own dry run of it
+    /// (`dryRun=All`: checked, never stored).
+    async fn send(&self, change: &PlannedObject, dry_run: bool) -> Result<(), ClusterError> {
         let cluster = &change.cluster_id;
         // The object says which version of Istio's API wrote it.
         let istio_api = if change.object.get("apiVersion").and_then(Value::as_str)
@@ -415,7 +436,7 @@ impl ClusterPort for KubeClusters {
         };
         let namespace = namespace_of(&change.object);
         let api = self.api(cluster, &resource(change.kind, istio_api), &namespace)?;
-        if change.kind != ObjectKind::Deployment {
+        if change.kind != ObjectKind::Deployment && !dry_run {
             // Whatever the outcome, the next observation reads afresh.
             self.lists.forget(cluster, &namespace);
         }
@@ -427,7 +448,10 @@ impl ClusterPort for KubeClusters {
                 200,
                 api.patch(
                     &name,
-                    &PatchParams::apply(FIELD_MANAGER),
+                    &PatchParams {
+                        dry_run,
+                        ..PatchParams::apply(FIELD_MANAGER)
+                    },
                     &Patch::Apply(&object),
                 )
                 .await
@@ -441,7 +465,7 @@ impl ClusterPort for KubeClusters {
                     })?;
                 let params = PostParams {
                     field_manager: Some(FIELD_MANAGER.into()),
-                    ..PostParams::default()
+                    dry_run,
                 };
                 if dynamic.metadata.resource_version.is_some() {
                     (
@@ -467,6 +491,7 @@ impl ClusterPort for KubeClusters {
                         uid: Some(uid),
                         resource_version: None,
                     }),
+                    dry_run,
                     ..DeleteParams::default()
                 };
                 ("delete", 200, api.delete(&name, &params).await.map(drop))
@@ -478,6 +503,7 @@ impl ClusterPort for KubeClusters {
                     &name,
                     &PatchParams {
                         field_manager: Some(FIELD_MANAGER.into()),
+                        dry_run,
                         ..PatchParams::default()
                     },
                     &Patch::Merge(json!({"spec": {"replicas": 0}})),
@@ -492,15 +518,6 @@ impl ClusterPort for KubeClusters {
             Err(kube::Error::Api(status)) if verb == "delete" && status.code == 404 => Ok(()),
             Err(e) => Err(classify(cluster, e)),
         }
-    }
-
-    fn changes(&self) -> BoxStream<'static, ClusterChange> {
-        // The watches of the clients configured now, replaced by new ones
-        // each time a reload replaces the clients.
-        let metrics = self.metrics.clone();
-        let watches = tokio_stream::wrappers::WatchStream::new(self.clients.subscribe())
-            .map(move |clients| watch_managed(&clients, &metrics));
-        super::switch::switch_latest(watches)
     }
 }
 

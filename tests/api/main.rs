@@ -15,6 +15,7 @@ mod create_grpc;
 mod create_rest;
 mod driver;
 mod driver_processes;
+mod dry_run;
 mod errors;
 mod exact_roundtrip;
 mod finished_status;

@@ -573,6 +573,14 @@ async fn a_dry_run_answers_the_plan_and_stores_nothing() {
     assert_eq!(status, 200, "{preview}");
     let plan = preview["status"]["plan"].as_array().expect("a plan");
     assert_eq!(plan.len(), 1);
+    // No cluster is connected here: the answer says the routing was not
+    // planned and why, and the gray Deployment was not tried anywhere.
+    let message = preview["status"]["planMessage"].as_str().unwrap();
+    assert!(
+        message.starts_with("routing not planned: cluster cluster-a is not connected"),
+        "{message}"
+    );
+    assert_eq!(plan[0].get("dryRun"), None);
     assert_eq!(plan[0]["clusterID"], "cluster-b");
     assert_eq!(plan[0]["action"], "apply");
     let object = &plan[0]["object"];

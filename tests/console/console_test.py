@@ -121,6 +121,10 @@ def main():
         expect(page.locator("#template-error")).to_have_text("")
         page.get_by_role("button", name="Preview (dry run)").click()
         expect(page.locator("#preview-output")).to_contain_text("name: reviews-v1-v2")
+        # The clusters are connected: the routing is previewed too, each
+        # object as its cluster's own dry run judged it.
+        expect(page.locator("#preview-output")).to_contain_text("kind: VirtualService")
+        expect(page.locator("#preview-output")).to_contain_text("apply in cluster-b: accepted")
         expect(page.locator("#message")).to_contain_text("nothing was stored")
         page.get_by_role("button", name="Create").click()
 

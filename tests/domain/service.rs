@@ -20,7 +20,7 @@ async fn a_created_release_is_pending_stored_and_read_back_as_answered() {
     assert_eq!(created.generation, 1);
     assert!(created.resource_version > 0);
     assert!(
-        created.status.plan.is_empty(),
+        created.status.plan == Default::default(),
         "only a dry run shows a plan"
     );
     let read = manager
@@ -36,8 +36,15 @@ async fn a_dry_run_stores_nothing_and_shows_the_gray_deployment_it_would_apply()
     let mut request = create_request(draft("reviews-canary", "reviews"));
     request.dry_run = true;
     let answer = manager.create(&admin(), request).await.unwrap();
-    assert_eq!(answer.status.plan.len(), 1, "{:?}", answer.status.plan);
-    assert_eq!(answer.status.plan[0].cluster_id, "cluster-b");
+    let plan = &answer.status.plan;
+    assert_eq!(plan.changes.len(), 1, "{plan:?}");
+    assert_eq!(plan.changes[0].change.cluster_id, "cluster-b");
+    // No clusters here: the routing is not planned, and the answer says so.
+    assert_eq!(plan.changes[0].dry_run, None);
+    assert!(
+        plan.message.starts_with("routing not planned: "),
+        "{plan:?}"
+    );
     assert!(matches!(
         manager.get(&admin(), target("reviews-canary")).await,
         Err(DomainError::NotFound(_))
@@ -253,7 +260,7 @@ async fn an_update_replaces_the_templates_and_counts_a_generation() {
     dry.dry_run = true;
     let preview = manager.update(&admin(), dry).await.unwrap();
     assert_eq!(preview.generation, 2);
-    assert_eq!(preview.status.plan.len(), 1);
+    assert_eq!(preview.status.plan.changes.len(), 1);
     let stored = manager
         .get(&admin(), target("reviews-canary"))
         .await

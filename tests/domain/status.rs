@@ -333,6 +333,10 @@ impl ClusterPort for OnlyClusterA {
         unreachable!("the manager never carries out")
     }
 
+    async fn try_out(&self, _: &PlannedObject) -> Result<(), ClusterError> {
+        unreachable!("a dry run with a cluster not connected plans no routing")
+    }
+
     fn changes(&self) -> BoxStream<'static, ClusterChange> {
         Box::pin(futures_util::stream::empty())
     }

@@ -330,6 +330,28 @@ async fn a_dry_run_prints_the_release_and_its_planned_objects_and_stores_nothing
             .collect()
     };
     assert_eq!(planned(&from_yaml), planned(&would_be));
+    // With the clusters connected: the routing too, each change accepted by
+    // its cluster's own dry run, and said so.
+    assert!(
+        plan.iter().any(|p| p["object"]["kind"] == "VirtualService"),
+        "{plan:?}"
+    );
+    assert!(plan.iter().all(|p| p["dryRun"] == "accepted"), "{plan:?}");
+    assert!(run.stderr().contains("nothing was written"), "{run}");
+    // A change a cluster would refuse (an admission webhook): named, and
+    // exit 1, with nothing stored.
+    world
+        .b
+        .faults()
+        .deny_writes(Some("images must come from registry.internal"));
+    let run = world.run(&["apply", "-f", &file, "--dry-run"]).await;
+    let refused = run.fails_with(1);
+    assert!(
+        refused.contains("apply Deployment reviews-v1-v2 in cluster-b: refused: ")
+            && refused.contains("registry.internal"),
+        "{run}"
+    );
+    world.b.faults().deny_writes(None);
     assert_eq!(
         world
             .run(&["get", "releases", "-o", "name"])

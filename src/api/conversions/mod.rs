@@ -8,7 +8,7 @@ mod strategy;
 use std::sync::Arc;
 
 use crate::api::errors::ApiError;
-use crate::domain::change::PlannedObject;
+use crate::domain::change::PreviewedChange;
 use crate::domain::conditions::StatusCondition;
 use crate::domain::release::{API_VERSION, GrayDeploymentDraft, KIND};
 use crate::domain::traffic::{
@@ -142,12 +142,18 @@ impl From<&StatusCondition> for pb::Condition {
     }
 }
 
-impl From<&PlannedObject> for pb::PlannedObject {
-    fn from(p: &PlannedObject) -> Self {
+impl From<&PreviewedChange> for pb::PlannedObject {
+    fn from(previewed: &PreviewedChange) -> Self {
+        let p = &previewed.change;
         pb::PlannedObject {
             cluster_id: p.cluster_id.clone(),
             action: p.change.as_str().to_owned(),
             object: Some(json_to_struct(&p.object)),
+            dry_run: match &previewed.dry_run {
+                None => String::new(),
+                Some(Ok(())) => "accepted".to_owned(),
+                Some(Err(why)) => format!("refused: {why}"),
+            },
         }
     }
 }
@@ -201,7 +207,8 @@ impl From<Release> for pb::Release {
                     .unwrap_or(i32::MAX),
                 conditions: release.status.conditions.iter().map(Into::into).collect(),
                 traffic: release.status.traffic.as_ref().map(Into::into),
-                plan: release.status.plan.iter().map(Into::into).collect(),
+                plan: release.status.plan.changes.iter().map(Into::into).collect(),
+                plan_message: release.status.plan.message.clone(),
                 strategy: release.status.strategy.as_ref().map(Into::into),
             }),
         }

@@ -485,8 +485,16 @@ async function submit(dryRun) {
   try {
     const answer = await api("POST", `${base()}/namespaces/${encodeURIComponent(namespace)}/releases${dryRun ? "?dryRun=true" : ""}`, body);
     if (dryRun) {
-      document.getElementById("preview-output").textContent = yaml(answer.status?.grayDeployments || answer);
-      show("The dry run passed: nothing was stored.", "info");
+      // What the first round would write, each object with its cluster's
+      // own dry-run answer, as mrctl apply --dry-run shows it.
+      const plan = answer.status?.plan || [];
+      const refused = plan.filter((p) => p.dryRun?.startsWith("refused"));
+      document.getElementById("preview-output").textContent = [
+        `# ${answer.status?.planMessage || "the objects the first round would write"}`,
+        ...plan.map((p) => `# ${p.action} in ${p.clusterID}: ${p.dryRun || "not tried in the cluster"}\n${yaml(p.object)}`),
+      ].join("\n---\n");
+      if (refused.length) show(`The dry run found ${refused.length} change(s) a cluster would refuse (see the preview); nothing was stored.`);
+      else show("The dry run passed: nothing was stored.", "info");
     } else {
       location.hash = `#/r/${encodeURIComponent(namespace)}/${encodeURIComponent(answer.metadata.name)}`;
       show(`Created ${answer.metadata.name}.`, "info");

@@ -16,6 +16,7 @@ mod actions;
 mod driver;
 mod errors;
 mod patch_mask;
+mod preview;
 mod watch;
 
 use std::sync::Arc;
@@ -37,7 +38,6 @@ use super::kinds::Phase;
 use super::mesh::{Mesh, Meshes};
 use super::names::quoted;
 use super::phase::{self, Move, Outcome};
-use super::plan;
 use super::ports::{ClusterPort, Created, IdempotencyKey, ListQuery, ReleaseStore, StoreError};
 use super::release::{Release, ReleaseDraft, ReleaseStatus};
 use super::status;
@@ -213,7 +213,7 @@ impl ReleaseManager {
                 .check_create(&release)
                 .await
                 .map_err(|e| conflict(e, &release))?;
-            return Ok(with_plan(release));
+            return Ok(self.with_plan(mesh, release).await);
         }
         match self.store.create(&release, key.as_ref()).await {
             Ok(Created::New(stored) | Created::Replayed(stored)) => Ok(stored),
@@ -429,7 +429,7 @@ impl ReleaseManager {
             };
             let next = change.apply_to(&current)?;
             if request.dry_run {
-                return Ok(with_plan(next));
+                return Ok(self.with_plan(mesh, next).await);
             }
             if let Some(stored) = self.write_spec(&next, &current, pinned).await? {
                 return Ok(stored);
@@ -594,7 +594,7 @@ impl ReleaseManager {
             }
             .apply_to(&current)?;
             if request.dry_run {
-                return Ok(with_plan(next));
+                return Ok(self.with_plan(mesh, next).await);
             }
             if next == current {
                 return Ok(current);
@@ -605,12 +605,6 @@ impl ReleaseManager {
         }
         Err(busy(target))
     }
-}
-
-/// The release with what its next step would change, for a dry-run answer.
-fn with_plan(mut release: Release) -> Release {
-    release.status.plan = plan::preview(&release);
-    release
 }
 
 /// The release enters `phase` now (a client's move).
