@@ -440,7 +440,10 @@ async fn end_and_cancel_say_what_to_do_first() {
     let (status, error) = json_of(app.delete("split", Some("cancel")).await).await;
     assert_eq!(status, 409, "{error}");
     assert!(
-        error["errorMsg"].as_str().unwrap().contains("weight 0"),
+        error["errorMsg"]
+            .as_str()
+            .unwrap()
+            .contains(r#"{"weight": 0}"#),
         "{error}"
     );
     let status = app
