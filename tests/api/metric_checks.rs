@@ -124,6 +124,13 @@ fn metric(name: &str, builtin: &str, bounds: Value) -> Value {
     m
 }
 
+/// The exporter serves `gray` for the gray version of `service` and a
+/// healthy original beside it.
+fn serve_with_a_healthy_original(service: &str, gray: Traffic) {
+    prometheus::exporter().serve(NS, &self::gray(service), gray);
+    prometheus::exporter().serve(NS, &original(service), Traffic::healthy());
+}
+
 /// Creates release `name` of `service` with `strategy` over gRPC; answers
 /// the client, for what follows.
 async fn create_over_grpc(
@@ -207,8 +214,7 @@ async fn history(
 async fn a_healthy_gray_version_passes_every_builtin_and_a_query_and_ends() {
     let url = prometheus::shared().await;
     let service = "mc-healthy";
-    prometheus::exporter().serve(NS, &gray(service), Traffic::healthy());
-    prometheus::exporter().serve(NS, &original(service), Traffic::healthy());
+    serve_with_a_healthy_original(service, Traffic::healthy());
     let (clusters, app) = setup(service, &url).await;
     let query = r#"sum(rate(istio_requests_total{reporter="destination",destination_workload_namespace="{{ namespace }}",destination_workload="{{ workload }}"}[{{ window }}]))"#;
     let body = with_strategy(
@@ -292,15 +298,13 @@ async fn a_healthy_gray_version_passes_every_builtin_and_a_query_and_ends() {
 async fn thirty_percent_of_5xx_rolls_back_naming_the_check_its_value_and_threshold() {
     let url = prometheus::shared().await;
     let service = "mc-erring";
-    prometheus::exporter().serve(
-        NS,
-        &gray(service),
+    serve_with_a_healthy_original(
+        service,
         Traffic {
             errors: 0.3,
             ..Traffic::healthy()
         },
     );
-    prometheus::exporter().serve(NS, &original(service), Traffic::healthy());
     let (clusters, app) = setup(service, &url).await;
     // Over gRPC: create, then the checks.
     let mut client = create_over_grpc(
@@ -465,15 +469,13 @@ async fn an_idle_gray_version_holds_with_no_data_and_only_max_hold_trips_it() {
 async fn latency_over_its_threshold_rolls_back_on_the_p99() {
     let url = prometheus::shared().await;
     let service = "mc-slow";
-    prometheus::exporter().serve(
-        NS,
-        &gray(service),
+    serve_with_a_healthy_original(
+        service,
         Traffic {
             latency_ms: 800.0,
             ..Traffic::healthy()
         },
     );
-    prometheus::exporter().serve(NS, &original(service), Traffic::healthy());
     let (_clusters, app) = setup(service, &url).await;
     let mut client = create_over_grpc(
         &app,
@@ -610,8 +612,7 @@ async fn prometheus_stopped_gives_error_rounds_that_hold_and_back_the_release_go
     // This test stops its Prometheus: one of its own.
     let mut own = PrometheusProcess::start(prometheus::exporter(), true).await;
     let service = "mc-outage";
-    prometheus::exporter().serve(NS, &gray(service), Traffic::healthy());
-    prometheus::exporter().serve(NS, &original(service), Traffic::healthy());
+    serve_with_a_healthy_original(service, Traffic::healthy());
     let (_clusters, app) = setup(service, &own.url()).await;
     let body = with_strategy(
         "outage",
