@@ -431,6 +431,10 @@ fn watch(
     // A streaming list (client-go's WatchList): the current objects, then a
     // bookmark that marks their end.
     let initial_events = query.get("sendInitialEvents") == Some("true");
+    // Bookmarks, as the API server sends them when asked: now and then, and
+    // just before a watch ends at its timeout, so that the client resumes
+    // from a version this cluster still keeps instead of listing again.
+    let bookmarks = query.get("allowWatchBookmarks") == Some("true");
     let from = query
         .get("resourceVersion")
         .filter(|v| !v.is_empty() && *v != "0" && !initial_events);
@@ -453,7 +457,10 @@ fn watch(
     let body = async_stream(
         sim,
         from,
-        initial_events,
+        Marks {
+            initial_events,
+            bookmarks,
+        },
         keep,
         resource,
         api_version,
@@ -467,10 +474,24 @@ fn watch(
         .into_response())
 }
 
+/// The bookmarks a watch asked for.
+struct Marks {
+    /// One after the initial events (`sendInitialEvents=true`).
+    initial_events: bool,
+    /// Now and then, and before the timeout (`allowWatchBookmarks=true`).
+    bookmarks: bool,
+}
+
+/// How often a watch that asked for bookmarks gets one (the API server:
+/// about once a minute).
+const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
+/// How long before a watch's timeout its last bookmark is sent.
+const LAST_BOOKMARK_BEFORE: Duration = Duration::from_millis(200);
+
 fn async_stream(
     sim: Arc<Sim>,
     from: Option<u64>,
-    end_bookmark: bool,
+    marks: Marks,
     keep: impl Fn(&str, Resource, &str, &Value) -> bool + Send + Sync + 'static,
     resource: Resource,
     api_version: String,
@@ -525,7 +546,7 @@ fn async_stream(
                 return;
             }
         }
-        if end_bookmark {
+        if marks.initial_events {
             let bookmark = json!({"metadata": {
                 "resourceVersion": last.to_string(),
                 "annotations": {"k8s.io/initial-events-end": "true"},
@@ -534,15 +555,42 @@ fn async_stream(
                 return;
             }
         }
+        // Every event up to this revision has been sent or left out.
+        let mut read_up_to = last;
+        let bookmark = |revision: u64| {
+            line(
+                "BOOKMARK",
+                json!({"metadata": {"resourceVersion": revision.to_string()}}),
+            )
+        };
         let mut live = BroadcastStream::new(live);
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
+        let last_bookmark = tokio::time::sleep(timeout.saturating_sub(LAST_BOOKMARK_BEFORE));
+        tokio::pin!(last_bookmark);
+        let mut every =
+            tokio::time::interval_at(tokio::time::Instant::now() + BOOKMARK_EVERY, BOOKMARK_EVERY);
+        let mut last_sent = false;
+        let mut ended = sim.faults.watches_ended.subscribe();
         loop {
             tokio::select! {
                 () = &mut deadline => return,
                 () = sender.closed() => return,
+                _ = ended.changed() => return,
+                () = &mut last_bookmark, if marks.bookmarks && !last_sent => {
+                    last_sent = true;
+                    if sender.send(bookmark(read_up_to)).await.is_err() {
+                        return;
+                    }
+                }
+                _ = every.tick(), if marks.bookmarks => {
+                    if sender.send(bookmark(read_up_to)).await.is_err() {
+                        return;
+                    }
+                }
                 next = live.next() => match next {
                     Some(Ok(event)) => {
+                        read_up_to = read_up_to.max(event.revision);
                         if event.revision <= last || !keep(event.kind, event.resource, &event.namespace, &event.object) {
                             continue;
                         }

@@ -132,6 +132,17 @@ impl KubeError {
         Self::new(410, "Expired", message, json!({}))
     }
 
+    /// As API Priority and Fairness answers: the wait is in the details
+    /// and in the `Retry-After` header.
+    pub fn too_many_requests(retry_after_secs: u32) -> Self {
+        Self::new(
+            429,
+            "TooManyRequests",
+            "Too many requests, please try again later.",
+            json!({"retryAfterSeconds": retry_after_secs}),
+        )
+    }
+
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(503, "ServiceUnavailable", message, json!({}))
     }
@@ -161,11 +172,19 @@ fn qualified(resource: Resource) -> String {
 impl IntoResponse for KubeError {
     fn into_response(self) -> Response {
         let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (
+        let mut response = (
             code,
             [(http::header::CONTENT_TYPE, "application/json")],
             self.status().to_string(),
         )
-            .into_response()
+            .into_response();
+        if let Some(seconds) = self.details.get("retryAfterSeconds")
+            && let Ok(value) = http::HeaderValue::from_str(&seconds.to_string())
+        {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, value);
+        }
+        response
     }
 }

@@ -1,4 +1,5 @@
-//! Faults a test asks for: answers of 503, added latency, write conflicts,
+//! Faults a test asks for: answers of 503, of 429 with `Retry-After` (API
+//! Priority and Fairness turning a client away), added latency, write conflicts,
 //! writes an admission webhook denies, and Deployments that never become
 //! ready.
 
@@ -10,6 +11,8 @@ use crate::errors::KubeError;
 #[derive(Debug, Default)]
 pub struct Faults {
     unavailable: AtomicU32,
+    throttled: AtomicU32,
+    retry_after_secs: AtomicU32,
     conflicts: AtomicU32,
     latency_ms: AtomicU64,
     ready_delay_ms: AtomicU64,
@@ -17,12 +20,26 @@ pub struct Faults {
     /// Every write (dry run or not) is denied with this, as a validating
     /// admission webhook would.
     denied: std::sync::Mutex<Option<String>>,
+    /// Bumped to end every open watch (an API server in trouble drops
+    /// them; its clients watch again and meet the fault).
+    pub(crate) watches_ended: tokio::sync::watch::Sender<u64>,
 }
 
 impl Faults {
-    /// The next `n` requests answer 503.
+    /// The next `n` requests answer 503; open watches end (when `n` > 0).
     pub fn fail_next(&self, n: u32) {
         self.unavailable.store(n, Ordering::SeqCst);
+        if n > 0 {
+            self.watches_ended.send_modify(|ended| *ended += 1);
+        }
+    }
+
+    /// The next `n` requests answer 429 TooManyRequests with `Retry-After:
+    /// retry_after_secs`, as the API server's priority and fairness does.
+    pub fn throttle_next(&self, n: u32, retry_after_secs: u32) {
+        self.retry_after_secs
+            .store(retry_after_secs, Ordering::SeqCst);
+        self.throttled.store(n, Ordering::SeqCst);
     }
 
     /// The next `n` writes (PUT, PATCH) answer 409 Conflict, as a storm of
@@ -63,6 +80,11 @@ impl Faults {
         let latency = self.latency_ms.load(Ordering::SeqCst);
         if latency > 0 {
             tokio::time::sleep(Duration::from_millis(latency)).await;
+        }
+        if take(&self.throttled) {
+            return Some(KubeError::too_many_requests(
+                self.retry_after_secs.load(Ordering::SeqCst),
+            ));
         }
         take(&self.unavailable)
             .then(|| KubeError::unavailable("injected fault: the server is unavailable"))

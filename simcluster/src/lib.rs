@@ -50,6 +50,10 @@ pub struct Seen {
     /// Sent as a dry run (`dryRun=All` in the query; a delete's body may
     /// say it instead, which this log does not read): checked, nothing stored.
     pub dry_run: bool,
+    /// A watch (`watch=true`), not a single read.
+    pub watch: bool,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl Seen {
@@ -67,10 +71,9 @@ impl RequestLog {
         query: Option<&str>,
         headers: &http::HeaderMap,
     ) {
-        let dry_run = query
-            .unwrap_or_default()
-            .split('&')
-            .any(|pair| pair == "dryRun=All");
+        let pairs = || query.unwrap_or_default().split('&');
+        let dry_run = pairs().any(|pair| pair == "dryRun=All");
+        let watch = pairs().any(|pair| pair == "watch=true" || pair == "watch=1");
         let who = headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -82,6 +85,8 @@ impl RequestLog {
                 path: path.to_owned(),
                 who,
                 dry_run,
+                watch,
+                at: std::time::Instant::now(),
             });
         }
     }
@@ -123,6 +128,18 @@ impl RequestLog {
                     .filter(|s| s.who.as_deref() == Some(who))
                     .cloned()
                     .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Reads that are not watches (GETs of one object, LISTs), so far.
+    pub fn reads(&self) -> usize {
+        self.0
+            .lock()
+            .map(|log| {
+                log.iter()
+                    .filter(|s| s.method == http::Method::GET && !s.watch)
+                    .count()
             })
             .unwrap_or_default()
     }

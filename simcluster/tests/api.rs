@@ -370,6 +370,135 @@ async fn watches_stream_changes_and_resume_from_a_resource_version() {
     );
 }
 
+/// The types of a watch's events, and the last bookmark's version.
+fn events(text: &str) -> (Vec<String>, Option<String>) {
+    let mut kinds = Vec::new();
+    let mut bookmark = None;
+    for line in text.lines() {
+        let event: Value = serde_json::from_str(line).unwrap();
+        let kind = event["type"].as_str().unwrap().to_owned();
+        if kind == "BOOKMARK" {
+            bookmark = event["object"]["metadata"]["resourceVersion"]
+                .as_str()
+                .map(str::to_owned);
+        }
+        kinds.push(kind);
+    }
+    (kinds, bookmark)
+}
+
+#[tokio::test]
+async fn watches_send_bookmarks_when_asked_filter_by_label_and_expire_old_versions() {
+    let cluster = cluster().await;
+    let c = Client::new(&cluster);
+    let (_, first) = c.post(DEPLOYMENTS, &deployment("marked", 0)).await;
+    let rv = first["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut other = deployment("other", 0);
+    other["metadata"]["labels"] = json!({"app": "other"});
+    c.post(DEPLOYMENTS, &other).await;
+
+    // Asked for bookmarks: one before the watch ends at its timeout, at a
+    // version the watch can resume from; label selectors leave others out.
+    let text = c
+        .http
+        .get(format!(
+            "{}{DEPLOYMENTS}?watch=true&resourceVersion={rv}&allowWatchBookmarks=true&labelSelector=app%3Dreviews&timeoutSeconds=1",
+            c.base
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (kinds, bookmark) = events(&text);
+    assert_eq!(kinds.last().map(String::as_str), Some("BOOKMARK"), "{text}");
+    assert!(
+        !text.contains(r#""name":"other""#),
+        "the label selector let another Deployment through: {text}"
+    );
+    let bookmark = bookmark.unwrap();
+    assert!(
+        bookmark.parse::<u64>().unwrap() > rv.parse::<u64>().unwrap(),
+        "{text}"
+    );
+    // Not asked: no bookmark.
+    let text = c
+        .http
+        .get(format!(
+            "{}{DEPLOYMENTS}?watch=true&resourceVersion={bookmark}&labelSelector=app%3Dreviews&timeoutSeconds=1",
+            c.base
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(events(&text).0, Vec::<String>::new(), "{text}");
+
+    // A version older than the kept history: 410 Expired, in the stream.
+    for i in 0..10_050 {
+        cluster
+            .sim
+            .store
+            .lock()
+            .await
+            .create(
+                simcluster::resources::SERVICES,
+                "default",
+                json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": format!("s{i}")}, "spec": {}}),
+                &simcluster::store::Writer { manager: "test", api_version: "v1", status: false },
+            )
+            .unwrap();
+    }
+    let text = c
+        .http
+        .get(format!(
+            "{}{DEPLOYMENTS}?watch=true&resourceVersion={rv}&timeoutSeconds=1",
+            c.base
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let event: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (event["type"].as_str(), event["object"]["code"].as_i64()),
+        (Some("ERROR"), Some(410)),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_throttled_request_gets_429_with_retry_after() {
+    let cluster = cluster().await;
+    let c = Client::new(&cluster);
+    cluster.faults().throttle_next(1, 3);
+    let response = c
+        .http
+        .get(format!("{}{DEPLOYMENTS}", c.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.headers()["retry-after"], "3");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        (
+            body["reason"].as_str(),
+            body["details"]["retryAfterSeconds"].as_i64()
+        ),
+        (Some("TooManyRequests"), Some(3))
+    );
+    assert_eq!(c.get(DEPLOYMENTS).await.0, 200);
+}
+
 #[tokio::test]
 async fn the_deployment_controller_reports_rollouts() {
     let cluster = cluster().await;

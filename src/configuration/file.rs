@@ -55,6 +55,12 @@ pub struct ClusterConfig {
     pub kubeconfig: Option<RelativePathBuf>,
     #[serde(default)]
     pub context: Option<String>,
+    /// Requests a second to the cluster (client-side; default 50).
+    #[serde(default)]
+    pub qps: Option<f64>,
+    /// Requests at once above `qps` after a quiet time (default 100).
+    #[serde(default)]
+    pub burst: Option<u32>,
 }
 
 impl Default for RawSettings {

@@ -154,10 +154,21 @@ pub(super) fn validate_clusters(
                 path.display()
             ));
         }
+        let qps = c.qps.unwrap_or(crate::driver::DEFAULT_QPS);
+        if !(qps.is_finite() && qps > 0.0) {
+            return fail(format!(
+                "clusters[{i}].qps: must be a number of requests a second above 0, not {qps}"
+            ));
+        }
+        let burst = c.burst.unwrap_or(crate::driver::DEFAULT_BURST);
+        if burst == 0 {
+            return fail(format!("clusters[{i}].burst: must be at least 1"));
+        }
         out.push(ClusterSettings {
             id: c.id,
             kubeconfig,
             context: c.context,
+            limit: crate::driver::Limit { qps, burst },
         });
     }
     Ok(out)

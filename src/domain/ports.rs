@@ -346,21 +346,45 @@ pub trait ClusterPort: Send + Sync + 'static {
     /// managers) and never stored.
     async fn try_out(&self, change: &PlannedObject) -> Result<(), ClusterError>;
 
-    /// News each time an object this service manages changes in a cluster
-    /// (a gray Deployment that becomes ready, one someone deleted), so that
-    /// the driver acts at once instead of at its next resync. Watching stops
-    /// when the stream is dropped.
+    /// News each time an object the releases read changes in a cluster (a
+    /// gray Deployment that becomes ready, a VirtualService its owner
+    /// edits), so that the driver acts at once instead of at its next
+    /// resync.
     fn changes(&self) -> futures_util::stream::BoxStream<'static, ClusterChange>;
+
+    /// The clusters and namespaces (`(cluster, namespace)`) whose objects
+    /// active releases read: whatever the port keeps watching elsewhere it
+    /// may stop.
+    fn keep_watching(&self, namespaces: &std::collections::HashSet<(String, String)>) {
+        let _ = namespaces;
+    }
 }
 
 /// Something changed in a cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterChange {
     pub cluster: String,
+    /// The namespace of the object that changed; `None` when anything may
+    /// have changed (news was lost).
+    pub namespace: Option<String>,
+    /// What the object concerns: its name, and for a routing object the
+    /// services of its hosts.
+    pub names: Vec<String>,
     /// The release whose object changed (its uid, from the object's
-    /// annotation); `None` when anything may have changed (a watch that
-    /// listed afresh after losing its place).
+    /// annotation).
     pub release_uid: Option<String>,
+}
+
+impl ClusterChange {
+    /// News that says only that anything in `cluster` may have changed.
+    pub fn anything(cluster: &str) -> Self {
+        ClusterChange {
+            cluster: cluster.to_owned(),
+            namespace: None,
+            names: Vec::new(),
+            release_uid: None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -16,12 +16,13 @@
 //! writes and schedules.
 
 mod backoff;
+mod caches;
 pub mod kube;
 mod prometheus;
 mod round;
 mod schedule;
 mod steps;
-mod switch;
+mod throttle;
 mod webhooks;
 
 use std::sync::Arc;
@@ -35,6 +36,7 @@ pub use self::prometheus::{Prometheus, QUERY_TIMEOUT};
 pub use self::round::RoundResult;
 pub use self::schedule::CONCURRENT_ROUNDS;
 pub use self::steps::Steps;
+pub use self::throttle::{DEFAULT_BURST, DEFAULT_QPS, Limit};
 pub use self::webhooks::Webhooks;
 use crate::domain::ReleaseManager;
 use crate::domain::ports::{ClusterPort, Leadership};

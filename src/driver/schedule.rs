@@ -1,10 +1,12 @@
 //! Which releases a round looks at, and when: the releases written since
 //! the last round (the store's change log, the same the watch reads), the
-//! release whose Deployment changed in a cluster (a watch per cluster, by
-//! the object's release-uid annotation), those whose wait after a failure
-//! is over; the periodic resync, and a watch that had to list afresh, look
-//! at every one. Hand-rolled rather than kube-runtime's `Controller`:
-//! releases live in the store, not in a cluster.
+//! releases whose objects changed in a cluster (the clusters' watch caches
+//! name the object: its release-uid annotation, its name, the services of
+//! its hosts), those whose wait after a failure is over; the periodic
+//! resync, and lost news, look at every one. Hand-rolled rather than
+//! kube-runtime's `Controller`: releases live in the store, not in a
+//! cluster. After each round the clusters learn which namespaces active
+//! releases still read, so that they stop watching the others.
 
 use std::collections::{HashMap, HashSet};
 
@@ -13,6 +15,9 @@ use tokio::time::Instant;
 
 use super::Driver;
 use super::backoff::Backoff;
+use crate::domain::object::name_of;
+use crate::domain::plan::Placement;
+use crate::domain::ports::ClusterChange;
 use crate::domain::{Mesh, Release, ReleaseRef};
 
 /// Events read at a time when finding what changed since the last round.
@@ -35,8 +40,8 @@ enum Selection {
     /// Those written since the last round (found in the change log).
     WrittenSince,
     Named(HashSet<ReleaseRef>),
-    /// Those whose objects changed in a cluster, by release uid.
-    Uids(HashSet<String>),
+    /// Those whose objects changed in a cluster.
+    Touched(Vec<ClusterChange>),
     /// Those whose wait after a failure is over.
     WaitedEnough,
 }
@@ -46,9 +51,61 @@ enum Selection {
 struct Book {
     /// Releases waiting after a failed round.
     backoff: HashMap<ReleaseRef, Backoff>,
-    /// The uids of the active releases seen, to find the release a
-    /// cluster's news names.
-    uids: HashMap<String, ReleaseRef>,
+    /// What the active releases seen read, to find the releases a
+    /// cluster's news concerns.
+    reads: HashMap<ReleaseRef, Reads>,
+    /// The namespaces the clusters were last told to keep watching.
+    watching: HashSet<(String, String)>,
+}
+
+/// What one active release reads in the clusters.
+struct Reads {
+    uid: String,
+    namespace: String,
+    clusters: Vec<String>,
+    /// Its Deployments, Service and the host of its routes.
+    names: Vec<String>,
+}
+
+impl Reads {
+    fn of(mesh: &Mesh, release: &Release) -> Self {
+        let placement = Placement::for_release(mesh, release);
+        let mut clusters = vec![release.cluster_id.clone(), placement.istio_cluster];
+        clusters.extend(
+            release
+                .gray_deployments
+                .iter()
+                .map(|g| g.cluster_id.clone()),
+        );
+        clusters.sort_unstable();
+        clusters.dedup();
+        let mut names = vec![
+            release.deployment_name.clone(),
+            release.service_name.clone(),
+        ];
+        names.extend(
+            release
+                .status
+                .gray_deployments
+                .iter()
+                .map(|g| name_of(g).to_owned()),
+        );
+        Reads {
+            uid: release.uid.to_string(),
+            namespace: release.namespace.clone(),
+            clusters,
+            names,
+        }
+    }
+
+    fn concerned(&self, change: &ClusterChange) -> bool {
+        if change.release_uid.as_deref() == Some(self.uid.as_str()) {
+            return true;
+        }
+        change.namespace.as_deref() == Some(self.namespace.as_str())
+            && self.clusters.contains(&change.cluster)
+            && change.names.iter().any(|n| self.names.contains(n))
+    }
 }
 
 impl Driver {
@@ -86,11 +143,10 @@ impl Driver {
                             wait.until = Instant::now();
                         }
                     }
-                    let uids: Option<HashSet<String>> =
-                        news.into_iter().map(|n| n.release_uid).collect();
-                    match uids {
-                        Some(uids) => Selection::Uids(uids),
-                        None => Selection::ConnectedMeshes,
+                    if news.iter().any(|n| n.namespace.is_none()) {
+                        Selection::ConnectedMeshes
+                    } else {
+                        Selection::Touched(news)
                     }
                 }
                 () = sleep => Selection::WaitedEnough,
@@ -169,10 +225,13 @@ impl Driver {
             Selection::AllMeshes | Selection::ConnectedMeshes | Selection::WrittenSince => None,
             Selection::Named(names) => Some(names.clone()),
             Selection::WaitedEnough => Some(book.backoff.keys().cloned().collect()),
-            Selection::Uids(wanted) => wanted
-                .iter()
-                .map(|uid| book.uids.get(uid).cloned())
-                .collect(),
+            Selection::Touched(news) => Some(
+                book.reads
+                    .iter()
+                    .filter(|(_, reads)| news.iter().any(|n| reads.concerned(n)))
+                    .map(|(name, _)| name.clone())
+                    .collect(),
+            ),
         };
         let store = self.manager.store();
         let mut found = Vec::new();
@@ -214,25 +273,25 @@ impl Driver {
         let meshes: Vec<Mesh> = self.manager.meshes().iter().cloned().collect();
         let (found, looked_up) = self.select(&meshes, selection, book).await;
         let active: HashSet<ReleaseRef> = found.iter().map(|(_, r)| ReleaseRef::of(r)).collect();
-        // Waits of releases that ended or went away are forgotten, and so are
-        // their uids.
+        // Waits of releases that ended or went away are forgotten, and so is
+        // what they read.
         match &looked_up {
             None => {
                 book.backoff.retain(|name, _| active.contains(name));
-                book.uids.clear();
+                book.reads.clear();
             }
             Some(names) => {
                 book.backoff
                     .retain(|name, _| !names.contains(name) || active.contains(name));
-                book.uids
-                    .retain(|_, name| !names.contains(name) || active.contains(name));
+                book.reads
+                    .retain(|name, _| !names.contains(name) || active.contains(name));
             }
         }
         let now = Instant::now();
         let mut due = Vec::new();
         for (mesh, release) in found {
             let name = ReleaseRef::of(&release);
-            book.uids.insert(release.uid.to_string(), name.clone());
+            book.reads.insert(name.clone(), Reads::of(mesh, &release));
             let waiting = book
                 .backoff
                 .get(&name)
@@ -271,6 +330,16 @@ impl Driver {
             {
                 book.backoff.insert(name, wait);
             }
+        }
+        // The clusters may stop watching where no active release reads.
+        let watching: HashSet<(String, String)> = book
+            .reads
+            .values()
+            .flat_map(|r| r.clusters.iter().map(|c| (c.clone(), r.namespace.clone())))
+            .collect();
+        if watching != book.watching {
+            self.clusters.keep_watching(&watching);
+            book.watching = watching;
         }
     }
 }

@@ -103,6 +103,11 @@ pub struct QueryLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabels {
+    pub cluster: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: Cow<'static, str>,
 }
@@ -115,6 +120,11 @@ pub struct DriverMetrics {
     pub queue_depth: Gauge,
     pub time_to_running: Histogram,
     pub cluster_requests: Family<ClusterRequestLabels, Counter>,
+    /// Watch caches running (one per cluster, kind and namespace with an
+    /// active release).
+    pub watch_caches: Gauge,
+    /// Requests to the clusters that waited for their cluster's rate limit.
+    pub throttled: Family<ClusterLabels, Counter>,
     /// Rounds of a strategy's checks, by verdict.
     pub rounds: Family<VerdictLabels, Counter>,
     /// Webhook calls, by type and result.
@@ -137,6 +147,8 @@ impl Default for DriverMetrics {
                 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
             ]),
             cluster_requests: Family::default(),
+            watch_caches: Gauge::default(),
+            throttled: Family::default(),
             rounds: Family::default(),
             webhook_calls: Family::default(),
             metric_queries: Family::default(),
@@ -279,6 +291,16 @@ impl Metrics {
             "cluster_requests",
             "Requests to the clusters, by cluster, verb and HTTP status (error: no answer)",
             driver.cluster_requests.clone(),
+        );
+        registry.register(
+            "watch_caches",
+            "Watch caches of cluster objects running (one per cluster, kind and namespace with an active release)",
+            driver.watch_caches.clone(),
+        );
+        registry.register(
+            "cluster_requests_throttled",
+            "Requests to a cluster that waited for its client-side rate limit (qps, burst) or a Retry-After",
+            driver.throttled.clone(),
         );
         registry.register(
             "strategy_rounds",

@@ -324,7 +324,7 @@ async fn a_gray_deployment_becoming_ready_moves_the_release_at_once() {
     for series in [
         r#"meshrelease_reconciles_total{result="done"}"#,
         r#"meshrelease_cluster_requests_total{cluster="cluster-b",verb="apply",code="200"}"#,
-        r#"meshrelease_cluster_requests_total{cluster="cluster-a",verb="get",code="200"}"#,
+        r#"meshrelease_cluster_requests_total{cluster="cluster-a",verb="list",code="200"}"#,
         "meshrelease_release_time_to_running_seconds_count 1",
         "meshrelease_reconcile_queue_depth ",
     ] {

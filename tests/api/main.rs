@@ -49,3 +49,4 @@ mod traffic;
 mod transcoding;
 mod validation;
 mod watch;
+mod watch_caches;

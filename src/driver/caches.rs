@@ -1,0 +1,458 @@
+//! Watch caches: what the driver reads of a cluster, kept current by
+//! watches instead of asked for again each round (client-go's informers,
+//! kube-runtime's reflector). One cache per cluster, kind and namespace
+//! with an active release: started by the first read of it, stopped when
+//! the driver says no active release needs it any more
+//! ([`Caches::retain`]). Each cache lists once, then watches; a watch that
+//! fails or falls behind (410) lists again, and the fresh list replaces the
+//! whole cache, so no change is lost. Each change is news for the driver
+//! ([`ClusterChange`]), naming what it touched.
+//!
+//! Objects are kept without what the driver never reads: the field sets of
+//! `managedFields` (the managers' names stay: they say who owns an object)
+//! and kubectl's last-applied annotation.
+//!
+//! A cache that has not listed yet, or whose watch failed and has not
+//! listed again, is not read: the caller reads the cluster itself, which
+//! also tells it whether the cluster answers.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::runtime::watcher;
+use serde_json::Value;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use crate::domain::object::JsonObject;
+use crate::domain::plan::RELEASE_UID_ANNOTATION;
+use crate::domain::ports::ClusterChange;
+use crate::metrics::DriverMetrics;
+
+use super::throttle::Throttle;
+
+/// News kept for a driver that is slow to read it; beyond this it hears
+/// "anything may have changed" and looks at every release.
+const NEWS_BUFFER: usize = 16_384;
+/// The first wait before listing again after a failed watch, doubled up
+/// to [`MAX_RETRY`] while it keeps failing.
+const FIRST_RETRY: Duration = Duration::from_millis(200);
+const MAX_RETRY: Duration = Duration::from_secs(10);
+
+/// (cluster, API version, plural, namespace)
+pub(super) type CacheKey = (String, String, String, String);
+
+pub(super) struct Caches {
+    all: std::sync::Mutex<HashMap<CacheKey, Arc<Cache>>>,
+    news: tokio::sync::broadcast::Sender<ClusterChange>,
+    metrics: DriverMetrics,
+}
+
+/// One kind's objects in one namespace of one cluster.
+pub(super) struct Cache {
+    objects: RwLock<Objects>,
+    /// Whether the objects are current (listed, and the watch since then
+    /// unbroken).
+    current: tokio::sync::watch::Sender<Health>,
+    _stop: DropGuard,
+}
+
+#[derive(Default)]
+struct Objects {
+    by_name: BTreeMap<String, JsonObject>,
+    /// Every object, shared by the reads until the next change.
+    all: Option<Arc<Vec<JsonObject>>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Health {
+    /// Listing for the first time.
+    Listing,
+    Current,
+    /// The watch failed; listing again.
+    Broken,
+}
+
+impl Caches {
+    pub(super) fn new(metrics: DriverMetrics) -> Self {
+        Caches {
+            all: std::sync::Mutex::default(),
+            news: tokio::sync::broadcast::channel(NEWS_BUFFER).0,
+            metrics,
+        }
+    }
+
+    pub(super) fn news(&self) -> tokio::sync::broadcast::Receiver<ClusterChange> {
+        self.news.subscribe()
+    }
+
+    /// The cache of `key`, started now (over `client`) if there is none.
+    /// Waits up to `wait` for its first list.
+    pub(super) async fn cache(
+        &self,
+        key: &CacheKey,
+        (client, throttle): (&kube::Client, &Arc<Throttle>),
+        resource: &ApiResource,
+        wait: Duration,
+    ) -> Option<Arc<Cache>> {
+        let cache = {
+            let mut all = self.all.lock().unwrap_or_else(|e| e.into_inner());
+            let cache = all
+                .entry(key.clone())
+                .or_insert_with(|| self.start(key, client, throttle, resource))
+                .clone();
+            self.count(all.len());
+            cache
+        };
+        let mut current = cache.current.subscribe();
+        let listed = tokio::time::timeout(wait, current.wait_for(|h| *h != Health::Listing)).await;
+        let current = matches!(listed, Ok(Ok(h)) if *h == Health::Current);
+        current.then_some(cache)
+    }
+
+    /// The cache of `key` if it is running and current, without starting one.
+    pub(super) fn current(&self, key: &CacheKey) -> Option<Arc<Cache>> {
+        let all = self.all.lock().unwrap_or_else(|e| e.into_inner());
+        all.get(key)
+            .filter(|c| *c.current.borrow() == Health::Current)
+            .cloned()
+    }
+
+    /// Stops the caches of every cluster and namespace not in `wanted`.
+    pub(super) fn retain(&self, wanted: &HashSet<(String, String)>) {
+        let mut all = self.all.lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|(cluster, _, _, namespace), _| {
+            wanted.contains(&(cluster.clone(), namespace.clone()))
+        });
+        self.count(all.len());
+    }
+
+    /// Stops every cache (the clients they use are replaced).
+    pub(super) fn clear(&self) {
+        let mut all = self.all.lock().unwrap_or_else(|e| e.into_inner());
+        all.clear();
+        self.count(0);
+    }
+
+    fn count(&self, running: usize) {
+        self.metrics
+            .watch_caches
+            .set(i64::try_from(running).unwrap_or(i64::MAX));
+    }
+
+    fn start(
+        &self,
+        key: &CacheKey,
+        client: &kube::Client,
+        throttle: &Arc<Throttle>,
+        resource: &ApiResource,
+    ) -> Arc<Cache> {
+        let stop = CancellationToken::new();
+        let cache = Arc::new(Cache {
+            objects: RwLock::default(),
+            current: tokio::sync::watch::Sender::new(Health::Listing),
+            _stop: stop.clone().drop_guard(),
+        });
+        let api = Api::<DynamicObject>::namespaced_with(client.clone(), &key.3, resource);
+        let feed = Feed {
+            cluster: key.0.clone(),
+            namespace: key.3.clone(),
+            cache: Arc::downgrade(&cache),
+            news: self.news.clone(),
+            metrics: self.metrics.clone(),
+            throttle: throttle.clone(),
+        };
+        tokio::spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = feed.run(api) => {}
+            }
+        });
+        cache
+    }
+}
+
+impl Cache {
+    pub(super) fn get(&self, name: &str) -> Option<JsonObject> {
+        let objects = self.objects.read().unwrap_or_else(|e| e.into_inner());
+        objects.by_name.get(name).cloned()
+    }
+
+    pub(super) fn all(&self) -> Arc<Vec<JsonObject>> {
+        if let Some(all) = &self.objects.read().unwrap_or_else(|e| e.into_inner()).all {
+            return all.clone();
+        }
+        let mut objects = self.objects.write().unwrap_or_else(|e| e.into_inner());
+        let all = Arc::new(objects.by_name.values().cloned().collect::<Vec<_>>());
+        objects.all = Some(all.clone());
+        all
+    }
+
+    /// What a write of this service answered: kept at once, so that the
+    /// next read sees it (the watch brings the same a moment later), unless
+    /// the cache already holds a newer version.
+    pub(super) fn wrote(&self, object: JsonObject) {
+        let object = slim(object);
+        let name = name_of(&object);
+        let mut objects = self.objects.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(held) = objects.by_name.get(&name)
+            && newer_or_same(held, &object)
+        {
+            return;
+        }
+        objects.by_name.insert(name, object);
+        objects.all = None;
+    }
+
+    /// A delete of this service succeeded.
+    pub(super) fn deleted(&self, name: &str) {
+        let mut objects = self.objects.write().unwrap_or_else(|e| e.into_inner());
+        if objects.by_name.remove(name).is_some() {
+            objects.all = None;
+        }
+    }
+}
+
+/// The watch behind one cache.
+struct Feed {
+    cluster: String,
+    namespace: String,
+    cache: std::sync::Weak<Cache>,
+    news: tokio::sync::broadcast::Sender<ClusterChange>,
+    metrics: DriverMetrics,
+    /// The cluster's rate limit: each list takes its turn, and a 429's
+    /// wait holds the cluster's other requests too.
+    throttle: Arc<Throttle>,
+}
+
+impl Feed {
+    async fn run(self, api: Api<DynamicObject>) {
+        let mut retry = FIRST_RETRY;
+        loop {
+            self.throttle.take().await;
+            // kube-runtime's watcher lists (in pages), then watches from the
+            // list's resourceVersion, resuming after bookmarks and timeouts.
+            // Its first error ends this stream: the cache is not current
+            // until a new list.
+            let mut events = watcher(api.clone(), watcher::Config::default()).boxed();
+            let mut listing: BTreeMap<String, JsonObject> = BTreeMap::new();
+            while let Some(event) = events.next().await {
+                let Some(cache) = self.cache.upgrade() else {
+                    return;
+                };
+                match event {
+                    Ok(watcher::Event::Init) => listing.clear(),
+                    Ok(watcher::Event::InitApply(object)) => {
+                        if let Some(object) = as_json(&object) {
+                            listing.insert(name_of(&object), slim(object));
+                        }
+                    }
+                    Ok(watcher::Event::InitDone) => {
+                        self.metrics
+                            .cluster_request(&self.cluster, "list", Some(200));
+                        let listed = std::mem::take(&mut listing);
+                        let touched = self.replace(&cache, listed);
+                        cache.current.send_replace(Health::Current);
+                        retry = FIRST_RETRY;
+                        self.tell(touched);
+                    }
+                    Ok(watcher::Event::Apply(object)) => {
+                        if let Some(object) = as_json(&object) {
+                            let object = slim(object);
+                            let touched = touches(&object);
+                            let mut objects =
+                                cache.objects.write().unwrap_or_else(|e| e.into_inner());
+                            let name = name_of(&object);
+                            let fresh = objects
+                                .by_name
+                                .get(&name)
+                                .is_none_or(|held| !newer_or_same(held, &object));
+                            if fresh {
+                                objects.by_name.insert(name, object);
+                                objects.all = None;
+                            }
+                            drop(objects);
+                            if fresh {
+                                self.tell(vec![touched]);
+                            }
+                        }
+                    }
+                    Ok(watcher::Event::Delete(object)) => {
+                        if let Some(object) = as_json(&object) {
+                            cache.deleted(&name_of(&object));
+                            self.tell(vec![touches(&object)]);
+                        }
+                    }
+                    Err(error) => {
+                        let code = error_code(&error);
+                        self.metrics.cluster_request(&self.cluster, "watch", code);
+                        if let Some(wait) = retry_after(&error) {
+                            self.throttle.retry_after(wait);
+                            retry = retry.max(wait);
+                        }
+                        tracing::debug!(cluster = %self.cluster, namespace = %self.namespace, %error, "a watch failed; listing again");
+                        cache.current.send_if_modified(|health| {
+                            let was = health.clone();
+                            if *health == Health::Current {
+                                *health = Health::Broken;
+                            }
+                            // Readers waiting for a first list learn now
+                            // that it failed.
+                            if *health == Health::Listing {
+                                *health = Health::Broken;
+                            }
+                            *health != was
+                        });
+                        break;
+                    }
+                }
+            }
+            tokio::time::sleep(retry).await;
+            retry = (retry * 2).min(MAX_RETRY);
+        }
+    }
+
+    /// Replaces the cache's objects by a fresh list; answers what differs.
+    fn replace(&self, cache: &Cache, listed: BTreeMap<String, JsonObject>) -> Vec<Touched> {
+        let mut objects = cache.objects.write().unwrap_or_else(|e| e.into_inner());
+        let mut touched = Vec::new();
+        for (name, object) in &listed {
+            if objects.by_name.get(name) != Some(object) {
+                touched.push(touches(object));
+            }
+        }
+        for (name, object) in &objects.by_name {
+            if !listed.contains_key(name) {
+                touched.push(touches(object));
+            }
+        }
+        objects.by_name = listed;
+        objects.all = None;
+        touched
+    }
+
+    fn tell(&self, touched: Vec<Touched>) {
+        for Touched { names, release_uid } in touched {
+            // Nobody listening: the driver is not running.
+            let _ = self.news.send(ClusterChange {
+                cluster: self.cluster.clone(),
+                namespace: Some(self.namespace.clone()),
+                names,
+                release_uid,
+            });
+        }
+    }
+}
+
+/// What a change to one object concerns.
+struct Touched {
+    names: Vec<String>,
+    release_uid: Option<String>,
+}
+
+/// The names an object concerns: its own, and for Istio's routing objects
+/// the services of their hosts (`reviews` of `reviews.default.svc...`).
+fn touches(object: &JsonObject) -> Touched {
+    let mut names = vec![name_of(object)];
+    if let Some(spec) = object.get("spec") {
+        let hosts = spec
+            .get("hosts")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .chain(spec.get("host"));
+        for host in hosts.filter_map(Value::as_str) {
+            let service = host.split('.').next().unwrap_or(host).to_owned();
+            if !names.contains(&service) {
+                names.push(service);
+            }
+        }
+    }
+    let release_uid = object
+        .get("metadata")
+        .and_then(|m| m.get("annotations"))
+        .and_then(|a| a.get(RELEASE_UID_ANNOTATION))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    Touched { names, release_uid }
+}
+
+/// The object without what the driver never reads.
+pub(super) fn slim(mut object: JsonObject) -> JsonObject {
+    if let Some(Value::Object(metadata)) = object.get_mut("metadata") {
+        if let Some(Value::Array(fields)) = metadata.get_mut("managedFields") {
+            for entry in fields.iter_mut() {
+                if let Value::Object(entry) = entry {
+                    entry.retain(|key, _| key == "manager" || key == "operation");
+                }
+            }
+        }
+        if let Some(Value::Object(annotations)) = metadata.get_mut("annotations") {
+            annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+        }
+    }
+    object
+}
+
+fn name_of(object: &JsonObject) -> String {
+    crate::domain::object::name_of(object).to_owned()
+}
+
+/// Whether `held` is at least as new as `other`, by resourceVersion. The
+/// API server's versions are etcd revisions, compared as numbers; any
+/// other form is taken as newer (the later arrival wins).
+fn newer_or_same(held: &JsonObject, other: &JsonObject) -> bool {
+    let version = |o: &JsonObject| {
+        o.get("metadata")
+            .and_then(|m| m.get("resourceVersion"))
+            .and_then(Value::as_str)
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    matches!((version(held), version(other)), (Some(a), Some(b)) if a >= b)
+}
+
+pub(super) fn as_json(object: &DynamicObject) -> Option<JsonObject> {
+    match serde_json::to_value(object).ok()? {
+        Value::Object(map) => Some(map),
+        Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) | Value::Array(_) => {
+            None
+        }
+    }
+}
+
+/// The wait a 429 asks for (one second when it does not say).
+fn retry_after(error: &watcher::Error) -> Option<Duration> {
+    let status = status_of(error)?;
+    (status.code == 429).then(|| {
+        let seconds = status
+            .details
+            .as_ref()
+            .map(|d| d.retry_after_seconds)
+            .filter(|s| *s > 0)
+            .unwrap_or(1);
+        Duration::from_secs(u64::from(seconds))
+    })
+}
+
+fn error_code(error: &watcher::Error) -> Option<u16> {
+    status_of(error).map(|status| status.code)
+}
+
+/// The API server's answer behind a watch's failure, if it answered.
+fn status_of(error: &watcher::Error) -> Option<&kube::core::Status> {
+    match error {
+        watcher::Error::InitialListFailed(error)
+        | watcher::Error::WatchStartFailed(error)
+        | watcher::Error::WatchFailed(error) => {
+            if let kube::Error::Api(status) = error {
+                Some(status)
+            } else {
+                None
+            }
+        }
+        watcher::Error::WatchError(status) => Some(status),
+        watcher::Error::NoResourceVersion => None,
+    }
+}
