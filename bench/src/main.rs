@@ -80,6 +80,10 @@ struct Args {
     /// Seconds of steady state `--reconcile` counts cluster requests over.
     #[arg(long, default_value_t = 60)]
     steady_secs: u64,
+    /// `--reconcile`: each simulated cluster's `qps` and `burst` (client-side
+    /// rate limit); by default the service's own defaults.
+    #[arg(long)]
+    cluster_qps: Option<u32>,
     /// The server binary for `--scale` and `--soak`; by default the `meshrelease` next to
     /// this benchmark's own executable.
     #[arg(long)]
@@ -104,7 +108,13 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     if let Some(releases) = args.reconcile {
-        return reconcile::run(releases, args.steady_secs, args.server_binary).await;
+        return reconcile::run(
+            releases,
+            args.steady_secs,
+            args.cluster_qps,
+            args.server_binary,
+        )
+        .await;
     }
     if let Some(releases) = args.scale {
         return scale::run(releases, args.concurrency, args.server_binary).await;

@@ -1,9 +1,10 @@
 //! `--reconcile N`: the cluster driver at scale. N canary releases across 4
 //! simulated clusters (in this process, Deployments ready at once), driven
 //! by the server binary on SQLite. Reports the time from create to
-//! `Running`, the requests the driver sends the clusters in a steady state
-//! (and what one resync costs), the restart to every release reconciled,
-//! and resident memory per active release.
+//! `Running`, the most requests any cluster saw in one second meanwhile
+//! (its rate limit at work), the requests the driver sends the clusters in
+//! a steady state (and what one resync costs), the restart to every release
+//! reconciled and what it asked, and resident memory per active release.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -78,11 +79,7 @@ fn requests_by_kind(clusters: &[SimCluster], from: &[usize]) -> BTreeMap<String,
                     )
                 })
                 .unwrap_or("other");
-            let watch = if seen.path.contains("watch=") || seen.path.contains("watch=true") {
-                " (watch)"
-            } else {
-                ""
-            };
+            let watch = if seen.watch { " (watch)" } else { "" };
             if seen.method != "GET" && std::env::var_os("BENCH_SHOW_WRITES").is_some() {
                 eprintln!("steady-state write: {} {}", seen.method, seen.path);
             }
@@ -92,6 +89,31 @@ fn requests_by_kind(clusters: &[SimCluster], from: &[usize]) -> BTreeMap<String,
         }
     }
     kinds
+}
+
+/// The most requests (watches aside) one cluster saw within one second,
+/// of those after `from`.
+fn peak_per_second(clusters: &[SimCluster], from: &[usize]) -> usize {
+    let mut peak = 0;
+    for (cluster, start) in clusters.iter().zip(from) {
+        let times: Vec<Instant> = cluster
+            .sim
+            .requests
+            .all()
+            .into_iter()
+            .skip(*start)
+            .filter(|seen| !seen.watch)
+            .map(|seen| seen.at)
+            .collect();
+        let mut first = 0;
+        for (last, at) in times.iter().enumerate() {
+            while at.duration_since(times[first]) >= Duration::from_secs(1) {
+                first += 1;
+            }
+            peak = peak.max(last + 1 - first);
+        }
+    }
+    peak
 }
 
 fn log_lengths(clusters: &[SimCluster]) -> Vec<usize> {
@@ -148,6 +170,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 pub(crate) async fn run(
     releases: usize,
     steady_secs: u64,
+    qps: Option<u32>,
     binary: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let binary = crate::server::binary(binary)?;
@@ -162,8 +185,9 @@ pub(crate) async fn run(
         .await?;
         let path = data.path().join(format!("{}.kubeconfig", cluster_id(i)));
         std::fs::write(&path, cluster.kubeconfig(&cluster_id(i)))?;
+        let limit = qps.map_or(String::new(), |qps| format!(", qps = {qps}, burst = {qps}"));
         flag.push_str(&format!(
-            r#"{{ id = "{}", kubeconfig = "{}" }},"#,
+            r#"{{ id = "{}", kubeconfig = "{}"{limit} }},"#,
             cluster_id(i),
             path.display()
         ));
@@ -191,6 +215,7 @@ pub(crate) async fn run(
     let running: Running = Arc::default();
     watch_running(&server, running.clone()).await?;
 
+    let filling_from = log_lengths(&clusters);
     // Every create, IN_FLIGHT at a time; each one's time is when it was sent.
     let http = reqwest::Client::new();
     let url = format!(
@@ -241,6 +266,8 @@ pub(crate) async fn run(
             .collect()
     };
     to_running.sort_unstable();
+    let peak = peak_per_second(&clusters, &filling_from);
+    let filling_kinds = requests_by_kind(&clusters, &filling_from);
     let (busy_rss, _) = server.memory()?;
 
     // The steady state: nothing changes; only the resync and the watches.
@@ -258,6 +285,7 @@ pub(crate) async fn run(
     // A restart: every active release looked at once more.
     server.stop().await?;
     let before = requests(&clusters);
+    let restart_from = log_lengths(&clusters);
     let restarted = Instant::now();
     let server = Server::start_with(&binary, data.path(), &env).await?;
     let ready = restarted.elapsed();
@@ -275,12 +303,14 @@ pub(crate) async fn run(
     }
     let reconciled = restarted.elapsed();
     let restart_requests = requests(&clusters) - before;
+    let restart_kinds = requests_by_kind(&clusters, &restart_from);
     let (restart_rss, _) = server.memory()?;
     server.stop().await?;
 
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
-        "reconcile: {releases} canary releases across {CLUSTERS} simulated clusters (Deployments ready at once), server binary on SQLite, resync every {RESYNC_MS} ms"
+        "reconcile: {releases} canary releases across {CLUSTERS} simulated clusters (Deployments ready at once), server binary on SQLite, resync every {RESYNC_MS} ms, cluster rate limit {}",
+        qps.map_or("the default".to_owned(), |q| format!("qps = burst = {q}"))
     );
     println!("| figure | value |");
     println!("| --- | ---: |");
@@ -299,6 +329,14 @@ pub(crate) async fn run(
         "| first create to all Running | {:.0} ms |",
         ms(all_running)
     );
+    println!("| most requests to one cluster in one second, meanwhile | {peak} |");
+    println!(
+        "| cluster requests from the first create to all Running | {} |",
+        filling_kinds.values().sum::<usize>()
+    );
+    for (kind, count) in &filling_kinds {
+        println!("| &nbsp; {kind} | {count} |");
+    }
     println!(
         "| cluster requests in the steady state ({:.0} s) | {steady_requests}: {per_release_minute:.2} per release per minute, {:.0} per resync |",
         steady.as_secs_f64(),
@@ -316,6 +354,9 @@ pub(crate) async fn run(
         "| cluster requests to reconcile after the restart | {restart_requests} ({:.1} per release) |",
         restart_requests as f64 / releases as f64
     );
+    for (kind, count) in &restart_kinds {
+        println!("| &nbsp; {kind} | {count} |");
+    }
     let kib_per = |rss: u64| (rss.saturating_sub(idle_rss)) as f64 / releases as f64;
     println!(
         "| resident memory: idle / {releases} active / after restart | {:.1} / {:.1} / {:.1} MiB ({:.1} KiB per active release; {:.1} after restart) |",

@@ -335,3 +335,33 @@ fn the_prometheus_token_comes_from_a_private_file_never_shows_and_needs_a_url() 
         "{err}"
     );
 }
+
+#[test]
+fn a_clusters_rate_limit_defaults_to_50_and_100_and_must_be_positive() {
+    let cluster = |extra: &str| format!("[[clusters]]\nid = \"a\"\n{extra}");
+    let s = load(&cluster(""), Cli::default()).unwrap();
+    assert_eq!(
+        s.clusters[0].limit,
+        crate::driver::Limit {
+            qps: 50.0,
+            burst: 100
+        }
+    );
+    let s = load(&cluster("qps = 7.5\nburst = 3"), Cli::default()).unwrap();
+    assert_eq!(
+        s.clusters[0].limit,
+        crate::driver::Limit { qps: 7.5, burst: 3 }
+    );
+    let err = |extra: &str| {
+        load(&cluster(extra), Cli::default())
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(
+        err("qps = 0").contains("clusters[0].qps"),
+        "{}",
+        err("qps = 0")
+    );
+    assert!(err("qps = -1").contains("clusters[0].qps"));
+    assert!(err("burst = 0").contains("clusters[0].burst"));
+}

@@ -330,12 +330,14 @@ pub trait ClusterPort: Send + Sync + 'static {
     fn connected(&self, cluster: &str) -> bool;
 
     /// Reads the release's original Deployment and Service, the Istio
-    /// objects of its namespace in the Istio config cluster, and its gray
+    /// objects for its service in its namespace of the Istio config
+    /// cluster, and its gray
     /// Deployments. Clusters that do not answer are listed in
-    /// `Observation::unreachable`. With `fresh`, every object is read from
-    /// the cluster now; without, the namespace's routing objects may come
-    /// from a read shared with other releases a moment ago (never when the
-    /// planner decides on an object's absence: see `Plan::rests_on_absence`).
+    /// `Observation::unreachable`. Objects may come from what the port
+    /// keeps (watch caches), but an object named and absent is asked of
+    /// the cluster; with `fresh`, the routing objects are read from the
+    /// cluster now (the planner decides on their absence: see
+    /// `Plan::rests_on_absence`).
     async fn observe(&self, release: &Release, placement: &Placement, fresh: bool) -> Observation;
 
     /// Carries out one change of a plan.

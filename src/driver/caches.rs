@@ -26,6 +26,7 @@ use kube::runtime::watcher;
 use serde_json::Value;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use crate::domain::istio::names_service;
 use crate::domain::object::JsonObject;
 use crate::domain::plan::RELEASE_UID_ANNOTATION;
 use crate::domain::ports::ClusterChange;
@@ -62,8 +63,6 @@ pub(super) struct Cache {
 #[derive(Default)]
 struct Objects {
     by_name: BTreeMap<String, JsonObject>,
-    /// Every object, shared by the reads until the next change.
-    all: Option<Arc<Vec<JsonObject>>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,14 +179,16 @@ impl Cache {
         objects.by_name.get(name).cloned()
     }
 
-    pub(super) fn all(&self) -> Arc<Vec<JsonObject>> {
-        if let Some(all) = &self.objects.read().unwrap_or_else(|e| e.into_inner()).all {
-            return all.clone();
-        }
-        let mut objects = self.objects.write().unwrap_or_else(|e| e.into_inner());
-        let all = Arc::new(objects.by_name.values().cloned().collect::<Vec<_>>());
-        objects.all = Some(all.clone());
-        all
+    /// The routing objects whose hosts name `service` (of `namespace`):
+    /// a namespace may hold thousands, and a release reads only its own.
+    pub(super) fn for_service(&self, service: &str, namespace: &str) -> Vec<JsonObject> {
+        let objects = self.objects.read().unwrap_or_else(|e| e.into_inner());
+        objects
+            .by_name
+            .values()
+            .filter(|o| routes_for(o, service, namespace))
+            .cloned()
+            .collect()
     }
 
     /// What a write of this service answered: kept at once, so that the
@@ -203,15 +204,12 @@ impl Cache {
             return;
         }
         objects.by_name.insert(name, object);
-        objects.all = None;
     }
 
     /// A delete of this service succeeded.
     pub(super) fn deleted(&self, name: &str) {
         let mut objects = self.objects.write().unwrap_or_else(|e| e.into_inner());
-        if objects.by_name.remove(name).is_some() {
-            objects.all = None;
-        }
+        objects.by_name.remove(name);
     }
 }
 
@@ -271,7 +269,6 @@ impl Feed {
                                 .is_none_or(|held| !newer_or_same(held, &object));
                             if fresh {
                                 objects.by_name.insert(name, object);
-                                objects.all = None;
                             }
                             drop(objects);
                             if fresh {
@@ -329,7 +326,6 @@ impl Feed {
             }
         }
         objects.by_name = listed;
-        objects.all = None;
         touched
     }
 
@@ -352,22 +348,31 @@ struct Touched {
     release_uid: Option<String>,
 }
 
+/// The hosts of a routing object as written (`spec.hosts` of a
+/// VirtualService, `spec.host` of a DestinationRule); none for others.
+fn hosts_of(object: &JsonObject) -> impl Iterator<Item = &str> {
+    let spec = object.get("spec");
+    spec.and_then(|s| s.get("hosts"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .chain(spec.and_then(|s| s.get("host")))
+        .filter_map(Value::as_str)
+}
+
+/// Whether a routing object's hosts name `service` of `namespace`.
+pub(super) fn routes_for(object: &JsonObject, service: &str, namespace: &str) -> bool {
+    hosts_of(object).any(|host| names_service(host, service, namespace))
+}
+
 /// The names an object concerns: its own, and for Istio's routing objects
 /// the services of their hosts (`reviews` of `reviews.default.svc...`).
 fn touches(object: &JsonObject) -> Touched {
     let mut names = vec![name_of(object)];
-    if let Some(spec) = object.get("spec") {
-        let hosts = spec
-            .get("hosts")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .chain(spec.get("host"));
-        for host in hosts.filter_map(Value::as_str) {
-            let service = host.split('.').next().unwrap_or(host).to_owned();
-            if !names.contains(&service) {
-                names.push(service);
-            }
+    for host in hosts_of(object) {
+        let service = host.split('.').next().unwrap_or(host).to_owned();
+        if !names.contains(&service) {
+            names.push(service);
         }
     }
     let release_uid = object
@@ -454,5 +459,68 @@ fn status_of(error: &watcher::Error) -> Option<&kube::core::Status> {
         }
         watcher::Error::WatchError(status) => Some(status),
         watcher::Error::NoResourceVersion => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn object(value: Value) -> JsonObject {
+        match value {
+            Value::Object(map) => map,
+            Value::Null
+            | Value::Bool(_)
+            | Value::Number(_)
+            | Value::String(_)
+            | Value::Array(_) => {
+                unreachable!()
+            }
+        }
+    }
+
+    #[test]
+    fn kept_objects_lose_field_sets_and_last_applied_but_keep_their_managers() {
+        let kept = slim(object(json!({"metadata": {
+            "name": "reviews",
+            "annotations": {
+                "kubectl.kubernetes.io/last-applied-configuration": "{...}",
+                "meshrelease.io/release-uid": "u1",
+            },
+            "managedFields": [{"manager": "kubectl", "operation": "Apply", "fieldsV1": {"f:spec": {}}}],
+        }})));
+        assert_eq!(
+            Value::Object(kept),
+            json!({"metadata": {
+                "name": "reviews",
+                "annotations": {"meshrelease.io/release-uid": "u1"},
+                "managedFields": [{"manager": "kubectl", "operation": "Apply"}],
+            }})
+        );
+    }
+
+    #[test]
+    fn a_routing_object_concerns_the_services_of_its_hosts() {
+        let vs = object(
+            json!({"metadata": {"name": "routes"}, "spec": {"hosts": ["reviews.default.svc.cluster.local", "ratings"]}}),
+        );
+        assert_eq!(touches(&vs).names, ["routes", "reviews", "ratings"]);
+        assert!(routes_for(&vs, "reviews", "default"));
+        assert!(!routes_for(&vs, "reviews", "prod"));
+        let dr = object(json!({"metadata": {"name": "reviews"}, "spec": {"host": "reviews"}}));
+        assert_eq!(touches(&dr).names, ["reviews"]);
+        assert!(routes_for(&dr, "reviews", "default"));
+    }
+
+    #[test]
+    fn an_older_version_never_replaces_a_newer_one() {
+        let at = |rv: &str| object(json!({"metadata": {"name": "x", "resourceVersion": rv}}));
+        assert!(newer_or_same(&at("10"), &at("9")));
+        assert!(newer_or_same(&at("10"), &at("10")));
+        assert!(!newer_or_same(&at("10"), &at("11")));
+        // Versions that are not numbers: the later arrival wins.
+        assert!(!newer_or_same(&at("a"), &at("b")));
     }
 }

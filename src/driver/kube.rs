@@ -23,7 +23,7 @@ use kube::api::{
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::{Value, json};
 
-use super::caches::{CacheKey, Caches, as_json};
+use super::caches::{CacheKey, Caches, as_json, routes_for};
 use super::throttle::{Limit, Throttle};
 
 use crate::domain::change::{Change, ClusterError, ObjectKind, PlannedObject};
@@ -265,7 +265,7 @@ impl KubeClusters {
             .await
     }
 
-    /// One object: from its cache, or (`fresh`, or no cache current) from
+    /// One object by its name: from its cache, or (no cache current) from
     /// the cluster. That it is absent is never taken from a cache: the
     /// cluster is asked (an original Deployment made a moment ago may not
     /// have reached the cache, and a release fails on a missing original).
@@ -275,10 +275,8 @@ impl KubeClusters {
         resource: &ApiResource,
         namespace: &str,
         name: &str,
-        fresh: bool,
     ) -> Result<Option<JsonObject>, ClusterError> {
-        if !fresh
-            && let Some(cache) = self.cache(cluster, resource, namespace).await
+        if let Some(cache) = self.cache(cluster, resource, namespace).await
             && let Some(object) = cache.get(name)
         {
             return Ok(Some(object));
@@ -286,19 +284,25 @@ impl KubeClusters {
         self.get(cluster, resource, namespace, name).await
     }
 
-    /// A namespace's objects of a kind: from its cache, or (`fresh`, or no
-    /// cache current) from the cluster.
-    async fn read_all(
+    /// A namespace's routing objects of a kind for `service`: from its
+    /// cache, or (`fresh`, or no cache current) from the cluster.
+    async fn read_routing(
         &self,
         cluster: &str,
         resource: &ApiResource,
-        namespace: &str,
+        (namespace, service): (&str, &str),
         fresh: bool,
     ) -> Result<Arc<Vec<JsonObject>>, ClusterError> {
         if !fresh && let Some(cache) = self.cache(cluster, resource, namespace).await {
-            return Ok(cache.all());
+            return Ok(Arc::new(cache.for_service(service, namespace)));
         }
-        self.list(cluster, resource, namespace, fresh).await
+        let all = self.list(cluster, resource, namespace, fresh).await?;
+        Ok(Arc::new(
+            all.iter()
+                .filter(|o| routes_for(o, service, namespace))
+                .cloned()
+                .collect(),
+        ))
     }
 
     async fn get(
@@ -332,10 +336,16 @@ impl KubeClusters {
             resource.plural.clone(),
             namespace.to_owned(),
         ));
+        // A fresh read takes a list sent after it asked: rounds that ask at
+        // once share one list, and each sees what was there when it asked.
+        let asked = std::time::Instant::now();
         let mut listed = slot.lock().await;
         if let Some((at, items)) = listed.as_ref()
-            && !fresh
-            && at.elapsed() < LIST_REUSE
+            && (if fresh {
+                *at >= asked
+            } else {
+                at.elapsed() < LIST_REUSE
+            })
         {
             return Ok(items.clone());
         }
@@ -461,7 +471,6 @@ impl ClusterPort for KubeClusters {
                 &deployments,
                 ns,
                 &release.deployment_name,
-                fresh,
             )
             .await,
         )
@@ -473,17 +482,16 @@ impl ClusterPort for KubeClusters {
                 &service_resource(),
                 ns,
                 &release.service_name,
-                fresh,
             )
             .await,
         )
         .flatten();
         let virtual_services = noted(
             &mut unreachable,
-            self.read_all(
+            self.read_routing(
                 &placement.istio_cluster,
                 &resource(ObjectKind::VirtualService, placement.istio_api),
-                ns,
+                (ns, &release.service_name),
                 fresh,
             )
             .await,
@@ -491,10 +499,10 @@ impl ClusterPort for KubeClusters {
         .unwrap_or_default();
         let destination_rules = noted(
             &mut unreachable,
-            self.read_all(
+            self.read_routing(
                 &placement.istio_cluster,
                 &resource(ObjectKind::DestinationRule, placement.istio_api),
-                ns,
+                (ns, &release.service_name),
                 fresh,
             )
             .await,
@@ -511,8 +519,7 @@ impl ClusterPort for KubeClusters {
             gray.push(
                 noted(
                     &mut unreachable,
-                    self.read(&target.cluster_id, &deployments, ns, &name, fresh)
-                        .await,
+                    self.read(&target.cluster_id, &deployments, ns, &name).await,
                 )
                 .flatten(),
             );

@@ -1,6 +1,7 @@
 """The official Kubernetes Python client against the simulated cluster:
 create, read, list by label, patch (merge and JSON), replace with a stale
-resourceVersion (409), watch, server-side apply conflicts, delete (404 after).
+resourceVersion (409), watch (with bookmarks when asked), server-side apply
+conflicts, delete (404 after).
 Exits non-zero on the first difference from what the Kubernetes documentation
 says."""
 
@@ -75,6 +76,16 @@ assert got["apiVersion"] == "networking.istio.io/v1beta1" and got["spec"] == vs[
 thread.join()
 kinds = [k for k, _ in events]
 assert kinds[:2] == ["ADDED", "MODIFIED"], events
+
+# Bookmarks when asked (kube-rs and client-go ask), as the API server sends
+# them: at a version later than the list's, before the watch times out.
+listed_at = int(apps.list_namespaced_deployment(NS).metadata.resource_version)
+marks = []
+for event in watch.Watch().stream(apps.list_namespaced_deployment, NS, label_selector="app=py-reviews",
+                                  resource_version=str(listed_at), allow_watch_bookmarks=True,
+                                  timeout_seconds=1):
+    marks.append((event["type"], event["raw_object"]["metadata"]["resourceVersion"]))
+assert marks and marks[-1][0] == "BOOKMARK" and int(marks[-1][1]) >= listed_at, marks
 
 apps.delete_namespaced_deployment("py-reviews", NS)
 expect_status(404, lambda: apps.read_namespaced_deployment("py-reviews", NS))

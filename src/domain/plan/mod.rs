@@ -81,8 +81,8 @@ pub struct Observation {
     /// The Service `spec.serviceName`, if it exists.
     pub service: Option<JsonObject>,
     /// The VirtualServices and DestinationRules of the release's namespace
-    /// in the Istio config cluster (the planner picks those for the host);
-    /// shared, since every release of a namespace reads the same lists.
+    /// in the Istio config cluster whose hosts name its service (a port may
+    /// give more: the planner picks those for the host).
     pub virtual_services: Arc<Vec<JsonObject>>,
     pub destination_rules: Arc<Vec<JsonObject>>,
     /// Each gray Deployment (in the order of the spec), if it exists.
