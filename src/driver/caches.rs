@@ -351,7 +351,11 @@ struct Touched {
 /// The hosts of a routing object as written (`spec.hosts` of a
 /// VirtualService, `spec.host` of a DestinationRule); none for others.
 fn hosts_of(object: &JsonObject) -> impl Iterator<Item = &str> {
-    let spec = object.get("spec");
+    hosts_in(object.get("spec"))
+}
+
+/// The hosts a routing object's `spec` names.
+fn hosts_in(spec: Option<&Value>) -> impl Iterator<Item = &str> {
     spec.and_then(|s| s.get("hosts"))
         .and_then(Value::as_array)
         .into_iter()
@@ -362,7 +366,13 @@ fn hosts_of(object: &JsonObject) -> impl Iterator<Item = &str> {
 
 /// Whether a routing object's hosts name `service` of `namespace`.
 pub(super) fn routes_for(object: &JsonObject, service: &str, namespace: &str) -> bool {
-    hosts_of(object).any(|host| names_service(host, service, namespace))
+    spec_routes_for(object.get("spec"), service, namespace)
+}
+
+/// Whether a routing object's `spec` names `service` of `namespace` among
+/// its hosts.
+pub(super) fn spec_routes_for(spec: Option<&Value>, service: &str, namespace: &str) -> bool {
+    hosts_in(spec).any(|host| names_service(host, service, namespace))
 }
 
 /// The names an object concerns: its own, and for Istio's routing objects

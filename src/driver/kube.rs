@@ -23,7 +23,7 @@ use kube::api::{
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::{Value, json};
 
-use super::caches::{CacheKey, Caches, as_json, routes_for};
+use super::caches::{CacheKey, Caches, as_json, spec_routes_for};
 use super::throttle::{Limit, Throttle};
 
 use crate::domain::change::{Change, ClusterError, ObjectKind, PlannedObject};
@@ -98,7 +98,7 @@ const LIST_REUSE: std::time::Duration = std::time::Duration::from_secs(1);
 type ListKey = (String, String, String, String);
 
 /// A list read recently, and when.
-type Listed = Option<(std::time::Instant, Arc<Vec<JsonObject>>)>;
+type Listed = Option<(std::time::Instant, Arc<Vec<DynamicObject>>)>;
 
 /// The lists kept for reuse; one lock per list, so that releases observed
 /// at once wait for one read of it instead of each sending their own.
@@ -296,11 +296,13 @@ impl KubeClusters {
         if !fresh && let Some(cache) = self.cache(cluster, resource, namespace).await {
             return Ok(Arc::new(cache.for_service(service, namespace)));
         }
+        // Only the objects for the host are made JSON objects: a namespace
+        // may hold thousands.
         let all = self.list(cluster, resource, namespace, fresh).await?;
         Ok(Arc::new(
             all.iter()
-                .filter(|o| routes_for(o, service, namespace))
-                .cloned()
+                .filter(|o| spec_routes_for(o.data.get("spec"), service, namespace))
+                .filter_map(as_json)
                 .collect(),
         ))
     }
@@ -329,7 +331,7 @@ impl KubeClusters {
         resource: &ApiResource,
         namespace: &str,
         fresh: bool,
-    ) -> Result<Arc<Vec<JsonObject>>, ClusterError> {
+    ) -> Result<Arc<Vec<DynamicObject>>, ClusterError> {
         let slot = self.lists.slot((
             cluster.to_owned(),
             resource.api_version.clone(),
@@ -355,7 +357,7 @@ impl KubeClusters {
         let list = self
             .counted(cluster, "list", 200, list)
             .map_err(|e| classify(cluster, e))?;
-        let items = Arc::new(list.items.iter().filter_map(as_json).collect::<Vec<_>>());
+        let items = Arc::new(list.items);
         *listed = Some((read_at, items.clone()));
         Ok(items)
     }
