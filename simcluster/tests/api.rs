@@ -53,6 +53,18 @@ impl Client {
             .await
     }
 
+    /// A watch's whole stream, as text (it ends at its `timeoutSeconds`).
+    async fn watched(&self, path_and_query: &str) -> String {
+        self.http
+            .get(format!("{}{path_and_query}", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         self.send(self.http.post(format!("{}{path}", self.base)).json(body))
             .await
@@ -356,14 +368,8 @@ async fn watches_stream_changes_and_resume_from_a_resource_version() {
     // Without a resourceVersion: the current objects first.
     c.post(DEPLOYMENTS, &deployment("present", 0)).await;
     let text = c
-        .http
-        .get(format!("{}{DEPLOYMENTS}?watch=1&timeoutSeconds=1", c.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .watched(&format!("{DEPLOYMENTS}?watch=1&timeoutSeconds=1"))
+        .await;
     assert!(
         text.starts_with(r#"{"object":"#) || text.contains(r#""type":"ADDED""#),
         "{text}"
@@ -403,17 +409,10 @@ async fn watches_send_bookmarks_when_asked_filter_by_label_and_expire_old_versio
     // Asked for bookmarks: one before the watch ends at its timeout, at a
     // version the watch can resume from; label selectors leave others out.
     let text = c
-        .http
-        .get(format!(
-            "{}{DEPLOYMENTS}?watch=true&resourceVersion={rv}&allowWatchBookmarks=true&labelSelector=app%3Dreviews&timeoutSeconds=1",
-            c.base
+        .watched(&format!(
+            "{DEPLOYMENTS}?watch=true&resourceVersion={rv}&allowWatchBookmarks=true&labelSelector=app%3Dreviews&timeoutSeconds=1"
         ))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .await;
     let (kinds, bookmark) = events(&text);
     assert_eq!(kinds.last().map(String::as_str), Some("BOOKMARK"), "{text}");
     assert!(
@@ -427,17 +426,10 @@ async fn watches_send_bookmarks_when_asked_filter_by_label_and_expire_old_versio
     );
     // Not asked: no bookmark.
     let text = c
-        .http
-        .get(format!(
-            "{}{DEPLOYMENTS}?watch=true&resourceVersion={bookmark}&labelSelector=app%3Dreviews&timeoutSeconds=1",
-            c.base
+        .watched(&format!(
+            "{DEPLOYMENTS}?watch=true&resourceVersion={bookmark}&labelSelector=app%3Dreviews&timeoutSeconds=1"
         ))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(events(&text).0, Vec::<String>::new(), "{text}");
 
     // A version older than the kept history: 410 Expired, in the stream.
@@ -456,17 +448,10 @@ async fn watches_send_bookmarks_when_asked_filter_by_label_and_expire_old_versio
             .unwrap();
     }
     let text = c
-        .http
-        .get(format!(
-            "{}{DEPLOYMENTS}?watch=true&resourceVersion={rv}&timeoutSeconds=1",
-            c.base
+        .watched(&format!(
+            "{DEPLOYMENTS}?watch=true&resourceVersion={rv}&timeoutSeconds=1"
         ))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .await;
     let event: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     assert_eq!(
         (event["type"].as_str(), event["object"]["code"].as_i64()),

@@ -285,7 +285,7 @@ impl Feed {
                     Err(error) => {
                         let code = error_code(&error);
                         self.metrics.cluster_request(&self.cluster, "watch", code);
-                        if let Some(wait) = retry_after(&error) {
+                        if let Some(wait) = status_of(&error).and_then(Throttle::asked_by) {
                             self.throttle.retry_after(wait);
                             retry = retry.max(wait);
                         }
@@ -435,20 +435,6 @@ pub(super) fn as_json(object: &DynamicObject) -> Option<JsonObject> {
             None
         }
     }
-}
-
-/// The wait a 429 asks for (one second when it does not say).
-fn retry_after(error: &watcher::Error) -> Option<Duration> {
-    let status = status_of(error)?;
-    (status.code == 429).then(|| {
-        let seconds = status
-            .details
-            .as_ref()
-            .map(|d| d.retry_after_seconds)
-            .filter(|s| *s > 0)
-            .unwrap_or(1);
-        Duration::from_secs(u64::from(seconds))
-    })
 }
 
 fn error_code(error: &watcher::Error) -> Option<u16> {

@@ -198,18 +198,10 @@ impl KubeClusters {
             Err(_) => None,
         };
         if let Err(kube::Error::Api(status)) = &result
-            && status.code == 429
+            && let Some(wait) = Throttle::asked_by(status)
             && let Ok(connection) = self.connection(cluster)
         {
-            let seconds = status
-                .details
-                .as_ref()
-                .map(|d| d.retry_after_seconds)
-                .filter(|s| *s > 0)
-                .unwrap_or(1);
-            connection
-                .throttle
-                .retry_after(std::time::Duration::from_secs(u64::from(seconds)));
+            connection.throttle.retry_after(wait);
         }
         self.metrics.cluster_request(cluster, verb, code);
         result

@@ -88,6 +88,21 @@ impl Throttle {
         }
     }
 
+    /// The wait a 429 answer asks for (`details.retryAfterSeconds`, the
+    /// same as its `Retry-After`; one second when it does not say), and
+    /// none for any other answer.
+    pub(super) fn asked_by(status: &kube::core::Status) -> Option<Duration> {
+        (status.code == 429).then(|| {
+            let seconds = status
+                .details
+                .as_ref()
+                .map(|d| d.retry_after_seconds)
+                .filter(|s| *s > 0)
+                .unwrap_or(1);
+            Duration::from_secs(u64::from(seconds))
+        })
+    }
+
     /// The cluster said to come back after `wait`.
     pub(super) fn retry_after(&self, wait: Duration) {
         let until = Instant::now() + wait;
