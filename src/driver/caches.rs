@@ -191,19 +191,21 @@ impl Cache {
             .collect()
     }
 
-    /// What a write of this service answered: kept at once, so that the
-    /// next read sees it (the watch brings the same a moment later), unless
-    /// the cache already holds a newer version.
-    pub(super) fn wrote(&self, object: JsonObject) {
+    /// Keeps an object a watch brought, or a write of this service
+    /// answered (so that the next read sees the write at once), unless the
+    /// cache already holds that version or a newer one; answers whether it
+    /// was kept.
+    pub(super) fn keep(&self, object: JsonObject) -> bool {
         let object = slim(object);
         let name = name_of(&object);
         let mut objects = self.objects.write().unwrap_or_else(|e| e.into_inner());
         if let Some(held) = objects.by_name.get(&name)
             && newer_or_same(held, &object)
         {
-            return;
+            return false;
         }
         objects.by_name.insert(name, object);
+        true
     }
 
     /// A delete of this service succeeded.
@@ -258,20 +260,10 @@ impl Feed {
                     }
                     Ok(watcher::Event::Apply(object)) => {
                         if let Some(object) = as_json(&object) {
-                            let object = slim(object);
                             let touched = touches(&object);
-                            let mut objects =
-                                cache.objects.write().unwrap_or_else(|e| e.into_inner());
-                            let name = name_of(&object);
-                            let fresh = objects
-                                .by_name
-                                .get(&name)
-                                .is_none_or(|held| !newer_or_same(held, &object));
-                            if fresh {
-                                objects.by_name.insert(name, object);
-                            }
-                            drop(objects);
-                            if fresh {
+                            // Not news when it is the answer to this
+                            // service's own write, kept already.
+                            if cache.keep(object) {
                                 self.tell(vec![touched]);
                             }
                         }
@@ -290,18 +282,9 @@ impl Feed {
                             retry = retry.max(wait);
                         }
                         tracing::debug!(cluster = %self.cluster, namespace = %self.namespace, %error, "a watch failed; listing again");
-                        cache.current.send_if_modified(|health| {
-                            let was = health.clone();
-                            if *health == Health::Current {
-                                *health = Health::Broken;
-                            }
-                            // Readers waiting for a first list learn now
-                            // that it failed.
-                            if *health == Health::Listing {
-                                *health = Health::Broken;
-                            }
-                            *health != was
-                        });
+                        // Readers waiting for a first list learn now that it
+                        // failed; the others read the cluster until a new list.
+                        cache.current.send_replace(Health::Broken);
                         break;
                     }
                 }

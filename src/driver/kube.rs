@@ -665,7 +665,9 @@ impl KubeClusters {
             ))
         {
             match outcome.as_ref().and_then(as_json) {
-                Some(answer) => cache.wrote(answer),
+                Some(answer) => {
+                    cache.keep(answer);
+                }
                 None if verb == "delete" => cache.deleted(&name),
                 None => {}
             }
