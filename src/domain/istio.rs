@@ -115,10 +115,16 @@ pub struct Subset {
 /// Whether `host` (as a VirtualService or DestinationRule names it) is the
 /// Service `service` in `namespace`: the short name, or a longer form of it.
 pub fn names_service(host: &str, service: &str, namespace: &str) -> bool {
-    host == service
-        || host == format!("{service}.{namespace}")
-        || host == format!("{service}.{namespace}.svc")
-        || host == format!("{service}.{namespace}.svc.cluster.local")
+    // Compared piece by piece: a cache of thousands of routing objects is
+    // searched this way for every release's read.
+    let Some(rest) = host.strip_prefix(service) else {
+        return false;
+    };
+    rest.is_empty()
+        || rest
+            .strip_prefix('.')
+            .and_then(|r| r.strip_prefix(namespace))
+            .is_some_and(|r| matches!(r, "" | ".svc" | ".svc.cluster.local"))
 }
 
 /// The `spec` of an Istio object read as JSON.
@@ -292,5 +298,16 @@ mod tests {
         }
         assert!(!names_service("reviews.prod", "reviews", "default"));
         assert!(!names_service("ratings", "reviews", "default"));
+        for other in [
+            "reviews2",
+            "reviews.defaults",
+            "reviews.default.",
+            "reviews.default.svc.cluster",
+            "reviews.default.svc.cluster.local.",
+            "reviewsdefault",
+            "reviews..default",
+        ] {
+            assert!(!names_service(other, "reviews", "default"), "{other}");
+        }
     }
 }
