@@ -4,6 +4,9 @@
 //! loop that observes, plans, carries out and records:
 //!
 //! - `schedule.rs`: which releases a round looks at, and when;
+//! - `queue.rs`: the releases due, each once, as rounds start and end;
+//! - `written.rs`: which releases the store's change log says were
+//!   written, for the loops that act on writes;
 //! - `round.rs`: one round of one release (controller-rs's `reconcile`);
 //! - `backoff.rs`: how long a release waits after a round (its
 //!   `error_policy`), a pure rule;
@@ -19,11 +22,13 @@ mod backoff;
 mod caches;
 pub mod kube;
 mod prometheus;
+mod queue;
 mod round;
 mod schedule;
 mod steps;
 mod throttle;
 mod webhooks;
+mod written;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -5,27 +5,33 @@
 //! its hosts), those whose wait after a failure is over; the periodic
 //! resync, and lost news, look at every one. Hand-rolled rather than
 //! kube-runtime's `Controller`: releases live in the store, not in a
-//! cluster. After each round the clusters learn which namespaces active
-//! releases still read, so that they stop watching the others.
+//! cluster. The releases selected go into a work queue (`queue.rs`), and
+//! up to `CONCURRENT_ROUNDS` rounds run at once, one starting as another
+//! ends, while the next causes are selected. After each selection the
+//! clusters learn which namespaces active releases still read, so that
+//! they stop watching the others.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use futures_util::{FutureExt as _, StreamExt as _};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::Driver;
 use super::backoff::Backoff;
+use super::queue::Queue;
+use super::round::RoundResult;
+use super::written::written_since;
 use crate::domain::object::name_of;
 use crate::domain::plan::Placement;
 use crate::domain::ports::ClusterChange;
 use crate::domain::{Mesh, Release, ReleaseRef};
 
-/// Events read at a time when finding what changed since the last round.
-const CHANGES_BATCH: usize = 1000;
-/// Releases reconciled at once: their cluster requests overlap, so a round
-/// of many releases is not a queue of one request after another. Most
-/// rounds read only the watch caches; those that must list a namespace's
-/// routing objects afresh share one list when they ask at once, and their
+/// Rounds under way at once: their cluster requests overlap, so many
+/// releases are not a queue of one request after another. Most rounds
+/// read only the watch caches; those that need a namespace's routing as
+/// listed after their release was created share one list, and their
 /// status writes share one commit: 64 at once took a burst of 1,000
 /// creates to Running in about half the time 16 did (BENCHMARKS.md). The
 /// clusters' rate limits, not this, bound what the API servers see.
@@ -113,17 +119,58 @@ impl Reads {
     }
 }
 
+/// What came of a release taken from the queue.
+enum Ran {
+    /// It ended, or went away: nothing more to do for it.
+    Gone,
+    /// Still waiting after a failed round of the same spec: no round.
+    Waiting(Reads),
+    /// A round, and how it ended.
+    Round {
+        reads: Reads,
+        generation: u32,
+        result: RoundResult,
+    },
+    /// The store could not be read: the next selection tries again.
+    Unread,
+}
+
 impl Driver {
     pub(super) async fn run(self) {
-        let mut revisions = self.manager.store().revisions();
-        let mut changes = self.clusters.changes();
-        let mut resync = tokio::time::interval(self.interval);
+        // Rounds are tasks of their own, so that they go on while the next
+        // causes are selected.
+        let this = Arc::new(self);
+        let mut revisions = this.manager.store().revisions();
+        let mut changes = this.clusters.changes();
+        let mut resync = tokio::time::interval(this.interval);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut book = Book::default();
+        let mut queue: Queue<ReleaseRef> = Queue::default();
+        let mut running = JoinSet::new();
+        let mut names: HashMap<tokio::task::Id, ReleaseRef> = HashMap::new();
         // The store revision this replica has reconciled up to; `None`: a
         // full round is due (at start, and after another replica drove).
         let mut seen: Option<u64> = None;
         loop {
+            // Rounds start as others end, up to the limit.
+            while running.len() < CONCURRENT_ROUNDS {
+                let Some(name) = queue.start() else {
+                    break;
+                };
+                let wait = book.backoff.get(&name).cloned();
+                let driver = this.clone();
+                let target = name.clone();
+                let task = running.spawn(async move { driver.due(&target, wait).await });
+                names.insert(task.id(), name);
+            }
+            this.metrics
+                .queue_depth
+                .set(i64::try_from(queue.len()).unwrap_or(i64::MAX));
+            if queue.len() == 0 {
+                // Every active release known was read: what they read is
+                // whole.
+                this.watch_what_is_read(&mut book);
+            }
             let wake = book.backoff.values().map(|b| b.until).min();
             let sleep = async {
                 match wake {
@@ -132,13 +179,30 @@ impl Driver {
                 }
             };
             let mut selection = tokio::select! {
-                () = self.shutdown.cancelled() => return,
+                () = this.shutdown.cancelled() => {
+                    // The rounds under way end; no other starts.
+                    while running.join_next().await.is_some() {}
+                    return;
+                }
+                Some(ended) = running.join_next_with_id() => {
+                    let (id, ran) = match ended {
+                        Ok((id, ran)) => (id, ran),
+                        Err(e) => {
+                            tracing::error!(error = %e, "a round did not end");
+                            (e.id(), Ran::Unread)
+                        }
+                    };
+                    if let Some(name) = names.remove(&id) {
+                        this.finished(&mut book, &mut queue, name, ran);
+                    }
+                    continue;
+                }
                 changed = revisions.changed() => {
                     if changed.is_err() { return }
                     Selection::WrittenSince
                 }
                 Some(change) = changes.next() => {
-                    // One round for a burst of news.
+                    // One selection for a burst of news.
                     let mut news = vec![change];
                     while let Some(Some(more)) = changes.next().now_or_never() {
                         news.push(more);
@@ -157,186 +221,117 @@ impl Driver {
                 () = sleep => Selection::WaitedEnough,
                 _ = resync.tick() => Selection::ConnectedMeshes,
             };
-            let now_at = *revisions.borrow_and_update();
-            if !self.leadership.hold().await {
+            if !this.leadership.hold().await {
                 // Another replica drives; waits here are its business.
                 book.backoff.clear();
+                queue.clear();
                 seen = None;
                 continue;
             }
-            if let Selection::WrittenSince = selection {
-                selection = match seen {
-                    Some(from) => match self.written_since(from, now_at).await {
-                        Some(names) => Selection::Named(names),
+            // Only a selection that covers the writes up to a revision
+            // moves `seen` there: news from a cluster does not, or a write
+            // made meanwhile would be taken as looked at.
+            let covers_writes = seen.is_none()
+                || matches!(
+                    selection,
+                    Selection::WrittenSince | Selection::ConnectedMeshes
+                );
+            if covers_writes {
+                let now_at = *revisions.borrow_and_update();
+                if let Selection::WrittenSince = selection {
+                    selection = match seen {
+                        Some(from) => match written_since(&this.manager, from, now_at).await {
+                            Some(written) => Selection::Named(written.into_keys().collect()),
+                            None => Selection::ConnectedMeshes,
+                        },
                         None => Selection::ConnectedMeshes,
-                    },
-                    None => Selection::ConnectedMeshes,
-                };
+                    };
+                }
+                if seen.is_none() {
+                    selection = Selection::AllMeshes;
+                }
+                seen = Some(now_at);
             }
-            if seen.is_none() {
-                selection = Selection::AllMeshes;
-            }
-            seen = Some(now_at);
-            self.rounds(&mut book, &selection).await;
+            this.enqueue(&mut book, &mut queue, &selection).await;
         }
     }
 
-    /// The releases written after revision `from`, up to `to`; `None` when
-    /// the change log no longer reaches back that far (a full round then).
-    async fn written_since(&self, from: u64, to: u64) -> Option<HashSet<ReleaseRef>> {
-        let mut names = HashSet::new();
-        if to <= from {
-            return Some(names);
-        }
-        // Changes in meshes without a connected cluster need no round (the
-        // periodic resync still looks at them).
-        for mesh in self
+    /// A release taken from the queue, read as it is now: its round,
+    /// unless it ended or still waits after a failure of the same spec.
+    async fn due(&self, name: &ReleaseRef, wait: Option<Backoff>) -> Ran {
+        let Some(mesh) = self
             .manager
             .meshes()
             .iter()
-            .filter(|m| self.manager.drives(m))
-        {
-            let mut after = from;
-            loop {
-                let events = self
-                    .manager
-                    .store()
-                    .events_after(&mesh.id, None, after, CHANGES_BATCH)
-                    .await
-                    .ok()?;
-                let Some(last) = events.last() else { break };
-                after = last.revision;
-                let done = events.len() < CHANGES_BATCH || after >= to;
-                names.extend(events.iter().map(|e| ReleaseRef::of(&e.release)));
-                if done {
-                    break;
-                }
-            }
-        }
-        Some(names)
-    }
-
-    /// The active releases a round looks at: every one (and when a
-    /// cluster's news names a release this replica has not seen), or only
-    /// those its cause names, each read by its name. Answers them, and the
-    /// names looked up when not all (`None`).
-    async fn select<'m>(
-        &self,
-        meshes: &'m [Mesh],
-        selection: &Selection,
-        book: &Book,
-    ) -> (Vec<(&'m Mesh, Release)>, Option<HashSet<ReleaseRef>>) {
-        let names: Option<HashSet<ReleaseRef>> = match selection {
-            Selection::AllMeshes | Selection::ConnectedMeshes | Selection::WrittenSince => None,
-            Selection::Named(names) => Some(names.clone()),
-            Selection::WaitedEnough => Some(book.backoff.keys().cloned().collect()),
-            Selection::Touched(news) => Some(
-                book.reads
-                    .iter()
-                    .filter(|(_, reads)| news.iter().any(|n| reads.concerned(n)))
-                    .map(|(name, _)| name.clone())
-                    .collect(),
-            ),
+            .find(|m| m.id == name.mesh_id)
+            .cloned()
+        else {
+            return Ran::Gone;
         };
-        let store = self.manager.store();
-        let mut found = Vec::new();
-        match &names {
-            None => {
-                let all = matches!(selection, Selection::AllMeshes);
-                for mesh in meshes.iter().filter(|m| all || self.manager.drives(m)) {
-                    match store.active(&mesh.id).await {
-                        Ok(releases) => found.extend(releases.into_iter().map(|r| (mesh, r))),
-                        Err(e) => {
-                            tracing::warn!(mesh = %mesh.id, error = %e, "cannot read the releases to reconcile")
-                        }
-                    }
-                }
+        let release = match self
+            .manager
+            .store()
+            .get(&name.mesh_id, &name.namespace, &name.name)
+            .await
+        {
+            Ok(Some(release)) if release.status.phase.is_active() => release,
+            Ok(_) => return Ran::Gone,
+            Err(e) => {
+                tracing::warn!(mesh = %name.mesh_id, release = %name.name, error = %e, "cannot read a release to reconcile");
+                return Ran::Unread;
             }
-            Some(names) => {
-                for name in names {
-                    let Some(mesh) = meshes.iter().find(|m| m.id == name.mesh_id) else {
-                        continue;
-                    };
-                    match store.get(&name.mesh_id, &name.namespace, &name.name).await {
-                        Ok(Some(release)) if release.status.phase.is_active() => {
-                            found.push((mesh, release));
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::warn!(mesh = %name.mesh_id, release = %name.name, error = %e, "cannot read a release to reconcile")
-                        }
-                    }
-                }
-            }
+        };
+        let reads = Reads::of(&mesh, &release);
+        if wait
+            .as_ref()
+            .is_some_and(|b| b.holds(release.generation, Instant::now()))
+        {
+            return Ran::Waiting(reads);
         }
-        (found, names)
+        let generation = release.generation;
+        let conflicts = wait.map_or(0, |b| b.conflicts);
+        let result = self.round(&mesh, release, conflicts).await;
+        Ran::Round {
+            reads,
+            generation,
+            result,
+        }
     }
 
-    /// A round of every release `selection` names that is not waiting,
-    /// several at once, and what each one's end means for its wait.
-    async fn rounds(&self, book: &mut Book, selection: &Selection) {
-        let meshes: Vec<Mesh> = self.manager.meshes().iter().cloned().collect();
-        let (found, looked_up) = self.select(&meshes, selection, book).await;
-        let active: HashSet<ReleaseRef> = found.iter().map(|(_, r)| ReleaseRef::of(r)).collect();
-        // Waits of releases that ended or went away are forgotten, and so is
-        // what they read.
-        match &looked_up {
-            None => {
-                book.backoff.retain(|name, _| active.contains(name));
-                book.reads.clear();
+    /// What the end of `name`'s turn means for its wait and for what the
+    /// clusters watch, and whether it runs again at once (it was selected
+    /// while it ran).
+    fn finished(&self, book: &mut Book, queue: &mut Queue<ReleaseRef>, name: ReleaseRef, ran: Ran) {
+        match ran {
+            Ran::Gone => {
+                book.backoff.remove(&name);
+                book.reads.remove(&name);
             }
-            Some(names) => {
-                book.backoff
-                    .retain(|name, _| !names.contains(name) || active.contains(name));
-                book.reads
-                    .retain(|name, _| !names.contains(name) || active.contains(name));
+            Ran::Waiting(reads) => {
+                book.reads.insert(name.clone(), reads);
             }
-        }
-        let now = Instant::now();
-        let mut due = Vec::new();
-        for (mesh, release) in found {
-            let name = ReleaseRef::of(&release);
-            book.reads.insert(name.clone(), Reads::of(mesh, &release));
-            let waiting = book
-                .backoff
-                .get(&name)
-                .is_some_and(|b| b.holds(release.generation, now));
-            if !waiting {
-                let conflicts = book.backoff.get(&name).map_or(0, |b| b.conflicts);
-                due.push((mesh.clone(), release, conflicts));
-            }
-        }
-        self.metrics
-            .queue_depth
-            .set(i64::try_from(due.len()).unwrap_or(i64::MAX));
-        // Several releases at once (each at most once per round; no two
-        // active releases share an object, one being per service).
-        let rounds = due
-            .into_iter()
-            .map(|(mesh, release, conflicts)| async move {
-                if self.shutdown.is_cancelled() {
-                    return None;
+            Ran::Round {
+                reads,
+                generation,
+                result,
+            } => {
+                book.reads.insert(name.clone(), reads);
+                self.metrics.reconciled(result.label());
+                let previous = book.backoff.remove(&name);
+                if let Some(wait) =
+                    Backoff::after(previous.as_ref(), &result, generation, Instant::now())
+                {
+                    book.backoff.insert(name.clone(), wait);
                 }
-                let name = ReleaseRef::of(&release);
-                let generation = release.generation;
-                let result = self.round(&mesh, release, conflicts).await;
-                Some((name, generation, result))
-            });
-        let mut rounds = futures_util::stream::iter(rounds).buffer_unordered(CONCURRENT_ROUNDS);
-        while let Some(finished) = rounds.next().await {
-            let Some((name, generation, result)) = finished else {
-                continue;
-            };
-            self.metrics.queue_depth.dec();
-            self.metrics.reconciled(result.label());
-            let previous = book.backoff.remove(&name);
-            if let Some(wait) =
-                Backoff::after(previous.as_ref(), &result, generation, Instant::now())
-            {
-                book.backoff.insert(name, wait);
             }
+            Ran::Unread => {}
         }
-        // The clusters may stop watching where no active release reads.
+        queue.finish(&name);
+    }
+
+    /// Tells the clusters which namespaces active releases read, when it
+    /// changed, so that they stop watching the others.
+    fn watch_what_is_read(&self, book: &mut Book) {
         let watching: HashSet<(String, String)> = book
             .reads
             .values()
@@ -345,6 +340,50 @@ impl Driver {
         if watching != book.watching {
             self.clusters.keep_watching(&watching);
             book.watching = watching;
+        }
+    }
+
+    /// Queues the active releases `selection` names: every one, read in
+    /// bulk (and the waits and reads of those no longer active are
+    /// forgotten), or those its cause names (each is read when its turn
+    /// comes).
+    async fn enqueue(&self, book: &mut Book, queue: &mut Queue<ReleaseRef>, selection: &Selection) {
+        let names: HashSet<ReleaseRef> = match selection {
+            Selection::AllMeshes | Selection::ConnectedMeshes | Selection::WrittenSince => {
+                let all = matches!(selection, Selection::AllMeshes);
+                let meshes: Vec<Mesh> = self.manager.meshes().iter().cloned().collect();
+                let mut active = HashSet::new();
+                for mesh in meshes.iter().filter(|m| all || self.manager.drives(m)) {
+                    match self.manager.store().active(&mesh.id).await {
+                        Ok(releases) => active.extend(releases.iter().map(ReleaseRef::of)),
+                        Err(e) => {
+                            tracing::warn!(mesh = %mesh.id, error = %e, "cannot read the releases to reconcile");
+                            return;
+                        }
+                    }
+                }
+                book.backoff.retain(|name, _| active.contains(name));
+                book.reads.retain(|name, _| active.contains(name));
+                active
+            }
+            Selection::Named(names) => names.clone(),
+            Selection::WaitedEnough => {
+                let now = Instant::now();
+                book.backoff
+                    .iter()
+                    .filter(|(_, wait)| wait.until <= now)
+                    .map(|(name, _)| name.clone())
+                    .collect()
+            }
+            Selection::Touched(news) => book
+                .reads
+                .iter()
+                .filter(|(_, reads)| news.iter().any(|n| reads.concerned(n)))
+                .map(|(name, _)| name.clone())
+                .collect(),
+        };
+        for name in names {
+            queue.add(name);
         }
     }
 }

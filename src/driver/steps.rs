@@ -1,6 +1,6 @@
 //! Releases that run themselves: the loop that carries out their steps.
 //! Every tick it looks at the Running releases with a strategy (on the
-//! replica that drives); one whose round of checks is due gets a task of
+//! replica that drives), and after a write at those written; one whose round of checks is due gets a task of
 //! its own that calls its webhooks, each bounded by its timeout, so that a
 //! slow gate holds only its own release; the others are decided as time
 //! passes (a pause that ends, a weight the clusters now hold). Every
@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::prometheus::Prometheus;
 use super::webhooks::Webhooks;
-use crate::domain::ports::Leadership;
+use super::written::written_since;
+use crate::domain::ports::{EventType, Leadership};
 use crate::domain::progress::metrics::{self, Sample};
 use crate::domain::progress::{self, Decision, ProgressUpdate};
 use crate::domain::strategy::{CheckResult, MetricCheck, Verdict, WebhookType};
@@ -57,16 +58,41 @@ impl Steps {
         let mut revisions = this.manager.store().revisions();
         let mut tick = tokio::time::interval(this.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The store revision looked at up to; `None`: every release is due
+        // a look (at start, and after another replica drove).
+        let mut seen: Option<u64> = None;
         loop {
-            tokio::select! {
+            let written = tokio::select! {
                 () = this.shutdown.cancelled() => return,
-                changed = revisions.changed() => if changed.is_err() { return },
-                _ = tick.tick() => {}
-            }
+                changed = revisions.changed() => {
+                    if changed.is_err() { return }
+                    true
+                }
+                _ = tick.tick() => false,
+            };
+            let now_at = *revisions.borrow_and_update();
             if !this.leadership.hold().await {
+                seen = None;
                 continue;
             }
-            for release in this.running().await {
+            // After a write, only the releases written (as written) are
+            // looked at; every tick, all of them.
+            let written = match seen {
+                Some(from) if written => written_since(&this.manager, from, now_at).await,
+                _ => None,
+            };
+            seen = Some(now_at);
+            let releases = match written {
+                Some(events) => events
+                    .into_values()
+                    .filter(|e| {
+                        e.kind != EventType::Deleted && progress::running(&e.release).is_some()
+                    })
+                    .map(|e| e.release)
+                    .collect(),
+                None => this.running().await,
+            };
+            for release in releases {
                 let name = ReleaseRef::of(&release);
                 if busy
                     .lock()

@@ -2,8 +2,10 @@
 //! Running and nothing changing, the clusters see no GET and no LIST (only
 //! the open watches), even while the periodic resync runs; a change by
 //! another writer reaches the release through the watch, not the resync;
-//! the watches of a namespace stop when its last release ends; and a 429's
-//! `Retry-After` holds the driver's next request to that cluster.
+//! the watches of a namespace stop when its last release ends; a burst of
+//! releases reaches Running through their own writes and the watches, none
+//! of them left for the resync; and a 429's `Retry-After` holds the
+//! driver's next request to that cluster.
 
 use std::time::Duration;
 
@@ -73,6 +75,31 @@ async fn releases_running_cost_the_clusters_no_read_while_nothing_changes() {
     for name in ["quiet-reviews", "quiet-ratings"] {
         let (_, release) = json_of(app.get(name).await).await;
         assert_eq!(release["status"]["phase"], "Running", "{release}");
+    }
+}
+
+#[tokio::test]
+async fn a_burst_of_releases_reaches_running_without_waiting_for_the_resync() {
+    let clusters = clusters().await;
+    let services: Vec<String> = (0..50).map(|i| format!("burst-{i}")).collect();
+    for service in &services {
+        clusters.a.put_original(service, 2).await;
+    }
+    // A resync far beyond the test's patience: a release whose own status
+    // write went unnoticed (news from the clusters arriving meanwhile)
+    // would wait for it, and `until` gives up long before.
+    let app = app_resyncing(&clusters, "", 600_000).await;
+    let created = futures_util::future::join_all(services.iter().map(|service| {
+        let body = release_body(service, service);
+        let app = &app;
+        async move { app.create(&body).await }
+    }))
+    .await;
+    for response in created {
+        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    }
+    for service in &services {
+        until(&app, service, "Running", phase_is("Running")).await;
     }
 }
 
