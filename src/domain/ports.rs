@@ -335,9 +335,11 @@ pub trait ClusterPort: Send + Sync + 'static {
     /// Deployments. Clusters that do not answer are listed in
     /// `Observation::unreachable`. Objects may come from what the port
     /// keeps (watch caches), but an object named and absent is asked of
-    /// the cluster; with `fresh`, the routing objects are read from the
-    /// cluster now (the planner decides on their absence: see
-    /// `Plan::rests_on_absence`).
+    /// the cluster; with `fresh`, the routing objects are as a list of
+    /// the cluster sent after the release was created holds them, and
+    /// what changed since (the planner decides on their absence: see
+    /// `Plan::rests_on_absence`): one applied just before the release is
+    /// never missed.
     async fn observe(&self, release: &Release, placement: &Placement, fresh: bool) -> Observation;
 
     /// Carries out one change of a plan.

@@ -12,6 +12,11 @@
 //! `managedFields` (the managers' names stay: they say who owns an object)
 //! and kubectl's last-applied annotation.
 //!
+//! A read that must not miss an object made before a moment (a release's
+//! routing, read to decide that something is absent) asks for a list sent
+//! after that moment: the list is merged into the cache, and readers that
+//! wait for it share it ([`Cache::listed_since`], [`Caches::merge`]).
+//!
 //! A cache that has not listed yet, or whose watch failed and has not
 //! listed again, is not read: the caller reads the cluster itself, which
 //! also tells it whether the cluster answers.
@@ -20,6 +25,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use futures_util::StreamExt as _;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::watcher;
@@ -54,6 +60,12 @@ pub(super) struct Caches {
 /// One kind's objects in one namespace of one cluster.
 pub(super) struct Cache {
     objects: RwLock<Objects>,
+    /// When the last list merged by [`Caches::merge`] was sent: the cache
+    /// holds all it held, and what the watch brought since.
+    listed_at: std::sync::Mutex<Option<DateTime<Utc>>>,
+    /// Held while such a list is read, so that readers waiting for one
+    /// share it.
+    pub(super) listing: tokio::sync::Mutex<()>,
     /// Whether the objects are current (listed, and the watch since then
     /// unbroken).
     current: tokio::sync::watch::Sender<Health>,
@@ -119,6 +131,42 @@ impl Caches {
             .cloned()
     }
 
+    /// Merges into `cache` (of `key`) a list of its objects sent at
+    /// `sent_at`, at the list's resourceVersion `version`: what the cache
+    /// missed is news.
+    pub(super) fn merge(
+        &self,
+        key: &CacheKey,
+        cache: &Cache,
+        listed: Vec<JsonObject>,
+        version: Option<u64>,
+        sent_at: DateTime<Utc>,
+    ) {
+        let touched = cache.merge(listed, version, sent_at);
+        tell(&self.news, (&key.0, &key.3), touched);
+    }
+
+    /// This service's own write to an object of `cache` (of `key`) was
+    /// answered with `answer`, or (`None`) `name` was deleted: the cache
+    /// holds it at once, and it is news when it changed something (the
+    /// release that wrote it looks again, at what its write made).
+    pub(super) fn written(
+        &self,
+        key: &CacheKey,
+        cache: &Cache,
+        answer: Option<JsonObject>,
+        name: &str,
+    ) {
+        let touched = match answer {
+            Some(object) => {
+                let touched = touches(&object);
+                cache.keep(object).then_some(touched)
+            }
+            None => cache.deleted(name).map(|object| touches(&object)),
+        };
+        tell(&self.news, (&key.0, &key.3), touched.into_iter().collect());
+    }
+
     /// Stops the caches of every cluster and namespace not in `wanted`.
     pub(super) fn retain(&self, wanted: &HashSet<(String, String)>) {
         let mut all = self.all.lock().unwrap_or_else(|e| e.into_inner());
@@ -151,6 +199,8 @@ impl Caches {
         let stop = CancellationToken::new();
         let cache = Arc::new(Cache {
             objects: RwLock::default(),
+            listed_at: std::sync::Mutex::default(),
+            listing: tokio::sync::Mutex::default(),
             current: tokio::sync::watch::Sender::new(Health::Listing),
             _stop: stop.clone().drop_guard(),
         });
@@ -208,10 +258,58 @@ impl Cache {
         true
     }
 
-    /// A delete of this service succeeded.
-    pub(super) fn deleted(&self, name: &str) {
+    /// Whether a list sent at `at` or later was merged.
+    pub(super) fn listed_since(&self, at: DateTime<Utc>) -> bool {
+        let listed_at = self.listed_at.lock().unwrap_or_else(|e| e.into_inner());
+        listed_at.is_some_and(|listed| listed >= at)
+    }
+
+    /// Merges a list sent at `sent_at` (resourceVersion `version`): each
+    /// object kept unless the cache holds that version or a newer one, and
+    /// one the list lacks dropped unless written after it. Answers what
+    /// changed.
+    fn merge(
+        &self,
+        listed: Vec<JsonObject>,
+        version: Option<u64>,
+        sent_at: DateTime<Utc>,
+    ) -> Vec<Touched> {
+        let mut touched = Vec::new();
+        let mut names = HashSet::new();
         let mut objects = self.objects.write().unwrap_or_else(|e| e.into_inner());
-        objects.by_name.remove(name);
+        for object in listed {
+            let object = slim(object);
+            let name = name_of(&object);
+            names.insert(name.clone());
+            if objects
+                .by_name
+                .get(&name)
+                .is_some_and(|held| newer_or_same(held, &object))
+            {
+                continue;
+            }
+            touched.push(touches(&object));
+            objects.by_name.insert(name, object);
+        }
+        if let Some(version) = version {
+            objects.by_name.retain(|name, held| {
+                let kept = names.contains(name) || version_of(held).is_some_and(|v| v > version);
+                if !kept {
+                    touched.push(touches(held));
+                }
+                kept
+            });
+        }
+        drop(objects);
+        let mut listed_at = self.listed_at.lock().unwrap_or_else(|e| e.into_inner());
+        *listed_at = Some(listed_at.map_or(sent_at, |at| at.max(sent_at)));
+        touched
+    }
+
+    /// An object was deleted: what the cache held of it.
+    pub(super) fn deleted(&self, name: &str) -> Option<JsonObject> {
+        let mut objects = self.objects.write().unwrap_or_else(|e| e.into_inner());
+        objects.by_name.remove(name)
     }
 }
 
@@ -313,15 +411,24 @@ impl Feed {
     }
 
     fn tell(&self, touched: Vec<Touched>) {
-        for Touched { names, release_uid } in touched {
-            // Nobody listening: the driver is not running.
-            let _ = self.news.send(ClusterChange {
-                cluster: self.cluster.clone(),
-                namespace: Some(self.namespace.clone()),
-                names,
-                release_uid,
-            });
-        }
+        tell(&self.news, (&self.cluster, &self.namespace), touched);
+    }
+}
+
+/// Tells the driver what changed in a cluster's namespace.
+fn tell(
+    news: &tokio::sync::broadcast::Sender<ClusterChange>,
+    (cluster, namespace): (&str, &str),
+    touched: Vec<Touched>,
+) {
+    for Touched { names, release_uid } in touched {
+        // Nobody listening: the driver is not running.
+        let _ = news.send(ClusterChange {
+            cluster: cluster.to_owned(),
+            namespace: Some(namespace.to_owned()),
+            names,
+            release_uid,
+        });
     }
 }
 
@@ -402,13 +509,17 @@ fn name_of(object: &JsonObject) -> String {
 /// API server's versions are etcd revisions, compared as numbers; any
 /// other form is taken as newer (the later arrival wins).
 fn newer_or_same(held: &JsonObject, other: &JsonObject) -> bool {
-    let version = |o: &JsonObject| {
-        o.get("metadata")
-            .and_then(|m| m.get("resourceVersion"))
-            .and_then(Value::as_str)
-            .and_then(|v| v.parse::<u64>().ok())
-    };
-    matches!((version(held), version(other)), (Some(a), Some(b)) if a >= b)
+    matches!((version_of(held), version_of(other)), (Some(a), Some(b)) if a >= b)
+}
+
+/// An object's resourceVersion, as the number the simulated cluster and
+/// etcd make of it.
+fn version_of(object: &JsonObject) -> Option<u64> {
+    object
+        .get("metadata")
+        .and_then(|m| m.get("resourceVersion"))
+        .and_then(Value::as_str)
+        .and_then(|v| v.parse::<u64>().ok())
 }
 
 pub(super) fn as_json(object: &DynamicObject) -> Option<JsonObject> {
@@ -458,6 +569,58 @@ mod tests {
                 unreachable!()
             }
         }
+    }
+
+    fn routing(name: &str, version: u64, host: &str) -> JsonObject {
+        object(json!({
+            "metadata": {"name": name, "resourceVersion": version.to_string()},
+            "spec": {"hosts": [host]},
+        }))
+    }
+
+    fn empty_cache() -> Cache {
+        Cache {
+            objects: RwLock::default(),
+            listed_at: std::sync::Mutex::default(),
+            listing: tokio::sync::Mutex::default(),
+            current: tokio::sync::watch::Sender::new(Health::Current),
+            _stop: CancellationToken::new().drop_guard(),
+        }
+    }
+
+    #[test]
+    fn a_merged_list_adds_what_the_watch_had_not_brought_and_drops_what_it_lacks() {
+        let cache = empty_cache();
+        let t0 = Utc::now();
+        assert!(!cache.listed_since(t0));
+        // Held from the watch: one the list has newer, one it lacks (deleted
+        // before it), one written after it (this service's own write).
+        cache.keep(routing("old", 5, "a"));
+        cache.keep(routing("gone", 6, "b"));
+        cache.keep(routing("mine", 30, "c"));
+        let touched = cache.merge(
+            vec![routing("old", 12, "a"), routing("new", 15, "d")],
+            Some(20),
+            t0,
+        );
+        let mut names: Vec<String> = touched.into_iter().map(|t| t.names[0].clone()).collect();
+        names.sort();
+        assert_eq!(names, ["gone", "new", "old"]);
+        assert_eq!(version_of(&cache.get("old").unwrap()), Some(12));
+        assert!(cache.get("new").is_some());
+        assert!(cache.get("gone").is_none(), "absent from a newer list");
+        assert!(cache.get("mine").is_some(), "written after the list");
+        assert!(cache.listed_since(t0));
+        assert!(!cache.listed_since(t0 + chrono::TimeDelta::milliseconds(1)));
+        // An older list changes nothing the cache holds newer, nor the time.
+        let touched = cache.merge(
+            vec![routing("old", 9, "a")],
+            Some(10),
+            t0 - chrono::TimeDelta::seconds(1),
+        );
+        assert_eq!(touched.len(), 0);
+        assert_eq!(version_of(&cache.get("old").unwrap()), Some(12));
+        assert!(cache.listed_since(t0));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use futures_util::StreamExt as _;
 use futures_util::stream::BoxStream;
 use kube::api::{
@@ -277,26 +278,69 @@ impl KubeClusters {
     }
 
     /// A namespace's routing objects of a kind for `service`: from its
-    /// cache, or (`fresh`, or no cache current) from the cluster.
+    /// cache, or (no cache current) from the cluster. With `listed_after`,
+    /// as a list sent after that moment holds them (and what changed
+    /// since): an object made before it is never missed.
     async fn read_routing(
         &self,
         cluster: &str,
         resource: &ApiResource,
         (namespace, service): (&str, &str),
-        fresh: bool,
+        listed_after: Option<DateTime<Utc>>,
     ) -> Result<Arc<Vec<JsonObject>>, ClusterError> {
-        if !fresh && let Some(cache) = self.cache(cluster, resource, namespace).await {
+        if let Some(cache) = self.cache(cluster, resource, namespace).await {
+            if let Some(after) = listed_after {
+                self.list_into(cluster, resource, namespace, (&cache, after))
+                    .await?;
+            }
             return Ok(Arc::new(cache.for_service(service, namespace)));
         }
         // Only the objects for the host are made JSON objects: a namespace
         // may hold thousands.
-        let all = self.list(cluster, resource, namespace, fresh).await?;
+        let all = self
+            .list(cluster, resource, namespace, listed_after.is_some())
+            .await?;
         Ok(Arc::new(
             all.iter()
                 .filter(|o| spec_routes_for(o.data.get("spec"), service, namespace))
                 .filter_map(as_json)
                 .collect(),
         ))
+    }
+
+    /// Makes `cache` hold what a list sent after `after` holds: one list,
+    /// shared by the readers waiting for it, unless one was sent since.
+    async fn list_into(
+        &self,
+        cluster: &str,
+        resource: &ApiResource,
+        namespace: &str,
+        (cache, after): (&super::caches::Cache, DateTime<Utc>),
+    ) -> Result<(), ClusterError> {
+        let _listing = cache.listing.lock().await;
+        if cache.listed_since(after) {
+            return Ok(());
+        }
+        let api = self.api(cluster, resource, namespace).await?;
+        let sent_at = Utc::now();
+        let list = api.list(&ListParams::default()).await;
+        let list = self
+            .counted(cluster, "list", 200, list)
+            .map_err(|e| classify(cluster, e))?;
+        let version = list
+            .metadata
+            .resource_version
+            .as_deref()
+            .and_then(|v| v.parse().ok());
+        let items = list.items.iter().filter_map(as_json).collect();
+        self.caches.merge(
+            &cache_key(cluster, resource, namespace),
+            cache,
+            items,
+            version,
+            sent_at,
+        );
+        Ok(())
     }
 
     async fn get(
@@ -486,7 +530,7 @@ impl ClusterPort for KubeClusters {
                 &placement.istio_cluster,
                 &resource(ObjectKind::VirtualService, placement.istio_api),
                 (ns, &release.service_name),
-                fresh,
+                fresh.then_some(release.status.start_time),
             )
             .await,
         )
@@ -497,7 +541,7 @@ impl ClusterPort for KubeClusters {
                 &placement.istio_cluster,
                 &resource(ObjectKind::DestinationRule, placement.istio_api),
                 (ns, &release.service_name),
-                fresh,
+                fresh.then_some(release.status.start_time),
             )
             .await,
         )
@@ -656,20 +700,15 @@ impl KubeClusters {
             Err(e) => return Err(classify(cluster, e)),
         };
         // The next read sees the write at once, not when its watch event
-        // arrives.
-        if !dry_run
-            && let Some(cache) = self.caches.current(&cache_key(
-                cluster,
-                &resource(change.kind, istio_api),
-                &namespace,
-            ))
-        {
-            match outcome.as_ref().and_then(as_json) {
-                Some(answer) => {
-                    cache.keep(answer);
+        // arrives; and the release that wrote it looks again.
+        if !dry_run {
+            let key = cache_key(cluster, &resource(change.kind, istio_api), &namespace);
+            if let Some(cache) = self.caches.current(&key) {
+                match outcome.as_ref().and_then(as_json) {
+                    Some(answer) => self.caches.written(&key, &cache, Some(answer), &name),
+                    None if verb == "delete" => self.caches.written(&key, &cache, None, &name),
+                    None => {}
                 }
-                None if verb == "delete" => cache.deleted(&name),
-                None => {}
             }
         }
         Ok(())
