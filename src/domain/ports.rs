@@ -334,12 +334,13 @@ pub trait ClusterPort: Send + Sync + 'static {
     /// cluster, and its gray
     /// Deployments. Clusters that do not answer are listed in
     /// `Observation::unreachable`. Objects may come from what the port
-    /// keeps (watch caches), but an object named and absent is asked of
-    /// the cluster; with `fresh`, the routing objects are as a list of
-    /// the cluster sent after the release was created holds them, and
-    /// what changed since (the planner decides on their absence: see
-    /// `Plan::rests_on_absence`): one applied just before the release is
-    /// never missed.
+    /// keeps (watch caches), but an object named is taken as absent only
+    /// from a list of the cluster sent after the release was created (and
+    /// what changed since), so that one made just before the release is
+    /// never missed. With `fresh`, the routing objects are read the same
+    /// way (the planner decides on their absence: see
+    /// `Plan::rests_on_absence`); without, they may be as the port last
+    /// knew them.
     async fn observe(&self, release: &Release, placement: &Placement, fresh: bool) -> Observation;
 
     /// Carries out one change of a plan.

@@ -259,20 +259,25 @@ impl KubeClusters {
     }
 
     /// One object by its name: from its cache, or (no cache current) from
-    /// the cluster. That it is absent is never taken from a cache: the
-    /// cluster is asked (an original Deployment made a moment ago may not
-    /// have reached the cache, and a release fails on a missing original).
+    /// the cluster. That it is absent is taken from a cache only once the
+    /// cache holds a list sent after `listed_after` (the release's
+    /// creation: an original Deployment made a moment before it is never
+    /// missed), sending that list if none was; with no cache current the
+    /// cluster is asked.
     async fn read(
         &self,
         cluster: &str,
         resource: &ApiResource,
-        namespace: &str,
-        name: &str,
+        (namespace, name): (&str, &str),
+        listed_after: DateTime<Utc>,
     ) -> Result<Option<JsonObject>, ClusterError> {
-        if let Some(cache) = self.cache(cluster, resource, namespace).await
-            && let Some(object) = cache.get(name)
-        {
-            return Ok(Some(object));
+        if let Some(cache) = self.cache(cluster, resource, namespace).await {
+            if let Some(object) = cache.get(name) {
+                return Ok(Some(object));
+            }
+            self.list_into(cluster, resource, namespace, (&cache, listed_after))
+                .await?;
+            return Ok(cache.get(name));
         }
         self.get(cluster, resource, namespace, name).await
     }
@@ -500,6 +505,8 @@ impl ClusterPort for KubeClusters {
 
     async fn observe(&self, release: &Release, placement: &Placement, fresh: bool) -> Observation {
         let ns = &release.namespace;
+        // What the release was created after is never missed.
+        let created = release.status.start_time;
         let mut unreachable = BTreeSet::new();
         let deployments = resource(ObjectKind::Deployment, placement.istio_api);
         let original = noted(
@@ -507,8 +514,8 @@ impl ClusterPort for KubeClusters {
             self.read(
                 &release.cluster_id,
                 &deployments,
-                ns,
-                &release.deployment_name,
+                (ns, &release.deployment_name),
+                created,
             )
             .await,
         )
@@ -518,8 +525,8 @@ impl ClusterPort for KubeClusters {
             self.read(
                 &release.cluster_id,
                 &service_resource(),
-                ns,
-                &release.service_name,
+                (ns, &release.service_name),
+                created,
             )
             .await,
         )
@@ -530,7 +537,7 @@ impl ClusterPort for KubeClusters {
                 &placement.istio_cluster,
                 &resource(ObjectKind::VirtualService, placement.istio_api),
                 (ns, &release.service_name),
-                fresh.then_some(release.status.start_time),
+                fresh.then_some(created),
             )
             .await,
         )
@@ -541,7 +548,7 @@ impl ClusterPort for KubeClusters {
                 &placement.istio_cluster,
                 &resource(ObjectKind::DestinationRule, placement.istio_api),
                 (ns, &release.service_name),
-                fresh.then_some(release.status.start_time),
+                fresh.then_some(created),
             )
             .await,
         )
@@ -557,7 +564,8 @@ impl ClusterPort for KubeClusters {
             gray.push(
                 noted(
                     &mut unreachable,
-                    self.read(&target.cluster_id, &deployments, ns, &name).await,
+                    self.read(&target.cluster_id, &deployments, (ns, &name), created)
+                        .await,
                 )
                 .flatten(),
             );
