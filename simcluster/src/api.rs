@@ -498,7 +498,11 @@ fn async_stream(
     timeout: Duration,
 ) -> Body {
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    let open = sim.watches.open();
     tokio::spawn(async move {
+        // Counted while the watch runs: until its timeout, a fault, or its
+        // client going away.
+        let _open = open;
         let line = |kind: &str, object: Value| {
             let mut text =
                 json!({"type": kind, "object": as_version(object, resource, &api_version)})

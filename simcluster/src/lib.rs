@@ -34,6 +34,32 @@ pub struct Sim {
     pub store: Mutex<Store>,
     pub faults: Faults,
     pub requests: RequestLog,
+    pub watches: OpenWatches,
+}
+
+/// The watches open now (a watch that ended, or whose client went away,
+/// is not counted).
+#[derive(Debug, Default)]
+pub struct OpenWatches(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl OpenWatches {
+    pub fn count(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Counts one watch until the answer is dropped.
+    pub(crate) fn open(&self) -> OpenWatch {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        OpenWatch(self.0.clone())
+    }
+}
+
+pub(crate) struct OpenWatch(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for OpenWatch {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Every request seen, by method, path and who sent it (the bearer token
