@@ -3,6 +3,13 @@
 //! controller-rs's `reconcile` does for one object. Every decision is the
 //! domain's (the planner's, and `after`'s); this file only reads, writes
 //! and logs.
+//!
+//! A round that moved its release on (changed a cluster, or moved its
+//! phase) is followed at once by the next, on the release as just
+//! written, up to `ROUNDS_IN_A_TURN`: a new release saves its routing,
+//! then applies its gray Deployments, in one turn of the work queue
+//! instead of two. Each round still ends in its own status write, so the
+//! routing is saved before the first change, as the planner orders.
 
 use serde_json::Value;
 
@@ -21,6 +28,10 @@ pub enum RoundResult {
     Failed(ClusterError),
 }
 
+/// Rounds one release may run in one turn while each moves it on; a
+/// bound, so that a plan that never settles cannot hold a turn forever.
+const ROUNDS_IN_A_TURN: usize = 4;
+
 impl RoundResult {
     /// For `/metrics`.
     pub fn label(&self) -> &'static str {
@@ -35,8 +46,36 @@ impl RoundResult {
 }
 
 impl Driver {
-    /// One round of `release`; `conflicts`: its conflicts in a row so far.
-    pub(super) async fn round(&self, mesh: &Mesh, release: Release, conflicts: u32) -> RoundResult {
+    /// The rounds of `release` in one turn: one, and the next at once
+    /// while each moves the release on; `conflicts`: its conflicts in a
+    /// row so far.
+    pub(super) async fn round(
+        &self,
+        mesh: &Mesh,
+        mut release: Release,
+        mut conflicts: u32,
+    ) -> RoundResult {
+        for _ in 1..ROUNDS_IN_A_TURN {
+            match self.one_round(mesh, release, conflicts).await {
+                (RoundResult::Done, Some(next)) if next.status.phase.is_active() => {
+                    release = next;
+                    // A round that is done ends a run of conflicts.
+                    conflicts = 0;
+                }
+                (result, _) => return result,
+            }
+        }
+        self.one_round(mesh, release, conflicts).await.0
+    }
+
+    /// One round of `release`, and the release as it wrote it if the
+    /// round moved it on (changed a cluster, or moved its phase).
+    async fn one_round(
+        &self,
+        mesh: &Mesh,
+        release: Release,
+        conflicts: u32,
+    ) -> (RoundResult, Option<Release>) {
         let target = ReleaseRef::of(&release);
         if let Some(missing) = self.manager.unconnected_cluster(mesh, &release) {
             // Recorded and validated only, as the contract says, and saying so
@@ -46,7 +85,7 @@ impl Driver {
                 ..StatusUpdate::default()
             };
             self.record(&target, &release, update).await;
-            return RoundResult::NotConnected;
+            return (RoundResult::NotConnected, None);
         }
         let placement = Placement::for_release(mesh, &release);
         let mut observed = self.clusters.observe(&release, &placement, false).await;
@@ -59,14 +98,15 @@ impl Driver {
             planned = plan::plan(&release, &observed, &placement);
         }
         let failure = self.carry_out(&release, &planned.changes).await;
+        let moved = !planned.changes.is_empty() || planned.step.is_some();
         let (update, ended) = plan::after(&release, planned, &observed, failure, conflicts);
         if let Some(ClusterError::Refused { cluster, message }) = &ended {
             tracing::warn!(release = %release.name, %cluster, %message, "a cluster refused a change");
         }
-        self.record(&target, &release, update).await;
+        let written = self.record(&target, &release, update).await;
         match ended {
-            None => RoundResult::Done,
-            Some(error) => RoundResult::Failed(error),
+            None => (RoundResult::Done, written.filter(|_| moved)),
+            Some(error) => (RoundResult::Failed(error), None),
         }
     }
 
@@ -114,37 +154,47 @@ impl Driver {
         None
     }
 
-    /// Writes the round's status; a write that lost to another (a
-    /// client's) is left to the next round, which sees it.
-    async fn record(&self, target: &ReleaseRef, release: &Release, update: StatusUpdate) {
+    /// Writes the round's status, and returns the release as written; a
+    /// write that lost to another (a client's) is left to the next round,
+    /// which sees it.
+    async fn record(
+        &self,
+        target: &ReleaseRef,
+        release: &Release,
+        update: StatusUpdate,
+    ) -> Option<Release> {
         let step = update.step;
         match self
             .manager
             .write_status(target, release.resource_version, update)
             .await
         {
-            Ok(written) if written.status.phase != release.status.phase => {
-                tracing::info!(
-                    release = %release.name, mesh = %release.mesh_id,
-                    from = release.status.phase.as_str(), to = written.status.phase.as_str(),
-                    "release moved"
-                );
-                if written.status.phase == Phase::Running {
-                    let took = chrono::Utc::now() - release.status.start_time;
-                    self.metrics
-                        .time_to_running
-                        .observe(took.to_std().unwrap_or_default().as_secs_f64());
+            Ok(written) => {
+                if written.status.phase != release.status.phase {
+                    tracing::info!(
+                        release = %release.name, mesh = %release.mesh_id,
+                        from = release.status.phase.as_str(), to = written.status.phase.as_str(),
+                        "release moved"
+                    );
+                    if written.status.phase == Phase::Running {
+                        let took = chrono::Utc::now() - release.status.start_time;
+                        self.metrics
+                            .time_to_running
+                            .observe(took.to_std().unwrap_or_default().as_secs_f64());
+                    }
                 }
+                Some(written)
             }
-            Ok(_) => {}
             // Someone wrote since we read: the next round sees it.
-            Err(DomainError::Aborted(_)) => {}
+            Err(DomainError::Aborted(_)) => None,
             // Removed since we read (it had ended): nothing left to record.
             Err(DomainError::NotFound(_)) => {
                 tracing::debug!(release = %release.name, "the release went away during its round");
+                None
             }
             Err(e) => {
-                tracing::warn!(release = %release.name, ?step, error = %e, "cannot record the release's status")
+                tracing::warn!(release = %release.name, ?step, error = %e, "cannot record the release's status");
+                None
             }
         }
     }
