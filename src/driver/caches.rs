@@ -10,7 +10,8 @@
 //!
 //! Objects are kept without what the driver never reads: the field sets of
 //! `managedFields` (the managers' names stay: they say who owns an object)
-//! and kubectl's last-applied annotation.
+//! and kubectl's last-applied annotation; and as their JSON text, with the
+//! routing indexed by the services it names (`held.rs`).
 //!
 //! A read that must not miss an object made before a moment (a release's
 //! routing, read to decide that something is absent) asks for a list sent
@@ -32,6 +33,7 @@ use kube::runtime::watcher;
 use serde_json::Value;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use super::held::{Held, hosts_in, version_of};
 use crate::domain::istio::names_service;
 use crate::domain::object::JsonObject;
 use crate::domain::plan::RELEASE_UID_ANNOTATION;
@@ -59,7 +61,7 @@ pub(super) struct Caches {
 
 /// One kind's objects in one namespace of one cluster.
 pub(super) struct Cache {
-    objects: RwLock<Objects>,
+    objects: RwLock<Held>,
     /// When the last list merged by [`Caches::merge`] was sent: the cache
     /// holds all it held, and what the watch brought since.
     listed_at: std::sync::Mutex<Option<DateTime<Utc>>>,
@@ -70,11 +72,6 @@ pub(super) struct Cache {
     /// unbroken).
     current: tokio::sync::watch::Sender<Health>,
     _stop: DropGuard,
-}
-
-#[derive(Default)]
-struct Objects {
-    by_name: BTreeMap<String, JsonObject>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,19 +223,16 @@ impl Caches {
 impl Cache {
     pub(super) fn get(&self, name: &str) -> Option<JsonObject> {
         let objects = self.objects.read().unwrap_or_else(|e| e.into_inner());
-        objects.by_name.get(name).cloned()
+        objects.get(name)
     }
 
     /// The routing objects whose hosts name `service` (of `namespace`):
     /// a namespace may hold thousands, and a release reads only its own.
     pub(super) fn for_service(&self, service: &str, namespace: &str) -> Vec<JsonObject> {
         let objects = self.objects.read().unwrap_or_else(|e| e.into_inner());
-        objects
-            .by_name
-            .values()
-            .filter(|o| routes_for(o, service, namespace))
-            .cloned()
-            .collect()
+        let mut naming = objects.naming(service);
+        naming.retain(|o| routes_for(o, service, namespace));
+        naming
     }
 
     /// Keeps an object a watch brought, or a write of this service
@@ -249,12 +243,10 @@ impl Cache {
         let object = slim(object);
         let name = name_of(&object);
         let mut objects = self.objects.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(held) = objects.by_name.get(&name)
-            && newer_or_same(held, &object)
-        {
+        if newer_or_same(objects.version(&name), &object) {
             return false;
         }
-        objects.by_name.insert(name, object);
+        objects.insert(name, &object);
         true
     }
 
@@ -281,24 +273,16 @@ impl Cache {
             let object = slim(object);
             let name = name_of(&object);
             names.insert(name.clone());
-            if objects
-                .by_name
-                .get(&name)
-                .is_some_and(|held| newer_or_same(held, &object))
-            {
+            if newer_or_same(objects.version(&name), &object) {
                 continue;
             }
             touched.push(touches(&object));
-            objects.by_name.insert(name, object);
+            objects.insert(name, &object);
         }
         if let Some(version) = version {
-            objects.by_name.retain(|name, held| {
-                let kept = names.contains(name) || version_of(held).is_some_and(|v| v > version);
-                if !kept {
-                    touched.push(touches(held));
-                }
-                kept
-            });
+            let dropped = objects
+                .retain(|name, held| names.contains(name) || held.is_some_and(|v| v > version));
+            touched.extend(dropped.iter().map(touches));
         }
         drop(objects);
         let mut listed_at = self.listed_at.lock().unwrap_or_else(|e| e.into_inner());
@@ -309,7 +293,7 @@ impl Cache {
     /// An object was deleted: what the cache held of it.
     pub(super) fn deleted(&self, name: &str) -> Option<JsonObject> {
         let mut objects = self.objects.write().unwrap_or_else(|e| e.into_inner());
-        objects.by_name.remove(name)
+        objects.remove(name)
     }
 }
 
@@ -396,17 +380,24 @@ impl Feed {
     fn replace(&self, cache: &Cache, listed: BTreeMap<String, JsonObject>) -> Vec<Touched> {
         let mut objects = cache.objects.write().unwrap_or_else(|e| e.into_inner());
         let mut touched = Vec::new();
-        for (name, object) in &listed {
-            if objects.by_name.get(name) != Some(object) {
-                touched.push(touches(object));
+        let mut fresh = Held::default();
+        for (name, object) in listed {
+            if !objects.holds(&name, &object) {
+                touched.push(touches(&object));
             }
+            fresh.insert(name, &object);
         }
-        for (name, object) in &objects.by_name {
-            if !listed.contains_key(name) {
-                touched.push(touches(object));
-            }
-        }
-        objects.by_name = listed;
+        let gone: Vec<String> = objects
+            .names()
+            .filter(|name| fresh.version(name).is_none())
+            .cloned()
+            .collect();
+        touched.extend(
+            gone.iter()
+                .filter_map(|name| objects.get(name))
+                .map(|o| touches(&o)),
+        );
+        *objects = fresh;
         touched
     }
 
@@ -438,20 +429,9 @@ struct Touched {
     release_uid: Option<String>,
 }
 
-/// The hosts of a routing object as written (`spec.hosts` of a
-/// VirtualService, `spec.host` of a DestinationRule); none for others.
+/// The hosts of a routing object as written; none for others.
 fn hosts_of(object: &JsonObject) -> impl Iterator<Item = &str> {
     hosts_in(object.get("spec"))
-}
-
-/// The hosts a routing object's `spec` names.
-fn hosts_in(spec: Option<&Value>) -> impl Iterator<Item = &str> {
-    spec.and_then(|s| s.get("hosts"))
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .chain(spec.and_then(|s| s.get("host")))
-        .filter_map(Value::as_str)
 }
 
 /// Whether a routing object's hosts name `service` of `namespace`.
@@ -505,21 +485,12 @@ fn name_of(object: &JsonObject) -> String {
     crate::domain::object::name_of(object).to_owned()
 }
 
-/// Whether `held` is at least as new as `other`, by resourceVersion. The
-/// API server's versions are etcd revisions, compared as numbers; any
-/// other form is taken as newer (the later arrival wins).
-fn newer_or_same(held: &JsonObject, other: &JsonObject) -> bool {
-    matches!((version_of(held), version_of(other)), (Some(a), Some(b)) if a >= b)
-}
-
-/// An object's resourceVersion, as the number the simulated cluster and
-/// etcd make of it.
-fn version_of(object: &JsonObject) -> Option<u64> {
-    object
-        .get("metadata")
-        .and_then(|m| m.get("resourceVersion"))
-        .and_then(Value::as_str)
-        .and_then(|v| v.parse::<u64>().ok())
+/// Whether the version held (`held`, from [`Held::version`]) is at least
+/// as new as `other`'s, by resourceVersion. The API server's versions are
+/// etcd revisions, compared as numbers; any other form is taken as newer
+/// (the later arrival wins).
+fn newer_or_same(held: Option<Option<u64>>, other: &JsonObject) -> bool {
+    matches!((held.flatten(), version_of(other)), (Some(a), Some(b)) if a >= b)
 }
 
 pub(super) fn as_json(object: &DynamicObject) -> Option<JsonObject> {
@@ -659,10 +630,12 @@ mod tests {
     #[test]
     fn an_older_version_never_replaces_a_newer_one() {
         let at = |rv: &str| object(json!({"metadata": {"name": "x", "resourceVersion": rv}}));
-        assert!(newer_or_same(&at("10"), &at("9")));
-        assert!(newer_or_same(&at("10"), &at("10")));
-        assert!(!newer_or_same(&at("10"), &at("11")));
+        let held = |rv: &str| Some(version_of(&at(rv)));
+        assert!(newer_or_same(held("10"), &at("9")));
+        assert!(newer_or_same(held("10"), &at("10")));
+        assert!(!newer_or_same(held("10"), &at("11")));
+        assert!(!newer_or_same(None, &at("11")), "not held");
         // Versions that are not numbers: the later arrival wins.
-        assert!(!newer_or_same(&at("a"), &at("b")));
+        assert!(!newer_or_same(held("a"), &at("b")));
     }
 }

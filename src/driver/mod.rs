@@ -10,6 +10,8 @@
 //! - `round.rs`: one round of one release (controller-rs's `reconcile`);
 //! - `backoff.rs`: how long a release waits after a round (its
 //!   `error_policy`), a pure rule;
+//! - `caches.rs`: the watch caches the rounds read, with `held.rs` for
+//!   how each keeps its objects;
 //! - `steps.rs`: the steps and checks of releases that run themselves
 //!   (`domain::progress` decides), with `webhooks.rs` calling their
 //!   webhooks and `prometheus.rs` asking the meshes' Prometheus.
@@ -20,6 +22,7 @@
 
 mod backoff;
 mod caches;
+mod held;
 pub mod kube;
 mod prometheus;
 mod queue;
