@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use super::change::{ClusterError, PlannedObject};
 use super::kinds::Phase;
 use super::plan::{Observation, Placement};
-use super::release::Release;
+use super::release::{Release, ReleaseRef};
 use super::strategy::CheckResult;
 
 /// How many events are kept for watchers to resume from.
@@ -244,9 +244,16 @@ pub trait ReleaseStore: Send + Sync + 'static {
     /// A page of releases in creation order (keyset, not offset).
     async fn list(&self, query: &ListQuery) -> Result<Page, StoreError>;
 
-    /// The active releases of a mesh (those the driver works on), in
-    /// creation order: at most one per service, however many have ended.
-    async fn active(&self, mesh_id: &str) -> Result<Vec<Release>, StoreError>;
+    /// The names of the active releases of a mesh (those the driver works
+    /// on), in creation order: at most one per service, however many have
+    /// ended. Names only: the driver reads each release when its turn
+    /// comes, and a thousand decoded at once were the largest part of its
+    /// heap (BENCHMARKS.md).
+    async fn active_names(&self, mesh_id: &str) -> Result<Vec<ReleaseRef>, StoreError>;
+
+    /// The releases of a mesh that are `Running` and run a strategy (whose
+    /// steps and checks the driver carries out), in creation order.
+    async fn running_strategies(&self, mesh_id: &str) -> Result<Vec<Release>, StoreError>;
 
     /// The releases of a mesh (or one namespace) and the revision they are at,
     /// read consistently.

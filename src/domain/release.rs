@@ -45,6 +45,24 @@ pub struct GrayDeploymentDraft {
     pub template: Option<Arc<JsonObject>>,
 }
 
+/// Names one release.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct ReleaseRef {
+    pub mesh_id: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ReleaseRef {
+    pub fn of(release: &Release) -> Self {
+        ReleaseRef {
+            mesh_id: release.mesh_id.clone(),
+            namespace: release.namespace.clone(),
+            name: release.name.clone(),
+        }
+    }
+}
+
 /// A stored release: valid by construction.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Release {

@@ -354,8 +354,8 @@ impl Driver {
                 let meshes: Vec<Mesh> = self.manager.meshes().iter().cloned().collect();
                 let mut active = HashSet::new();
                 for mesh in meshes.iter().filter(|m| all || self.manager.drives(m)) {
-                    match self.manager.store().active(&mesh.id).await {
-                        Ok(releases) => active.extend(releases.iter().map(ReleaseRef::of)),
+                    match self.manager.store().active_names(&mesh.id).await {
+                        Ok(names) => active.extend(names),
                         Err(e) => {
                             tracing::warn!(mesh = %mesh.id, error = %e, "cannot read the releases to reconcile");
                             return;

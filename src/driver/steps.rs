@@ -130,12 +130,8 @@ impl Steps {
             .iter()
             .filter(|m| self.manager.drives(m))
         {
-            match self.manager.store().active(&mesh.id).await {
-                Ok(releases) => found.extend(
-                    releases
-                        .into_iter()
-                        .filter(|r| progress::running(r).is_some()),
-                ),
+            match self.manager.store().running_strategies(&mesh.id).await {
+                Ok(releases) => found.extend(releases),
                 Err(e) => {
                     tracing::warn!(mesh = %mesh.id, error = %e, "cannot read the releases whose strategies run")
                 }

@@ -10,9 +10,9 @@ use super::{
     Created, EVENT_RETENTION, Event, EventType, Given, IDEMPOTENCY_WINDOW_SECS, IdempotencyKey,
     ListQuery, Page, ReleaseStore, Snapshot, StoreError,
 };
-use crate::domain::Release;
 use crate::domain::ports::CHECK_RETENTION;
 use crate::domain::strategy::{CheckResult, merge_checks};
+use crate::domain::{Phase, Release, ReleaseRef};
 use crate::metrics::CommitMetrics;
 
 type Key = (String, String, String);
@@ -135,6 +135,23 @@ impl State {
         while self.events.len() as u64 > retention {
             self.events.pop_front();
         }
+    }
+}
+
+impl MemoryStore {
+    /// The active releases of a mesh, in creation order.
+    fn active(&self, mesh_id: &str) -> Vec<Release> {
+        let state = self.lock();
+        let mut active: Vec<&(i64, Release)> = state
+            .active
+            .iter()
+            .filter(|((mesh, ..), _)| mesh == mesh_id)
+            .filter_map(|((mesh, namespace, _), name)| {
+                state.releases.get(&key(mesh, namespace, name))
+            })
+            .collect();
+        active.sort_unstable_by_key(|(position, _)| *position);
+        active.into_iter().map(|(_, r)| r.clone()).collect()
     }
 }
 
@@ -289,18 +306,14 @@ impl ReleaseStore for MemoryStore {
         Page::from_rows(rows, query.limit, |release: &Release| Ok(release.clone()))
     }
 
-    async fn active(&self, mesh_id: &str) -> Result<Vec<Release>, StoreError> {
-        let state = self.lock();
-        let mut active: Vec<&(i64, Release)> = state
-            .active
-            .iter()
-            .filter(|((mesh, ..), _)| mesh == mesh_id)
-            .filter_map(|((mesh, namespace, _), name)| {
-                state.releases.get(&key(mesh, namespace, name))
-            })
-            .collect();
-        active.sort_unstable_by_key(|(position, _)| *position);
-        Ok(active.into_iter().map(|(_, r)| r.clone()).collect())
+    async fn active_names(&self, mesh_id: &str) -> Result<Vec<ReleaseRef>, StoreError> {
+        Ok(self.active(mesh_id).iter().map(ReleaseRef::of).collect())
+    }
+
+    async fn running_strategies(&self, mesh_id: &str) -> Result<Vec<Release>, StoreError> {
+        let mut running = self.active(mesh_id);
+        running.retain(|r| r.strategy.is_some() && r.status.phase == Phase::Running);
+        Ok(running)
     }
 
     async fn snapshot(

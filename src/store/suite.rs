@@ -7,6 +7,8 @@ use uuid::Uuid;
 
 use super::{Created, EventType, IdempotencyKey, ListQuery, ReleaseStore, StoreError};
 use crate::domain::release::ReleaseStatus;
+use crate::domain::service::ReleaseRef;
+use crate::domain::strategy::{OnFailure, OnSuccess, Step, Strategy};
 use crate::domain::{Phase, Release, ReleaseType};
 
 pub(super) fn release(name: &str, service: &str) -> Release {
@@ -98,7 +100,49 @@ pub(super) async fn one_active_release_per_service(store: Arc<dyn ReleaseStore>)
     elsewhere.mesh_id = "other-mesh".into();
     create(&store, &elsewhere).await.unwrap();
     // What the driver works on: the active ones of the mesh, oldest first.
-    assert_eq!(store.active("mesh").await.unwrap(), [second, third]);
+    assert_eq!(
+        store.active_names("mesh").await.unwrap(),
+        [ReleaseRef::of(&second), ReleaseRef::of(&third)]
+    );
+}
+
+pub(super) async fn the_releases_whose_strategies_run_are_found_without_the_others(
+    store: Arc<dyn ReleaseStore>,
+) {
+    let runs = |name: &str, service: &str, phase: Phase, strategy: bool| {
+        let mut r = release(name, service);
+        r.status.phase = phase;
+        r.strategy = strategy.then(|| Strategy {
+            steps: vec![Step::SetWeight(100)],
+            analysis: Default::default(),
+            on_success: OnSuccess::End,
+            on_failure: OnFailure::Rollback,
+        });
+        r
+    };
+    let running = create(&store, &runs("runs-one", "reviews", Phase::Running, true))
+        .await
+        .unwrap();
+    for (name, service, phase, strategy) in [
+        ("no-strategy", "ratings", Phase::Running, false),
+        ("deploying", "details", Phase::Deploying, true),
+        ("failed", "product", Phase::Failed, true),
+    ] {
+        create(&store, &runs(name, service, phase, strategy))
+            .await
+            .unwrap();
+    }
+    let mut ended = runs("ended-one", "reviews-2", Phase::Running, true);
+    ended.status.phase = Phase::Ended;
+    create(&store, &ended).await.unwrap();
+    assert_eq!(store.running_strategies("mesh").await.unwrap(), [running]);
+    assert!(
+        store
+            .running_strategies("other-mesh")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 pub(super) async fn updates_are_compare_and_swap(store: Arc<dyn ReleaseStore>) {
@@ -355,6 +399,7 @@ macro_rules! store_test_suite {
             case!(stores_and_reads_back);
             case!(names_are_unique_per_namespace);
             case!(one_active_release_per_service);
+            case!(the_releases_whose_strategies_run_are_found_without_the_others);
             case!(updates_are_compare_and_swap);
             case!(lists_in_creation_order_by_keyset);
             case!(events_follow_every_write_in_order);

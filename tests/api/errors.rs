@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use meshrelease::domain::Release;
+use meshrelease::domain::{Release, ReleaseRef};
 use meshrelease::store::{
     Created, Event, IdempotencyKey, ListQuery, Page, ReleaseStore, StoreError,
 };
@@ -213,7 +213,10 @@ impl ReleaseStore for BrokenStore {
     async fn list(&self, _: &ListQuery) -> Result<Page, StoreError> {
         Err(self.error())
     }
-    async fn active(&self, _: &str) -> Result<Vec<Release>, StoreError> {
+    async fn active_names(&self, _: &str) -> Result<Vec<ReleaseRef>, StoreError> {
+        Err(self.error())
+    }
+    async fn running_strategies(&self, _: &str) -> Result<Vec<Release>, StoreError> {
         Err(self.error())
     }
     async fn snapshot(

@@ -12,7 +12,7 @@ use meshrelease::domain::phase::Move;
 use meshrelease::domain::ports::{
     Created, Event, IdempotencyKey, ListQuery, Page, ReleaseStore, Snapshot, StoreError,
 };
-use meshrelease::domain::service::{ReleaseManager, UpdateRelease};
+use meshrelease::domain::service::{ReleaseManager, ReleaseRef, UpdateRelease};
 use meshrelease::domain::{Release, TrafficPolicy};
 use meshrelease::store::MemoryStore;
 use tokio::sync::watch;
@@ -105,9 +105,14 @@ impl ReleaseStore for Racing {
         self.inner.list(query).await
     }
 
-    async fn active(&self, mesh_id: &str) -> Result<Vec<Release>, StoreError> {
+    async fn active_names(&self, mesh_id: &str) -> Result<Vec<ReleaseRef>, StoreError> {
         self.check()?;
-        self.inner.active(mesh_id).await
+        self.inner.active_names(mesh_id).await
+    }
+
+    async fn running_strategies(&self, mesh_id: &str) -> Result<Vec<Release>, StoreError> {
+        self.check()?;
+        self.inner.running_strategies(mesh_id).await
     }
 
     async fn snapshot(

@@ -39,6 +39,7 @@ use super::mesh::{Mesh, Meshes};
 use super::names::quoted;
 use super::phase::{self, Move, Outcome};
 use super::ports::{ClusterPort, Created, IdempotencyKey, ListQuery, ReleaseStore, StoreError};
+pub use super::release::ReleaseRef;
 use super::release::{Release, ReleaseDraft, ReleaseStatus};
 use super::status;
 use super::strategy;
@@ -60,24 +61,6 @@ pub struct CreateRelease {
     pub dry_run: bool,
     /// The client's request id for safe retries (`X-Client-Token`).
     pub client_token: Option<String>,
-}
-
-/// Names one release.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct ReleaseRef {
-    pub mesh_id: String,
-    pub namespace: String,
-    pub name: String,
-}
-
-impl ReleaseRef {
-    pub fn of(release: &Release) -> Self {
-        ReleaseRef {
-            mesh_id: release.mesh_id.clone(),
-            namespace: release.namespace.clone(),
-            name: release.name.clone(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Default)]

@@ -23,9 +23,9 @@ use tokio::sync::{Notify, watch};
 use leadership::PgLeadership;
 
 use super::{Created, Event, IdempotencyKey, ListQuery, Page, ReleaseStore, Snapshot, StoreError};
-use crate::domain::Release;
 use crate::domain::ports::Leadership;
 use crate::domain::strategy::CheckResult;
+use crate::domain::{Release, ReleaseRef};
 use crate::metrics::CommitMetrics;
 
 pub struct PostgresStore {
@@ -306,12 +306,35 @@ impl ReleaseStore for PostgresStore {
         )
     }
 
-    async fn active(&self, mesh_id: &str) -> Result<Vec<Release>, StoreError> {
+    async fn active_names(&self, mesh_id: &str) -> Result<Vec<ReleaseRef>, StoreError> {
         let client = self.client().await?;
         let statement = client
             .prepare_cached(
-                "SELECT resource_version, body FROM releases
+                "SELECT namespace, name FROM releases
                  WHERE mesh_id = $1 AND active ORDER BY seq",
+            )
+            .await
+            .map_err(db)?;
+        let rows = client.query(&statement, &[&mesh_id]).await.map_err(db)?;
+        Ok(rows
+            .iter()
+            .map(|r| ReleaseRef {
+                mesh_id: mesh_id.to_owned(),
+                namespace: r.get(0),
+                name: r.get(1),
+            })
+            .collect())
+    }
+
+    async fn running_strategies(&self, mesh_id: &str) -> Result<Vec<Release>, StoreError> {
+        let client = self.client().await?;
+        // Only the bodies that name a strategy are decoded.
+        let statement = client
+            .prepare_cached(
+                "SELECT resource_version, body FROM releases
+                 WHERE mesh_id = $1 AND active AND phase = 'Running'
+                   AND jsonb_typeof(body::jsonb -> 'strategy') = 'object'
+                 ORDER BY seq",
             )
             .await
             .map_err(db)?;

@@ -28,8 +28,8 @@ use self::writer::{Command, Reply, Writer, check_create};
 use super::{
     Created, Event, EventType, IdempotencyKey, ListQuery, Page, ReleaseStore, Snapshot, StoreError,
 };
-use crate::domain::Release;
 use crate::domain::strategy::CheckResult;
+use crate::domain::{Release, ReleaseRef};
 use crate::metrics::CommitMetrics;
 
 pub const DATABASE_FILE: &str = "meshrelease.db";
@@ -236,12 +236,38 @@ impl ReleaseStore for SqliteStore {
         .await
     }
 
-    async fn active(&self, mesh_id: &str) -> Result<Vec<Release>, StoreError> {
+    async fn active_names(&self, mesh_id: &str) -> Result<Vec<ReleaseRef>, StoreError> {
         let mesh_id = mesh_id.to_owned();
         self.read(move |conn| {
             let mut statement = conn
                 .prepare_cached(
-                    "SELECT body FROM releases WHERE mesh_id = ?1 AND active = 1 ORDER BY seq",
+                    "SELECT namespace, name FROM releases WHERE mesh_id = ?1 AND active = 1 ORDER BY seq",
+                )
+                .map_err(internal)?;
+            let names = statement
+                .query_map(params![mesh_id], |r| {
+                    Ok(ReleaseRef {
+                        mesh_id: mesh_id.clone(),
+                        namespace: r.get(0)?,
+                        name: r.get(1)?,
+                    })
+                })
+                .map_err(internal)?;
+            names.map(|n| n.map_err(internal)).collect()
+        })
+        .await
+    }
+
+    async fn running_strategies(&self, mesh_id: &str) -> Result<Vec<Release>, StoreError> {
+        let mesh_id = mesh_id.to_owned();
+        self.read(move |conn| {
+            // Only the bodies that name a strategy are decoded.
+            let mut statement = conn
+                .prepare_cached(
+                    "SELECT body FROM releases
+                     WHERE mesh_id = ?1 AND active = 1 AND phase = 'Running'
+                       AND json_extract(body, '$.strategy') IS NOT NULL
+                     ORDER BY seq",
                 )
                 .map_err(internal)?;
             let bodies = statement
