@@ -4,18 +4,21 @@
 //! All writes go through one writer thread. It takes every write waiting in
 //! its queue, applies each in a savepoint of one transaction, commits once
 //! (one fsync for the whole group), and only then answers each caller and
-//! publishes the new revision to watchers. Reads use their own connection and
-//! see the last commit (WAL readers never block the writer).
+//! publishes the new revision to watchers. Reads use their own connections
+//! and threads (`readers.rs`) and see the last commit (WAL readers never
+//! block the writer).
 //!
 //! - this file: the store, its reads, and opening it;
 //! - `schema.rs`: the migrations and what the database keeps of itself;
-//! - `writer.rs`: the writer thread and each write.
+//! - `writer.rs`: the writer thread and each write;
+//! - `readers.rs`: the reader threads.
 
+mod readers;
 mod schema;
 mod writer;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Mutex, mpsc};
 use std::thread::JoinHandle;
 
 use anyhow::Context as _;
@@ -23,6 +26,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::{oneshot, watch};
 
+use self::readers::{READERS, Readers};
 use self::schema::{cursor_secret, migrate, open_connection, owner_only, revision_floor};
 use self::writer::{Command, Reply, Writer, check_create};
 use super::{
@@ -43,7 +47,7 @@ pub(super) const PRUNE_EVERY: u64 = 1024;
 pub struct SqliteStore {
     writer: Mutex<Option<mpsc::Sender<Command>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
-    reader: Arc<Mutex<Connection>>,
+    readers: Readers,
     revisions: watch::Receiver<u64>,
     /// No revision at or below it was given (see `revision_floor`).
     floor: u64,
@@ -68,10 +72,7 @@ impl SqliteStore {
             params![floor as i64],
             |r| r.get(0),
         )?;
-        let reader = open_connection(
-            &path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
+        let readers = Readers::open(&path, READERS)?;
         let (publish, revisions) = watch::channel(revision as u64);
         let (sender, receiver) = mpsc::channel();
         let commits = CommitMetrics::default();
@@ -89,7 +90,7 @@ impl SqliteStore {
         Ok(Self {
             writer: Mutex::new(Some(sender)),
             thread: Mutex::new(Some(thread)),
-            reader: Arc::new(Mutex::new(reader)),
+            readers,
             revisions,
             floor,
             secret,
@@ -113,18 +114,12 @@ impl SqliteStore {
             .map_err(|_| StoreError::Unavailable("the store writer has stopped".into()))?
     }
 
-    /// Runs `read` on the read connection, off the async runtime.
+    /// Runs `read` on a read connection, off the async runtime.
     async fn read<T: Send + 'static>(
         &self,
         read: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let reader = self.reader.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = reader.lock().unwrap_or_else(|p| p.into_inner());
-            read(&mut conn)
-        })
-        .await
-        .map_err(|e| StoreError::Internal(e.into()))?
+        self.readers.read(read).await
     }
 }
 
@@ -428,6 +423,7 @@ impl ReleaseStore for SqliteStore {
         if let Some(thread) = thread {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
+        self.readers.close().await;
     }
 }
 
