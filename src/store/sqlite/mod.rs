@@ -158,11 +158,11 @@ impl ReleaseStore for SqliteStore {
         let key = [mesh_id.to_owned(), namespace.to_owned(), name.to_owned()];
         self.read(move |conn| {
             let body: Option<String> = conn
-                .query_row(
+                .prepare_cached(
                     "SELECT body FROM releases WHERE mesh_id = ?1 AND namespace = ?2 AND name = ?3",
-                    params![key[0], key[1], key[2]],
-                    |r| r.get(0),
                 )
+                .map_err(internal)?
+                .query_row(params![key[0], key[1], key[2]], |r| r.get(0))
                 .optional()
                 .map_err(internal)?;
             body.as_deref().map(decode).transpose()
@@ -326,12 +326,12 @@ impl ReleaseStore for SqliteStore {
         self.read(move |conn| {
             let tx = conn.transaction().map_err(internal)?;
             let (oldest, latest): (Option<i64>, i64) = tx
-                .query_row(
+                .prepare_cached(
                     "SELECT MIN(revision), MAX(COALESCE(MAX(revision), 0),
                         COALESCE((SELECT MAX(resource_version) FROM releases), 0)) FROM events",
-                    [],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
                 )
+                .map_err(internal)?
+                .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
                 .map_err(internal)?;
             super::check_resume_point(
                 revision,

@@ -149,21 +149,22 @@ fn in_savepoint<T>(
 }
 
 fn prune_history(conn: &Connection, revision: u64) -> rusqlite::Result<()> {
-    conn.execute(
-        "DELETE FROM events WHERE revision <= ?1",
-        params![revision.saturating_sub(EVENT_RETENTION) as i64],
-    )?;
-    conn.execute(
-        "DELETE FROM idempotency WHERE created_at < ?1",
-        params![chrono::Utc::now().timestamp() - IDEMPOTENCY_WINDOW_SECS],
-    )?;
+    conn.prepare_cached("DELETE FROM events WHERE revision <= ?1")?
+        .execute(params![revision.saturating_sub(EVENT_RETENTION) as i64])?;
+    conn.prepare_cached("DELETE FROM idempotency WHERE created_at < ?1")?
+        .execute(params![
+            chrono::Utc::now().timestamp() - IDEMPOTENCY_WINDOW_SECS
+        ])?;
     Ok(())
 }
 
 pub(super) fn check_create(conn: &Connection, release: &Release) -> Result<(), StoreError> {
     let taken: Option<i64> = conn
-        .query_row(
+        .prepare_cached(
             "SELECT 1 FROM releases WHERE mesh_id = ?1 AND namespace = ?2 AND name = ?3",
+        )
+        .map_err(internal)?
+        .query_row(
             params![release.mesh_id, release.namespace, release.name],
             |r| r.get(0),
         )
@@ -174,8 +175,9 @@ pub(super) fn check_create(conn: &Connection, release: &Release) -> Result<(), S
     }
     if release.status.phase.is_active() {
         let holder: Option<String> = conn
+            .prepare_cached("SELECT name FROM releases WHERE mesh_id = ?1 AND namespace = ?2 AND service_name = ?3 AND active = 1")
+            .map_err(internal)?
             .query_row(
-                "SELECT name FROM releases WHERE mesh_id = ?1 AND namespace = ?2 AND service_name = ?3 AND active = 1",
                 params![release.mesh_id, release.namespace, release.service_name],
                 |r| r.get(0),
             )
@@ -197,8 +199,9 @@ fn create(
     let now = chrono::Utc::now().timestamp();
     if let Some(key) = key {
         let earlier: Option<(String, String)> = conn
+            .prepare_cached("SELECT request_hash, response FROM idempotency WHERE subject = ?1 AND token = ?2 AND created_at >= ?3")
+            .map_err(internal)?
             .query_row(
-                "SELECT request_hash, response FROM idempotency WHERE subject = ?1 AND token = ?2 AND created_at >= ?3",
                 params![key.subject, key.token, now - IDEMPOTENCY_WINDOW_SECS],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
@@ -216,9 +219,8 @@ fn create(
     let mut stored = release.clone();
     stored.resource_version = revision;
     let body = encode(&stored)?;
-    conn.execute(
-        "INSERT INTO releases (mesh_id, namespace, name, uid, service_name, phase, active, body, resource_version)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    conn.prepare_cached("INSERT INTO releases (mesh_id, namespace, name, uid, service_name, phase, active, body, resource_version)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)").map_err(internal)?.execute(
         params![
             stored.mesh_id,
             stored.namespace,
@@ -234,9 +236,8 @@ fn create(
     .map_err(internal)?;
     record(conn, revision, EventType::Added, &stored, &body)?;
     if let Some(key) = key {
-        conn.execute(
-            "INSERT OR REPLACE INTO idempotency (subject, token, request_hash, response, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+        conn.prepare_cached("INSERT OR REPLACE INTO idempotency (subject, token, request_hash, response, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)").map_err(internal)?.execute(
             params![key.subject, key.token, key.request_hash, body, now],
         )
         .map_err(internal)?;
@@ -251,8 +252,9 @@ fn update(
     revision: u64,
 ) -> Result<Release, StoreError> {
     let current: Option<i64> = conn
+        .prepare_cached("SELECT resource_version FROM releases WHERE mesh_id = ?1 AND namespace = ?2 AND name = ?3")
+        .map_err(internal)?
         .query_row(
-            "SELECT resource_version FROM releases WHERE mesh_id = ?1 AND namespace = ?2 AND name = ?3",
             params![release.mesh_id, release.namespace, release.name],
             |r| r.get(0),
         )
@@ -265,19 +267,20 @@ fn update(
     let mut stored = release.clone();
     stored.resource_version = revision;
     let body = encode(&stored)?;
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE releases SET phase = ?4, active = ?5, body = ?6, resource_version = ?7
          WHERE mesh_id = ?1 AND namespace = ?2 AND name = ?3",
-        params![
-            stored.mesh_id,
-            stored.namespace,
-            stored.name,
-            stored.status.phase.as_str(),
-            stored.status.phase.is_active(),
-            body,
-            revision as i64
-        ],
     )
+    .map_err(internal)?
+    .execute(params![
+        stored.mesh_id,
+        stored.namespace,
+        stored.name,
+        stored.status.phase.as_str(),
+        stored.status.phase.is_active(),
+        body,
+        revision as i64
+    ])
     .map_err(internal)?;
     record(conn, revision, EventType::Modified, &stored, &body)?;
     Ok(stored)
@@ -290,8 +293,9 @@ fn remove(
     revision: u64,
 ) -> Result<Release, StoreError> {
     let row: Option<(i64, bool, String)> = conn
+        .prepare_cached("SELECT resource_version, active, body FROM releases WHERE mesh_id = ?1 AND namespace = ?2 AND name = ?3")
+        .map_err(internal)?
         .query_row(
-            "SELECT resource_version, active, body FROM releases WHERE mesh_id = ?1 AND namespace = ?2 AND name = ?3",
             params![key[0], key[1], key[2]],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
@@ -303,18 +307,16 @@ fn remove(
             current: current as u64,
         });
     }
-    conn.execute(
-        "DELETE FROM releases WHERE mesh_id = ?1 AND namespace = ?2 AND name = ?3",
-        params![key[0], key[1], key[2]],
-    )
-    .map_err(internal)?;
+    conn.prepare_cached("DELETE FROM releases WHERE mesh_id = ?1 AND namespace = ?2 AND name = ?3")
+        .map_err(internal)?
+        .execute(params![key[0], key[1], key[2]])
+        .map_err(internal)?;
     // Like Kubernetes, the deleted object carries the revision of its deletion.
     let mut removed = decode(&body)?;
-    conn.execute(
-        "DELETE FROM checks WHERE uid = ?1",
-        params![removed.uid.to_string()],
-    )
-    .map_err(internal)?;
+    conn.prepare_cached("DELETE FROM checks WHERE uid = ?1")
+        .map_err(internal)?
+        .execute(params![removed.uid.to_string()])
+        .map_err(internal)?;
     removed.resource_version = revision;
     record(
         conn,
@@ -333,16 +335,17 @@ fn record(
     release: &Release,
     body: &str,
 ) -> Result<(), StoreError> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO events (revision, mesh_id, namespace, type, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![
-            revision as i64,
-            release.mesh_id,
-            release.namespace,
-            kind.as_str(),
-            body
-        ],
     )
+    .map_err(internal)?
+    .execute(params![
+        revision as i64,
+        release.mesh_id,
+        release.namespace,
+        kind.as_str(),
+        body
+    ])
     .map_err(internal)?;
     Ok(())
 }
@@ -366,11 +369,12 @@ fn record_checks(
             .execute(params![uid, result.round as i64, result.name, body])
             .map_err(internal)?;
     }
-    conn.execute(
+    conn.prepare_cached(
         "DELETE FROM checks WHERE uid = ?1 AND rowid NOT IN
            (SELECT rowid FROM checks WHERE uid = ?1 ORDER BY round DESC, rowid DESC LIMIT ?2)",
-        params![uid, CHECK_RETENTION as i64],
     )
+    .map_err(internal)?
+    .execute(params![uid, CHECK_RETENTION as i64])
     .map_err(internal)?;
     Ok(())
 }
