@@ -17,7 +17,7 @@ use super::Driver;
 use crate::domain::change::{ClusterError, PlannedObject};
 use crate::domain::conditions;
 use crate::domain::plan::{self, Placement};
-use crate::domain::{DomainError, Mesh, Phase, Release, ReleaseRef, StatusUpdate};
+use crate::domain::{DomainError, Mesh, Phase, Release, StatusUpdate};
 
 /// How one release's round ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,7 +76,6 @@ impl Driver {
         release: Release,
         conflicts: u32,
     ) -> (RoundResult, Option<Release>) {
-        let target = ReleaseRef::of(&release);
         if let Some(missing) = self.manager.unconnected_cluster(mesh, &release) {
             // Recorded and validated only, as the contract says, and saying so
             // (the create wrote the same condition: this writes nothing new).
@@ -84,7 +83,7 @@ impl Driver {
                 conditions: vec![conditions::not_connected(&missing)],
                 ..StatusUpdate::default()
             };
-            self.record(&target, &release, update).await;
+            self.record(&release, update).await;
             return (RoundResult::NotConnected, None);
         }
         let placement = Placement::for_release(mesh, &release);
@@ -103,7 +102,7 @@ impl Driver {
         if let Some(ClusterError::Refused { cluster, message }) = &ended {
             tracing::warn!(release = %release.name, %cluster, %message, "a cluster refused a change");
         }
-        let written = self.record(&target, &release, update).await;
+        let written = self.record(&release, update).await;
         match ended {
             None => (RoundResult::Done, written.filter(|_| moved)),
             Some(error) => (RoundResult::Failed(error), None),
@@ -154,22 +153,16 @@ impl Driver {
         None
     }
 
-    /// Writes the round's status, and returns the release as written; a
-    /// write that lost to another (a client's) is left to the next round,
-    /// which sees it.
-    async fn record(
-        &self,
-        target: &ReleaseRef,
-        release: &Release,
-        update: StatusUpdate,
-    ) -> Option<Release> {
+    /// Writes the round's status on the release as the round read it (no
+    /// second read), and returns the release as written: `None` when
+    /// nothing was new or the write failed. A write that lost to another
+    /// (a client's) is left to the next round, which sees it.
+    async fn record(&self, release: &Release, update: StatusUpdate) -> Option<Release> {
         let step = update.step;
-        match self
-            .manager
-            .write_status(target, release.resource_version, update)
-            .await
-        {
-            Ok(written) => {
+        match self.manager.write_status_on(release, update).await {
+            // Nothing new: nothing written.
+            Ok(None) => None,
+            Ok(Some(written)) => {
                 if written.status.phase != release.status.phase {
                     tracing::info!(
                         release = %release.name, mesh = %release.mesh_id,

@@ -93,6 +93,77 @@ async fn a_status_write_loses_to_any_write_since_and_writes_nothing_new_for_noth
     );
 }
 
+#[tokio::test]
+async fn the_drivers_write_on_what_it_read_loses_to_any_write_since_without_reading_again() {
+    let manager = manager();
+    let created = create(&manager, "reviews-canary", "reviews").await;
+    let deploying = manager
+        .write_status_on(
+            &created,
+            StatusUpdate {
+                step: Some(Move::StartDeploying),
+                ..StatusUpdate::default()
+            },
+        )
+        .await
+        .unwrap()
+        .expect("a phase move is written");
+    assert_eq!(deploying.status.phase, Phase::Deploying);
+    assert_eq!(
+        manager.read(&target("reviews-canary")).await.unwrap(),
+        deploying
+    );
+    // On what it read before that write: aborted, and nothing changed.
+    let stale = manager
+        .write_status_on(
+            &created,
+            StatusUpdate {
+                conditions: vec![condition(ConditionType::GrayReady, false, Reason::NotReady)],
+                ..StatusUpdate::default()
+            },
+        )
+        .await;
+    assert!(matches!(stale, Err(DomainError::Aborted(_))), "{stale:?}");
+    // A move the phase machine refuses on a stale read is the lost race it
+    // is, not a refusal of the current release.
+    let refused_stale = manager
+        .write_status_on(
+            &created,
+            StatusUpdate {
+                step: Some(Move::Finish),
+                ..StatusUpdate::default()
+            },
+        )
+        .await;
+    assert!(
+        matches!(refused_stale, Err(DomainError::Aborted(_))),
+        "{refused_stale:?}"
+    );
+    let refused = manager
+        .write_status_on(
+            &deploying,
+            StatusUpdate {
+                step: Some(Move::Finish),
+                ..StatusUpdate::default()
+            },
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(DomainError::FailedPrecondition(_))),
+        "{refused:?}"
+    );
+    // Nothing new: nothing written.
+    let nothing = manager
+        .write_status_on(&deploying, StatusUpdate::default())
+        .await
+        .unwrap();
+    assert_eq!(nothing, None);
+    assert_eq!(
+        manager.read(&target("reviews-canary")).await.unwrap(),
+        deploying
+    );
+}
+
 /// The driver's write of one GrayReady condition.
 async fn gray_ready(
     manager: &ReleaseManager,

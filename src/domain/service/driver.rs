@@ -75,6 +75,20 @@ impl ReleaseManager {
         .await
     }
 
+    /// The cluster driver's status write on the release as its round read
+    /// it, without reading it again: the store's own check of `read`'s
+    /// resourceVersion makes it lose (`Aborted`) to any write since.
+    /// `None`: the update brings nothing new, so nothing is written (and
+    /// nothing is checked: the caller goes on only after a write).
+    pub async fn write_status_on(
+        &self,
+        read: &Release,
+        update: StatusUpdate,
+    ) -> Result<Option<Release>, DomainError> {
+        self.write_derived_on(read, |current, now| update.apply_to(current, now))
+            .await
+    }
+
     /// A write of what `derive` makes of the release as stored at
     /// `expected` (`None`: nothing new, so no write, no event and no new
     /// round of the driver); loses (`Aborted`) to any write since.
@@ -88,17 +102,39 @@ impl ReleaseManager {
         if current.resource_version != expected {
             return Err(stale(&current, expected));
         }
-        let now = later_than(current.status.update_time);
-        let Some(next) = derive(&current, now).map_err(DomainError::FailedPrecondition)? else {
-            return Ok(current);
+        let written = self.write_derived_on(&current, derive).await?;
+        Ok(written.unwrap_or(current))
+    }
+
+    /// A write of what `derive` makes of `read`, pinned to its
+    /// resourceVersion; `None` when there is nothing new to write.
+    async fn write_derived_on(
+        &self,
+        read: &Release,
+        derive: impl FnOnce(&Release, DateTime<Utc>) -> Result<Option<Release>, String>,
+    ) -> Result<Option<Release>, DomainError> {
+        let now = later_than(read.status.update_time);
+        let next = match derive(read, now) {
+            Ok(Some(next)) => next,
+            Ok(None) => return Ok(None),
+            Err(refused) => {
+                // Refused on what was read: if that is no longer what is
+                // stored, the read lost a race, which is what to say.
+                let current = self.load(&ReleaseRef::of(read)).await?;
+                if current.resource_version != read.resource_version {
+                    return Err(stale(&current, read.resource_version));
+                }
+                return Err(DomainError::FailedPrecondition(refused));
+            }
         };
         self.store
-            .update(&next, expected)
+            .update(&next, read.resource_version)
             .await
+            .map(Some)
             .map_err(|e| match e {
                 StoreError::Stale { current: now_at } => DomainError::Aborted(format!(
                     "release {:?} changed: its resourceVersion is now {now_at}",
-                    current.name
+                    read.name
                 )),
                 other @ (StoreError::NameTaken
                 | StoreError::ServiceBusy { .. }
