@@ -164,6 +164,30 @@ pub struct Event {
     pub release: Release,
 }
 
+/// What an event of the change log says to the loops that only need to
+/// know which releases were written: whose it was, read without decoding
+/// the release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub revision: u64,
+    pub release: ReleaseRef,
+    /// Not a removal, and the release as written is `Running` and runs a
+    /// strategy (the steps loop reads these).
+    pub runs_strategy: bool,
+}
+
+impl Written {
+    pub fn of(event: &Event) -> Self {
+        Written {
+            revision: event.revision,
+            release: ReleaseRef::of(&event.release),
+            runs_strategy: event.kind != EventType::Deleted
+                && event.release.status.phase == Phase::Running
+                && event.release.strategy.is_some(),
+        }
+    }
+}
+
 /// The revisions a store has given: none at or below `floor` (a new store
 /// starts its revisions at a random point, so that a resourceVersion of
 /// another store, or of this one before its data was replaced, is seldom
@@ -274,6 +298,18 @@ pub trait ReleaseStore: Send + Sync + 'static {
         revision: u64,
         limit: usize,
     ) -> Result<Vec<Event>, StoreError>;
+
+    /// What `events_after` returns, told as [`Written`]: a store that keeps
+    /// its events encoded answers without decoding each release.
+    async fn written_after(
+        &self,
+        mesh_id: &str,
+        revision: u64,
+        limit: usize,
+    ) -> Result<Vec<Written>, StoreError> {
+        let events = self.events_after(mesh_id, None, revision, limit).await?;
+        Ok(events.iter().map(Written::of).collect())
+    }
 
     /// The latest revision whose event `events_after` returns, raised soon
     /// after every commit (at once for this process's own writes, within a

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::prometheus::Prometheus;
 use super::webhooks::Webhooks;
 use super::written::written_since;
-use crate::domain::ports::{EventType, Leadership};
+use crate::domain::ports::{Leadership, Written};
 use crate::domain::progress::metrics::{self, Sample};
 use crate::domain::progress::{self, Decision, ProgressUpdate};
 use crate::domain::strategy::{CheckResult, MetricCheck, Verdict, WebhookType};
@@ -83,13 +83,7 @@ impl Steps {
             };
             seen = Some(now_at);
             let releases = match written {
-                Some(events) => events
-                    .into_values()
-                    .filter(|e| {
-                        e.kind != EventType::Deleted && progress::running(&e.release).is_some()
-                    })
-                    .map(|e| e.release)
-                    .collect(),
+                Some(written) => this.read_running(written.into_values()).await,
                 None => this.running().await,
             };
             for release in releases {
@@ -134,6 +128,24 @@ impl Steps {
                 Ok(releases) => found.extend(releases),
                 Err(e) => {
                     tracing::warn!(mesh = %mesh.id, error = %e, "cannot read the releases whose strategies run")
+                }
+            }
+        }
+        found
+    }
+
+    /// Of the releases written, those that run a strategy as written, read
+    /// as they are now (still Running with one).
+    async fn read_running(&self, written: impl Iterator<Item = Written>) -> Vec<Release> {
+        let mut found = Vec::new();
+        for name in written.filter(|w| w.runs_strategy).map(|w| w.release) {
+            match self.manager.read(&name).await {
+                Ok(release) if progress::running(&release).is_some() => found.push(release),
+                // Moved on since, or gone: the write that did it is news
+                // of its own.
+                Ok(_) | Err(DomainError::NotFound(_)) => {}
+                Err(e) => {
+                    tracing::warn!(release = %name.name, mesh = %name.mesh_id, error = %e, "cannot read a release whose strategy runs")
                 }
             }
         }

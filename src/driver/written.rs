@@ -1,17 +1,18 @@
 //! What the store's change log says was written between two revisions:
-//! the last event of each release written, so that the loops that act on
-//! writes (the scheduler, the steps) look at those releases only instead
-//! of reading every active release after each write.
+//! the last write of each release, so that the loops that act on writes
+//! (the scheduler, the steps) look at those releases only instead of
+//! reading every active release after each write. Names only: the
+//! releases are not decoded here (a loop reads the few it acts on).
 
 use std::collections::HashMap;
 
-use crate::domain::ports::Event;
+use crate::domain::ports::Written;
 use crate::domain::{ReleaseManager, ReleaseRef};
 
 /// Events read at a time.
 const BATCH: usize = 1000;
 
-/// The last event of each release written after revision `from`, up to
+/// The last write of each release written after revision `from`, up to
 /// `to`, in the meshes this replica drives (changes elsewhere need no
 /// round: the periodic look at every release covers them); `None` when
 /// the change log no longer reaches back that far, or cannot be read (the
@@ -20,7 +21,7 @@ pub(super) async fn written_since(
     manager: &ReleaseManager,
     from: u64,
     to: u64,
-) -> Option<HashMap<ReleaseRef, Event>> {
+) -> Option<HashMap<ReleaseRef, Written>> {
     let mut written = HashMap::new();
     if to <= from {
         return Some(written);
@@ -30,7 +31,7 @@ pub(super) async fn written_since(
         loop {
             let events = manager
                 .store()
-                .events_after(&mesh.id, None, after, BATCH)
+                .written_after(&mesh.id, after, BATCH)
                 .await
                 .ok()?;
             let Some(last) = events.last() else { break };
@@ -38,7 +39,7 @@ pub(super) async fn written_since(
             let done = events.len() < BATCH || after >= to;
             // In revision order: a later event of a release replaces its
             // earlier one.
-            written.extend(events.into_iter().map(|e| (ReleaseRef::of(&e.release), e)));
+            written.extend(events.into_iter().map(|e| (e.release.clone(), e)));
             if done {
                 break;
             }

@@ -44,5 +44,6 @@ pub trait Backend: Port {
 
 pub use crate::domain::ports::{
     Created, EVENT_RETENTION, Event, EventType, Given, IDEMPOTENCY_WINDOW_SECS, IdempotencyKey,
-    ListQuery, Page, ReleaseStore, Snapshot, StoreError, check_resume_point, new_revision_floor,
+    ListQuery, Page, ReleaseStore, Snapshot, StoreError, Written, check_resume_point,
+    new_revision_floor,
 };

@@ -145,6 +145,93 @@ pub(super) async fn the_releases_whose_strategies_run_are_found_without_the_othe
     );
 }
 
+pub(super) async fn the_change_log_says_who_was_written_and_who_runs_a_strategy(
+    store: Arc<dyn ReleaseStore>,
+) {
+    let start = store.snapshot("mesh", None).await.unwrap().revision;
+    let mut steps = release("steps", "reviews");
+    steps.status.phase = Phase::Deploying;
+    steps.strategy = Some(Strategy {
+        steps: vec![Step::SetWeight(100)],
+        analysis: Default::default(),
+        on_success: OnSuccess::End,
+        on_failure: OnFailure::Rollback,
+    });
+    let steps = create(&store, &steps).await.unwrap();
+    let mut plain = release("plain", "ratings");
+    plain.status.phase = Phase::Running;
+    create(&store, &plain).await.unwrap();
+    let mut running = steps.clone();
+    running.status.phase = Phase::Running;
+    let running = store
+        .update(&running, steps.resource_version)
+        .await
+        .unwrap();
+    let mut ended = running.clone();
+    ended.status.phase = Phase::Ended;
+    let ended = store
+        .update(&ended, running.resource_version)
+        .await
+        .unwrap();
+    store
+        .remove("mesh", "default", "steps", ended.resource_version)
+        .await
+        .unwrap();
+    let mut elsewhere = release("elsewhere", "details");
+    elsewhere.mesh_id = "other-mesh".into();
+    create(&store, &elsewhere).await.unwrap();
+
+    // A store may hold changes back while older writes are in flight.
+    let written = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            let written = store.written_after("mesh", start, 100).await.unwrap();
+            if written.len() >= 5 {
+                return written;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the five changes never became readable");
+    let told: Vec<(&str, bool)> = written
+        .iter()
+        .map(|w| (w.release.name.as_str(), w.runs_strategy))
+        .collect();
+    assert_eq!(
+        told,
+        [
+            ("steps", false),
+            ("plain", false),
+            ("steps", true),
+            ("steps", false),
+            ("steps", false),
+        ]
+    );
+    assert!(written.iter().all(|w| w.release.mesh_id == "mesh"));
+    // The same as the events, decoded, say.
+    let events = store.events_after("mesh", None, start, 100).await.unwrap();
+    let from_events: Vec<super::Written> = events.iter().map(super::Written::of).collect();
+    assert_eq!(written, from_events);
+    // From a revision on, and up to a limit, as the events are.
+    let later = store
+        .written_after("mesh", written[2].revision, 100)
+        .await
+        .unwrap();
+    assert_eq!(later, written[3..]);
+    let first = store.written_after("mesh", start, 2).await.unwrap();
+    assert_eq!(first, written[..2]);
+    // A resume point this store never gave is refused as the events' is.
+    let beyond = written[4].revision + 1_000_000;
+    assert_eq!(
+        format!("{:?}", store.written_after("mesh", beyond, 10).await.err()),
+        format!(
+            "{:?}",
+            store.events_after("mesh", None, beyond, 10).await.err()
+        ),
+    );
+    assert!(store.written_after("mesh", beyond, 10).await.is_err());
+}
+
 pub(super) async fn updates_are_compare_and_swap(store: Arc<dyn ReleaseStore>) {
     let stored = create(&store, &release("cas-release", "reviews"))
         .await
@@ -400,6 +487,7 @@ macro_rules! store_test_suite {
             case!(names_are_unique_per_namespace);
             case!(one_active_release_per_service);
             case!(the_releases_whose_strategies_run_are_found_without_the_others);
+            case!(the_change_log_says_who_was_written_and_who_runs_a_strategy);
             case!(updates_are_compare_and_swap);
             case!(lists_in_creation_order_by_keyset);
             case!(events_follow_every_write_in_order);

@@ -18,9 +18,10 @@ use deadpool_postgres::{GenericClient, Pool};
 use tokio::sync::{Notify, watch};
 
 use super::{db, decode};
+use crate::domain::ReleaseRef;
 use crate::domain::ports::{
     EVENT_RETENTION, Event, EventType, Given, IDEMPOTENCY_WINDOW_SECS, Snapshot, StoreError,
-    check_resume_point,
+    Written, check_resume_point,
 };
 
 /// How often changes committed by other replicas are looked for.
@@ -132,40 +133,20 @@ pub(super) async fn events_after(
     revision: u64,
     limit: usize,
 ) -> Result<Vec<Event>, StoreError> {
-    let (events, pruned) = futures_util::future::try_join(
-        client.prepare_cached(EVENTS_AFTER),
-        client.prepare_cached(PRUNED_THROUGH),
-    )
-    .await
-    .map_err(db)?;
-    // The events first, then how far the log was pruned: when that is still
-    // below `revision`, nothing after it had been pruned when they were read.
-    let (rows, pruned) = futures_util::future::try_join(
-        client.query(
-            &events,
-            &[
-                &mesh_id,
-                &namespace,
-                &(revision as i64),
-                &(limit as i64),
-                &offset,
-            ],
-        ),
-        client.query_one(&pruned, &[]),
-    )
-    .await
-    .map_err(db)?;
-    let pruned_through = pruned.get::<_, i64>(0) as u64;
-    let floor = pruned.get::<_, i64>(1) as u64;
-    let next = pruned.get::<_, i64>(2) + offset;
-    check_resume_point(
+    let rows = log_rows(
+        client,
+        offset,
+        EVENTS_AFTER,
+        &[
+            &mesh_id,
+            &namespace,
+            &(revision as i64),
+            &(limit as i64),
+            &offset,
+        ],
         revision,
-        Some(pruned_through + 1),
-        Given {
-            floor,
-            latest: (next.max(1) - 1) as u64,
-        },
-    )?;
+    )
+    .await?;
     rows.iter()
         .map(|row| {
             let kind: &str = row.get(1);
@@ -179,6 +160,83 @@ pub(super) async fn events_after(
             })
         })
         .collect()
+}
+
+/// The events of a mesh after `revision` as `Written`: the database reads
+/// the few fields wanted from the stored JSON; no release is decoded here.
+const WRITTEN_AFTER: &str = "
+    SELECT revision, namespace, doc ->> 'name',
+        COALESCE(type <> 'DELETED' AND doc #>> '{status,phase}' = 'Running'
+            AND jsonb_typeof(doc -> 'strategy') = 'object', false)
+    FROM (SELECT revision, namespace, type, body::jsonb AS doc FROM events
+          WHERE mesh_id = $1 AND revision > $2
+            AND revision < pg_snapshot_xmin(pg_current_snapshot())::text::bigint + $4
+          ORDER BY revision LIMIT $3) AS written
+    ORDER BY revision";
+
+pub(super) async fn written_after(
+    client: &impl GenericClient,
+    offset: i64,
+    mesh_id: &str,
+    revision: u64,
+    limit: usize,
+) -> Result<Vec<Written>, StoreError> {
+    let rows = log_rows(
+        client,
+        offset,
+        WRITTEN_AFTER,
+        &[&mesh_id, &(revision as i64), &(limit as i64), &offset],
+        revision,
+    )
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|row| Written {
+            revision: row.get::<_, i64>(0) as u64,
+            release: ReleaseRef {
+                mesh_id: mesh_id.to_owned(),
+                namespace: row.get(1),
+                name: row.get(2),
+            },
+            runs_strategy: row.get(3),
+        })
+        .collect())
+}
+
+/// The rows `query` selects from the change log after `revision`, once it
+/// is known that the log still reached back to `revision` when they were
+/// read (`TooOld` otherwise).
+async fn log_rows(
+    client: &impl GenericClient,
+    offset: i64,
+    query: &str,
+    args: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    revision: u64,
+) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+    let (events, pruned) = futures_util::future::try_join(
+        client.prepare_cached(query),
+        client.prepare_cached(PRUNED_THROUGH),
+    )
+    .await
+    .map_err(db)?;
+    // The events first, then how far the log was pruned: when that is still
+    // below `revision`, nothing after it had been pruned when they were read.
+    let (rows, pruned) =
+        futures_util::future::try_join(client.query(&events, args), client.query_one(&pruned, &[]))
+            .await
+            .map_err(db)?;
+    let pruned_through = pruned.get::<_, i64>(0) as u64;
+    let floor = pruned.get::<_, i64>(1) as u64;
+    let next = pruned.get::<_, i64>(2) + offset;
+    check_resume_point(
+        revision,
+        Some(pruned_through + 1),
+        Given {
+            floor,
+            latest: (next.max(1) - 1) as u64,
+        },
+    )?;
+    Ok(rows)
 }
 
 pub(super) async fn snapshot(

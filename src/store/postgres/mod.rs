@@ -22,7 +22,9 @@ use tokio::sync::{Notify, watch};
 
 use leadership::PgLeadership;
 
-use super::{Created, Event, IdempotencyKey, ListQuery, Page, ReleaseStore, Snapshot, StoreError};
+use super::{
+    Created, Event, IdempotencyKey, ListQuery, Page, ReleaseStore, Snapshot, StoreError, Written,
+};
 use crate::domain::ports::Leadership;
 use crate::domain::strategy::CheckResult;
 use crate::domain::{Release, ReleaseRef};
@@ -360,6 +362,16 @@ impl ReleaseStore for PostgresStore {
     ) -> Result<Vec<Event>, StoreError> {
         let client = self.client().await?;
         change_log::events_after(&client, self.offset, mesh_id, namespace, revision, limit).await
+    }
+
+    async fn written_after(
+        &self,
+        mesh_id: &str,
+        revision: u64,
+        limit: usize,
+    ) -> Result<Vec<Written>, StoreError> {
+        let client = self.client().await?;
+        change_log::written_after(&client, self.offset, mesh_id, revision, limit).await
     }
 
     async fn record_checks(

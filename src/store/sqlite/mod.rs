@@ -31,6 +31,7 @@ use self::schema::{cursor_secret, migrate, open_connection, owner_only, revision
 use self::writer::{Command, Reply, Writer, check_create};
 use super::{
     Created, Event, EventType, IdempotencyKey, ListQuery, Page, ReleaseStore, Snapshot, StoreError,
+    Written,
 };
 use crate::domain::strategy::CheckResult;
 use crate::domain::{Release, ReleaseRef};
@@ -325,22 +326,7 @@ impl ReleaseStore for SqliteStore {
         let floor = self.floor;
         self.read(move |conn| {
             let tx = conn.transaction().map_err(internal)?;
-            let (oldest, latest): (Option<i64>, i64) = tx
-                .prepare_cached(
-                    "SELECT MIN(revision), MAX(COALESCE(MAX(revision), 0),
-                        COALESCE((SELECT MAX(resource_version) FROM releases), 0)) FROM events",
-                )
-                .map_err(internal)?
-                .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
-                .map_err(internal)?;
-            super::check_resume_point(
-                revision,
-                oldest.map(|o| o as u64),
-                super::Given {
-                    floor,
-                    latest: (latest as u64).max(floor),
-                },
-            )?;
+            resumes_at(&tx, revision, floor)?;
             let mut statement = tx
                 .prepare_cached(
                     "SELECT revision, type, body FROM events
@@ -373,6 +359,47 @@ impl ReleaseStore for SqliteStore {
                 });
             }
             Ok(events)
+        })
+        .await
+    }
+
+    async fn written_after(
+        &self,
+        mesh_id: &str,
+        revision: u64,
+        limit: usize,
+    ) -> Result<Vec<Written>, StoreError> {
+        let mesh_id = mesh_id.to_owned();
+        let floor = self.floor;
+        self.read(move |conn| {
+            let tx = conn.transaction().map_err(internal)?;
+            resumes_at(&tx, revision, floor)?;
+            // The few fields wanted, read by SQLite from the stored JSON:
+            // no release is decoded.
+            let mut statement = tx
+                .prepare_cached(
+                    "SELECT revision, namespace, json_extract(body, '$.name'),
+                        type != 'DELETED'
+                            AND json_extract(body, '$.status.phase') = 'Running'
+                            AND json_extract(body, '$.strategy') IS NOT NULL
+                     FROM events WHERE mesh_id = ?1 AND revision > ?2
+                     ORDER BY revision LIMIT ?3",
+                )
+                .map_err(internal)?;
+            let rows = statement
+                .query_map(params![mesh_id, revision as i64, limit as i64], |r| {
+                    Ok(Written {
+                        revision: r.get::<_, i64>(0)? as u64,
+                        release: ReleaseRef {
+                            mesh_id: mesh_id.clone(),
+                            namespace: r.get(1)?,
+                            name: r.get(2)?,
+                        },
+                        runs_strategy: r.get(3)?,
+                    })
+                })
+                .map_err(internal)?;
+            rows.map(|row| row.map_err(internal)).collect()
         })
         .await
     }
@@ -431,4 +458,25 @@ impl crate::store::Backend for SqliteStore {
     fn commit_metrics(&self) -> CommitMetrics {
         self.commits.clone()
     }
+}
+
+/// Refuses a resume point the change log no longer reaches back to, or one
+/// this store never gave (`events_after`, `written_after`).
+fn resumes_at(tx: &rusqlite::Transaction<'_>, revision: u64, floor: u64) -> Result<(), StoreError> {
+    let (oldest, latest): (Option<i64>, i64) = tx
+        .prepare_cached(
+            "SELECT MIN(revision), MAX(COALESCE(MAX(revision), 0),
+                COALESCE((SELECT MAX(resource_version) FROM releases), 0)) FROM events",
+        )
+        .map_err(internal)?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(internal)?;
+    super::check_resume_point(
+        revision,
+        oldest.map(|o| o as u64),
+        super::Given {
+            floor,
+            latest: (latest as u64).max(floor),
+        },
+    )
 }
