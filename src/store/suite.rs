@@ -596,6 +596,57 @@ async fn sqlite_keeps_releases_and_revisions_across_reopen() {
 }
 
 #[tokio::test]
+async fn sqlite_reads_the_change_logs_bounds_through_its_key_not_a_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ReleaseStore> =
+        Arc::new(crate::store::SqliteStore::open(dir.path()).unwrap());
+    let first = create(&store, &release("first", "reviews")).await.unwrap();
+    let second = create(&store, &release("second", "ratings")).await.unwrap();
+    store.close().await;
+    let conn = rusqlite::Connection::open(dir.path().join(crate::store::DATABASE_FILE)).unwrap();
+    let bounds: (Option<i64>, i64) = conn
+        .query_row(super::sqlite::CHANGE_LOG_BOUNDS, [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(
+        bounds,
+        (
+            Some(first.resource_version as i64),
+            second.resource_version as i64
+        )
+    );
+    // Read on every look at the log: a scan would cost each look as many
+    // rows as events are kept (up to 100,000).
+    let mut plan = conn
+        .prepare(&format!(
+            "EXPLAIN QUERY PLAN {}",
+            super::sqlite::CHANGE_LOG_BOUNDS
+        ))
+        .unwrap();
+    let steps: Vec<String> = plan
+        .query_map([], |r| r.get::<_, String>(3))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        steps
+            .iter()
+            .filter(|s| s.contains("events"))
+            .all(|s| !s.starts_with("SCAN")),
+        "{steps:?}"
+    );
+    // With no event kept, the releases say how far revisions went.
+    conn.execute("DELETE FROM events", []).unwrap();
+    let bounds: (Option<i64>, i64) = conn
+        .query_row(super::sqlite::CHANGE_LOG_BOUNDS, [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(bounds, (None, second.resource_version as i64));
+}
+
+#[tokio::test]
 async fn the_sqlite_database_is_readable_by_its_owner_only() {
     use std::os::unix::fs::PermissionsExt as _;
     let dir = tempfile::tempdir().unwrap();

@@ -460,14 +460,23 @@ impl crate::store::Backend for SqliteStore {
     }
 }
 
+/// The oldest revision the change log holds, and the latest revision given.
+/// Each bound is its own subquery, so that each is one step down the
+/// `events` primary key: with `MIN` and `MAX` in one aggregate, SQLite
+/// scanned every event kept (up to `EVENT_RETENTION`) on each read of the
+/// log. Every write records its event at its own revision and pruning
+/// keeps the newest, so the newest event is the latest write; the
+/// releases are consulted only while no event is kept (a database from
+/// before the change log).
+pub(super) const CHANGE_LOG_BOUNDS: &str = "SELECT (SELECT MIN(revision) FROM events),
+    COALESCE((SELECT MAX(revision) FROM events),
+             (SELECT MAX(resource_version) FROM releases), 0)";
+
 /// Refuses a resume point the change log no longer reaches back to, or one
 /// this store never gave (`events_after`, `written_after`).
 fn resumes_at(tx: &rusqlite::Transaction<'_>, revision: u64, floor: u64) -> Result<(), StoreError> {
     let (oldest, latest): (Option<i64>, i64) = tx
-        .prepare_cached(
-            "SELECT MIN(revision), MAX(COALESCE(MAX(revision), 0),
-                COALESCE((SELECT MAX(resource_version) FROM releases), 0)) FROM events",
-        )
+        .prepare_cached(CHANGE_LOG_BOUNDS)
         .map_err(internal)?
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
         .map_err(internal)?;
