@@ -290,6 +290,34 @@ impl Cache {
         touched
     }
 
+    /// Replaces the objects by a fresh list (a watch's relist); answers
+    /// what differs.
+    fn replace(&self, listed: BTreeMap<String, JsonObject>) -> Vec<Touched> {
+        // Each object made text once, and before the cache is locked.
+        let mut fresh = Held::default();
+        for (name, object) in &listed {
+            fresh.insert(name.clone(), object);
+        }
+        let mut objects = self.objects.write().unwrap_or_else(|e| e.into_inner());
+        let mut touched: Vec<Touched> = listed
+            .iter()
+            .filter(|(name, _)| !objects.same_as(&fresh, name))
+            .map(|(_, object)| touches(object))
+            .collect();
+        let gone: Vec<String> = objects
+            .names()
+            .filter(|name| fresh.version(name).is_none())
+            .cloned()
+            .collect();
+        touched.extend(
+            gone.iter()
+                .filter_map(|name| objects.get(name))
+                .map(|o| touches(&o)),
+        );
+        *objects = fresh;
+        touched
+    }
+
     /// An object was deleted: what the cache held of it.
     pub(super) fn deleted(&self, name: &str) -> Option<JsonObject> {
         let mut objects = self.objects.write().unwrap_or_else(|e| e.into_inner());
@@ -335,7 +363,7 @@ impl Feed {
                         self.metrics
                             .cluster_request(&self.cluster, "list", Some(200));
                         let listed = std::mem::take(&mut listing);
-                        let touched = self.replace(&cache, listed);
+                        let touched = cache.replace(listed);
                         cache.current.send_replace(Health::Current);
                         retry = FIRST_RETRY;
                         self.tell(touched);
@@ -374,31 +402,6 @@ impl Feed {
             tokio::time::sleep(retry).await;
             retry = (retry * 2).min(MAX_RETRY);
         }
-    }
-
-    /// Replaces the cache's objects by a fresh list; answers what differs.
-    fn replace(&self, cache: &Cache, listed: BTreeMap<String, JsonObject>) -> Vec<Touched> {
-        let mut objects = cache.objects.write().unwrap_or_else(|e| e.into_inner());
-        let mut touched = Vec::new();
-        let mut fresh = Held::default();
-        for (name, object) in listed {
-            if !objects.holds(&name, &object) {
-                touched.push(touches(&object));
-            }
-            fresh.insert(name, &object);
-        }
-        let gone: Vec<String> = objects
-            .names()
-            .filter(|name| fresh.version(name).is_none())
-            .cloned()
-            .collect();
-        touched.extend(
-            gone.iter()
-                .filter_map(|name| objects.get(name))
-                .map(|o| touches(&o)),
-        );
-        *objects = fresh;
-        touched
     }
 
     fn tell(&self, touched: Vec<Touched>) {
@@ -557,6 +560,31 @@ mod tests {
             current: tokio::sync::watch::Sender::new(Health::Current),
             _stop: CancellationToken::new().drop_guard(),
         }
+    }
+
+    #[test]
+    fn a_relist_replaces_the_objects_and_tells_only_what_differs() {
+        let cache = empty_cache();
+        cache.keep(routing("same", 5, "a"));
+        cache.keep(routing("changed", 6, "b"));
+        cache.keep(routing("gone", 7, "c"));
+        let listed: BTreeMap<String, JsonObject> = [
+            ("same".to_owned(), routing("same", 5, "a")),
+            ("changed".to_owned(), routing("changed", 9, "d")),
+            ("new".to_owned(), routing("new", 10, "e")),
+        ]
+        .into();
+        let touched = cache.replace(listed);
+        let mut names: Vec<&str> = touched.iter().map(|t| t.names[0].as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["changed", "gone", "new"]);
+        assert_eq!(cache.get("same"), Some(routing("same", 5, "a")));
+        assert_eq!(cache.get("changed"), Some(routing("changed", 9, "d")));
+        assert_eq!(cache.get("gone"), None);
+        // The index follows: "changed" now names d, no longer b.
+        assert!(cache.for_service("b", "default").is_empty());
+        assert_eq!(cache.for_service("d", "default").len(), 1);
+        assert!(cache.replace(BTreeMap::new()).len() == 3, "all three gone");
     }
 
     #[test]

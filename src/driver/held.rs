@@ -54,11 +54,12 @@ impl Held {
         self.by_name.get(name).map(|e| e.version)
     }
 
-    /// Whether `name` is held exactly as `object`.
-    pub(super) fn holds(&self, name: &str, object: &JsonObject) -> bool {
-        self.by_name
-            .get(name)
-            .is_some_and(|e| *e.text == *text_of(object))
+    /// Whether `name` is held here, and exactly as `other` holds it.
+    pub(super) fn same_as(&self, other: &Held, name: &str) -> bool {
+        match (self.by_name.get(name), other.by_name.get(name)) {
+            (Some(mine), Some(theirs)) => mine.text == theirs.text,
+            _ => false,
+        }
     }
 
     pub(super) fn insert(&mut self, name: String, object: &JsonObject) {
@@ -189,7 +190,14 @@ mod tests {
         assert_eq!(held.get("d"), Some(d.clone()));
         assert_eq!(held.version("d"), Some(Some(12)));
         assert_eq!(held.version("e"), None);
-        assert!(held.holds("d", &d));
+        let mut copy = Held::default();
+        copy.insert("d".into(), &d);
+        assert!(held.same_as(&copy, "d"));
+        let mut changed = d.clone();
+        changed.insert("spec".into(), json!({"replicas": 4}));
+        copy.insert("d".into(), &changed);
+        assert!(!held.same_as(&copy, "d"));
+        assert!(!held.same_as(&copy, "e"), "held by neither");
         assert_eq!(held.remove("d"), Some(d));
         assert_eq!(held.get("d"), None);
     }
