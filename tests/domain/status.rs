@@ -93,18 +93,28 @@ async fn a_status_write_loses_to_any_write_since_and_writes_nothing_new_for_noth
     );
 }
 
+/// The driver's write of a phase move on `read`, as its round read it.
+async fn move_on(
+    manager: &ReleaseManager,
+    read: &Release,
+    step: Move,
+) -> Result<Option<Release>, DomainError> {
+    manager
+        .write_status_on(
+            read,
+            StatusUpdate {
+                step: Some(step),
+                ..StatusUpdate::default()
+            },
+        )
+        .await
+}
+
 #[tokio::test]
 async fn the_drivers_write_on_what_it_read_loses_to_any_write_since_without_reading_again() {
     let manager = manager();
     let created = create(&manager, "reviews-canary", "reviews").await;
-    let deploying = manager
-        .write_status_on(
-            &created,
-            StatusUpdate {
-                step: Some(Move::StartDeploying),
-                ..StatusUpdate::default()
-            },
-        )
+    let deploying = move_on(&manager, &created, Move::StartDeploying)
         .await
         .unwrap()
         .expect("a phase move is written");
@@ -126,28 +136,12 @@ async fn the_drivers_write_on_what_it_read_loses_to_any_write_since_without_read
     assert!(matches!(stale, Err(DomainError::Aborted(_))), "{stale:?}");
     // A move the phase machine refuses on a stale read is the lost race it
     // is, not a refusal of the current release.
-    let refused_stale = manager
-        .write_status_on(
-            &created,
-            StatusUpdate {
-                step: Some(Move::Finish),
-                ..StatusUpdate::default()
-            },
-        )
-        .await;
+    let refused_stale = move_on(&manager, &created, Move::Finish).await;
     assert!(
         matches!(refused_stale, Err(DomainError::Aborted(_))),
         "{refused_stale:?}"
     );
-    let refused = manager
-        .write_status_on(
-            &deploying,
-            StatusUpdate {
-                step: Some(Move::Finish),
-                ..StatusUpdate::default()
-            },
-        )
-        .await;
+    let refused = move_on(&manager, &deploying, Move::Finish).await;
     assert!(
         matches!(refused, Err(DomainError::FailedPrecondition(_))),
         "{refused:?}"
