@@ -379,9 +379,9 @@ impl ReleaseStore for SqliteStore {
             let mut statement = tx
                 .prepare_cached(
                     "SELECT revision, namespace, json_extract(body, '$.name'),
-                        type != 'DELETED'
+                        COALESCE(type != 'DELETED'
                             AND json_extract(body, '$.status.phase') = 'Running'
-                            AND json_extract(body, '$.strategy') IS NOT NULL
+                            AND json_extract(body, '$.strategy') IS NOT NULL, 0)
                      FROM events WHERE mesh_id = ?1 AND revision > ?2
                      ORDER BY revision LIMIT ?3",
                 )
