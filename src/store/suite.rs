@@ -220,16 +220,25 @@ pub(super) async fn the_change_log_says_who_was_written_and_who_runs_a_strategy(
     assert_eq!(later, written[3..]);
     let first = store.written_after("mesh", start, 2).await.unwrap();
     assert_eq!(first, written[..2]);
-    // A resume point this store never gave is refused as the events' is.
+    // A resume point this store never gave is refused as the events' is
+    // (the latest revision may move between the two: other tests write to
+    // the same database).
     let beyond = written[4].revision + 1_000_000;
-    assert_eq!(
-        format!("{:?}", store.written_after("mesh", beyond, 10).await.err()),
-        format!(
-            "{:?}",
-            store.events_after("mesh", None, beyond, 10).await.err()
-        ),
+    let refused = |error: Option<StoreError>| match error {
+        Some(StoreError::NotGiven {
+            requested, first, ..
+        }) => Some((requested, first)),
+        _ => None,
+    };
+    let written_refused = refused(store.written_after("mesh", beyond, 10).await.err());
+    assert!(
+        written_refused.is_some(),
+        "a resume point never given was taken"
     );
-    assert!(store.written_after("mesh", beyond, 10).await.is_err());
+    assert_eq!(
+        written_refused,
+        refused(store.events_after("mesh", None, beyond, 10).await.err())
+    );
 }
 
 pub(super) async fn updates_are_compare_and_swap(store: Arc<dyn ReleaseStore>) {
