@@ -216,6 +216,7 @@ pub(crate) async fn run(
     watch_running(&server, running.clone()).await?;
 
     let filling_from = log_lengths(&clusters);
+    let cpu_before = server.cpu()?;
     // Every create, IN_FLIGHT at a time; each one's time is when it was sent.
     let http = reqwest::Client::new();
     let url = format!(
@@ -259,6 +260,26 @@ pub(crate) async fn run(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let all_running = started.elapsed();
+    let burst_cpu = server.cpu()? - cpu_before;
+    // Turns of the work queue the burst took, by how each ended.
+    let mut turns = BTreeMap::new();
+    for result in [
+        "done",
+        "not_connected",
+        "unreachable",
+        "conflict",
+        "refused",
+    ] {
+        let count = server
+            .metric(
+                "meshrelease_reconciles_total",
+                &format!("result=\"{result}\""),
+            )
+            .await?;
+        if count > 0.0 {
+            turns.insert(result, count);
+        }
+    }
     let mut to_running: Vec<Duration> = {
         let running = running.lock().unwrap();
         sent.iter()
@@ -266,6 +287,25 @@ pub(crate) async fn run(
             .collect()
     };
     to_running.sort_unstable();
+    if std::env::var_os("BENCH_SERVER_LOG").is_some() {
+        // The slowest releases, to look up in the server's log.
+        let running = running.lock().unwrap();
+        let mut slowest: Vec<(Duration, &str, Duration)> = sent
+            .iter()
+            .map(|(name, at)| {
+                let took = running[name].saturating_duration_since(*at);
+                (took, name.as_str(), at.duration_since(started))
+            })
+            .collect();
+        slowest.sort_unstable_by(|a, b| b.cmp(a));
+        for (took, name, at) in slowest.iter().take(10) {
+            eprintln!(
+                "slow: {name} sent at {:.0} ms, Running {:.0} ms later",
+                at.as_secs_f64() * 1000.0,
+                took.as_secs_f64() * 1000.0
+            );
+        }
+    }
     let peak = peak_per_second(&clusters, &filling_from);
     let filling_kinds = requests_by_kind(&clusters, &filling_from);
     let (busy_rss, _) = server.memory()?;
@@ -332,6 +372,19 @@ pub(crate) async fn run(
         "| first create to all Running | {:.0} ms |",
         ms(all_running)
     );
+    println!(
+        "| server CPU time, meanwhile (user and system) | {:.0} ms ({:.2} ms per release) |",
+        ms(burst_cpu),
+        ms(burst_cpu) / releases as f64
+    );
+    let all_turns: f64 = turns.values().sum();
+    println!(
+        "| turns of the work queue meanwhile | {all_turns:.0} ({:.2} per release) |",
+        all_turns / releases as f64
+    );
+    for (result, count) in &turns {
+        println!("| &nbsp; ended {result} | {count:.0} |");
+    }
     println!("| most requests to one cluster in one second, meanwhile | {peak} |");
     println!(
         "| cluster requests from the first create to all Running | {} |",

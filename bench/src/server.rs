@@ -65,12 +65,25 @@ impl Server {
             }
             None => Command::new(binary),
         };
+        let log = match std::env::var_os("BENCH_SERVER_LOG") {
+            Some(path) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .with_context(|| format!("BENCH_SERVER_LOG: {}", path.to_string_lossy()))?,
+            ),
+            None => None,
+        };
         let child = command
             .arg("--listen")
             .arg(address.to_string())
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--log-level", "warn"])
+            // `BENCH_SERVER_LOG=FILE`: the server logs at info level (each
+            // cluster change, each phase a release moves to) into FILE, to
+            // follow what the slowest releases waited for.
+            .args(["--log-level", if log.is_some() { "info" } else { "warn" }])
             .env(
                 "MESHRELEASE_MESHES",
                 format!(r#"[{{ id = "{MESH}", clusters = ["cluster-a", "cluster-b"] }}]"#),
@@ -82,7 +95,10 @@ impl Server {
                 ),
             )
             .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::null())
+            .stdout(match log {
+                Some(file) => Stdio::from(file),
+                None => Stdio::null(),
+            })
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()?;
@@ -123,7 +139,6 @@ impl Server {
         Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
     }
 
-    /// (resident, peak resident) in KiB.
     /// A figure of `/metrics`: the sum of the samples of `name` whose labels
     /// contain `labels`.
     pub(crate) async fn metric(&self, name: &str, labels: &str) -> anyhow::Result<f64> {
@@ -139,6 +154,27 @@ impl Server {
             .sum())
     }
 
+    /// The CPU time the server has used so far (user and system, all its
+    /// threads), from `/proc/PID/stat` in clock ticks of 1/100 s (Linux's
+    /// `USER_HZ` on every architecture it runs the benchmark on).
+    pub(crate) fn cpu(&self) -> anyhow::Result<Duration> {
+        let pid = self.child.id().context("the server has exited")?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // Fields after the command's closing parenthesis, from the state
+        // (field 3): utime is field 14, stime 15.
+        let fields: Vec<&str> = stat
+            .rsplit_once(") ")
+            .context("an unreadable /proc/PID/stat")?
+            .1
+            .split(' ')
+            .collect();
+        let ticks = |i: usize| -> anyhow::Result<u64> {
+            Ok(fields.get(i).context("a short /proc/PID/stat")?.parse()?)
+        };
+        Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
+    }
+
+    /// (resident, peak resident) in KiB.
     pub(crate) fn memory(&self) -> anyhow::Result<(u64, u64)> {
         let pid = self.child.id().context("the server has exited")?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
