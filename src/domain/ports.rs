@@ -400,6 +400,15 @@ pub trait ClusterPort: Send + Sync + 'static {
     /// resync.
     fn changes(&self) -> futures_util::stream::BoxStream<'static, ClusterChange>;
 
+    /// How many news the port has told so far, if it numbers them
+    /// ([`ClusterChange::sequence`]): an observation that begins after
+    /// this is asked holds every change told up to it, so news numbered
+    /// at or below it needs no other round. `None`: it does not number
+    /// them, and every news may need a round.
+    fn told(&self) -> Option<u64> {
+        None
+    }
+
     /// The clusters and namespaces (`(cluster, namespace)`) whose objects
     /// active releases read: whatever the port keeps watching elsewhere it
     /// may stop.
@@ -421,6 +430,9 @@ pub struct ClusterChange {
     /// The release whose object changed (its uid, from the object's
     /// annotation).
     pub release_uid: Option<String>,
+    /// Its place in the order the port told news (from 1; 0 when the port
+    /// does not number them): see [`ClusterPort::told`].
+    pub sequence: u64,
 }
 
 impl ClusterChange {
@@ -431,6 +443,7 @@ impl ClusterChange {
             namespace: None,
             names: Vec::new(),
             release_uid: None,
+            sequence: 0,
         }
     }
 }

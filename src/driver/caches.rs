@@ -23,6 +23,7 @@
 //! also tells it whether the cluster answers.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -55,8 +56,18 @@ pub(super) type CacheKey = (String, String, String, String);
 
 pub(super) struct Caches {
     all: std::sync::Mutex<HashMap<CacheKey, Arc<Cache>>>,
-    news: tokio::sync::broadcast::Sender<ClusterChange>,
+    news: News,
     metrics: DriverMetrics,
+}
+
+/// Where the caches tell their news, numbered in the order told. Each
+/// change is in its cache before it is numbered, so a read of the caches
+/// that begins once `told` has reached a number holds every change up to
+/// it (`ClusterPort::told`).
+#[derive(Clone)]
+struct News {
+    sender: tokio::sync::broadcast::Sender<ClusterChange>,
+    told: Arc<AtomicU64>,
 }
 
 /// One kind's objects in one namespace of one cluster.
@@ -87,13 +98,21 @@ impl Caches {
     pub(super) fn new(metrics: DriverMetrics) -> Self {
         Caches {
             all: std::sync::Mutex::default(),
-            news: tokio::sync::broadcast::channel(NEWS_BUFFER).0,
+            news: News {
+                sender: tokio::sync::broadcast::channel(NEWS_BUFFER).0,
+                told: Arc::default(),
+            },
             metrics,
         }
     }
 
     pub(super) fn news(&self) -> tokio::sync::broadcast::Receiver<ClusterChange> {
-        self.news.subscribe()
+        self.news.sender.subscribe()
+    }
+
+    /// How many news were told so far.
+    pub(super) fn told(&self) -> u64 {
+        self.news.told.load(Ordering::SeqCst)
     }
 
     /// The cache of `key`, started now (over `client`) if there is none.
@@ -330,7 +349,7 @@ struct Feed {
     cluster: String,
     namespace: String,
     cache: std::sync::Weak<Cache>,
-    news: tokio::sync::broadcast::Sender<ClusterChange>,
+    news: News,
     metrics: DriverMetrics,
     /// The cluster's rate limit: each list takes its turn, and a 429's
     /// wait holds the cluster's other requests too.
@@ -410,18 +429,17 @@ impl Feed {
 }
 
 /// Tells the driver what changed in a cluster's namespace.
-fn tell(
-    news: &tokio::sync::broadcast::Sender<ClusterChange>,
-    (cluster, namespace): (&str, &str),
-    touched: Vec<Touched>,
-) {
+fn tell(news: &News, (cluster, namespace): (&str, &str), touched: Vec<Touched>) {
     for Touched { names, release_uid } in touched {
+        // Numbered only now: the change is in its cache already.
+        let sequence = news.told.fetch_add(1, Ordering::SeqCst) + 1;
         // Nobody listening: the driver is not running.
-        let _ = news.send(ClusterChange {
+        let _ = news.sender.send(ClusterChange {
             cluster: cluster.to_owned(),
             namespace: Some(namespace.to_owned()),
             names,
             release_uid,
+            sequence,
         });
     }
 }

@@ -601,6 +601,10 @@ impl ClusterPort for KubeClusters {
     fn keep_watching(&self, namespaces: &std::collections::HashSet<(String, String)>) {
         self.caches.retain(namespaces);
     }
+
+    fn told(&self) -> Option<u64> {
+        Some(self.caches.told())
+    }
 }
 
 impl KubeClusters {

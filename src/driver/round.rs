@@ -10,10 +10,16 @@
 //! then applies its gray Deployments, in one turn of the work queue
 //! instead of two. Each round still ends in its own status write, so the
 //! routing is saved before the first change, as the planner orders.
+//!
+//! A turn whose last round found nothing to change says what it saw (the
+//! release's store revision, the clusters' news up to a number), so that
+//! its own writes, and the news of its own cluster writes, do not make
+//! the work queue give it another turn only to find the same.
 
 use serde_json::Value;
 
 use super::Driver;
+use super::queue::Seen;
 use crate::domain::change::{ClusterError, PlannedObject};
 use crate::domain::conditions;
 use crate::domain::plan::{self, Placement};
@@ -48,34 +54,33 @@ impl RoundResult {
 impl Driver {
     /// The rounds of `release` in one turn: one, and the next at once
     /// while each moves the release on; `conflicts`: its conflicts in a
-    /// row so far.
+    /// row so far. With how the turn ended, what it saw if it settled.
     pub(super) async fn round(
         &self,
         mesh: &Mesh,
         mut release: Release,
         mut conflicts: u32,
-    ) -> RoundResult {
+    ) -> (RoundResult, Option<Seen>) {
         for _ in 1..ROUNDS_IN_A_TURN {
             match self.one_round(mesh, release, conflicts).await {
-                (RoundResult::Done, Some(next)) if next.status.phase.is_active() => {
+                Ended {
+                    result: RoundResult::Done,
+                    next: Some(next),
+                    ..
+                } if next.status.phase.is_active() => {
                     release = next;
                     // A round that is done ends a run of conflicts.
                     conflicts = 0;
                 }
-                (result, _) => return result,
+                Ended { result, seen, .. } => return (result, seen),
             }
         }
-        self.one_round(mesh, release, conflicts).await.0
+        let last = self.one_round(mesh, release, conflicts).await;
+        (last.result, last.seen)
     }
 
-    /// One round of `release`, and the release as it wrote it if the
-    /// round moved it on (changed a cluster, or moved its phase).
-    async fn one_round(
-        &self,
-        mesh: &Mesh,
-        release: Release,
-        conflicts: u32,
-    ) -> (RoundResult, Option<Release>) {
+    /// One round of `release`.
+    async fn one_round(&self, mesh: &Mesh, release: Release, conflicts: u32) -> Ended {
         if let Some(missing) = self.manager.unconnected_cluster(mesh, &release) {
             // Recorded and validated only, as the contract says, and saying so
             // (the create wrote the same condition: this writes nothing new).
@@ -84,15 +89,22 @@ impl Driver {
                 ..StatusUpdate::default()
             };
             self.record(&release, update).await;
-            return (RoundResult::NotConnected, None);
+            return Ended {
+                result: RoundResult::NotConnected,
+                next: None,
+                seen: None,
+            };
         }
         let placement = Placement::for_release(mesh, &release);
+        // Asked before the observation: the news it holds.
+        let mut told = self.clusters.told();
         let mut observed = self.clusters.observe(&release, &placement, false).await;
         let mut planned = plan::plan(&release, &observed, &placement);
         if planned.rests_on_absence() {
             // What to save, or whether a routing object must be created,
             // is decided on a fresh read: never on a list kept from
             // earlier, which may not hold an object made just before.
+            told = self.clusters.told();
             observed = self.clusters.observe(&release, &placement, true).await;
             planned = plan::plan(&release, &observed, &placement);
         }
@@ -102,10 +114,31 @@ impl Driver {
         if let Some(ClusterError::Refused { cluster, message }) = &ended {
             tracing::warn!(release = %release.name, %cluster, %message, "a cluster refused a change");
         }
-        let written = self.record(&release, update).await;
-        match ended {
-            None => (RoundResult::Done, written.filter(|_| moved)),
-            Some(error) => (RoundResult::Failed(error), None),
+        let recorded = self.record(&release, update).await;
+        if let Some(error) = ended {
+            return Ended {
+                result: RoundResult::Failed(error),
+                next: None,
+                seen: None,
+            };
+        }
+        let seen = |revision| (!moved).then_some(Seen { revision, told });
+        match recorded {
+            Recorded::Nothing => Ended {
+                result: RoundResult::Done,
+                next: None,
+                seen: seen(release.resource_version),
+            },
+            Recorded::Written(written) => Ended {
+                result: RoundResult::Done,
+                seen: seen(written.resource_version),
+                next: moved.then_some(written),
+            },
+            Recorded::Failed => Ended {
+                result: RoundResult::Done,
+                next: None,
+                seen: None,
+            },
         }
     }
 
@@ -154,14 +187,12 @@ impl Driver {
     }
 
     /// Writes the round's status on the release as the round read it (no
-    /// second read), and returns the release as written: `None` when
-    /// nothing was new or the write failed. A write that lost to another
-    /// (a client's) is left to the next round, which sees it.
-    async fn record(&self, release: &Release, update: StatusUpdate) -> Option<Release> {
+    /// second read), and says what came of it. A write that lost to
+    /// another (a client's) is left to the next round, which sees it.
+    async fn record(&self, release: &Release, update: StatusUpdate) -> Recorded {
         let step = update.step;
         match self.manager.write_status_on(release, update).await {
-            // Nothing new: nothing written.
-            Ok(None) => None,
+            Ok(None) => Recorded::Nothing,
             Ok(Some(written)) => {
                 if written.status.phase != release.status.phase {
                     tracing::info!(
@@ -176,19 +207,39 @@ impl Driver {
                             .observe(took.to_std().unwrap_or_default().as_secs_f64());
                     }
                 }
-                Some(written)
+                Recorded::Written(written)
             }
             // Someone wrote since we read: the next round sees it.
-            Err(DomainError::Aborted(_)) => None,
+            Err(DomainError::Aborted(_)) => Recorded::Failed,
             // Removed since we read (it had ended): nothing left to record.
             Err(DomainError::NotFound(_)) => {
                 tracing::debug!(release = %release.name, "the release went away during its round");
-                None
+                Recorded::Failed
             }
             Err(e) => {
                 tracing::warn!(release = %release.name, ?step, error = %e, "cannot record the release's status");
-                None
+                Recorded::Failed
             }
         }
     }
+}
+
+/// How one round ended.
+struct Ended {
+    result: RoundResult,
+    /// The release as the round wrote it, if the round moved it on
+    /// (changed a cluster, or moved its phase): the next round's.
+    next: Option<Release>,
+    /// What the round saw, if it settled: it moved nothing, and its
+    /// status, if new, was written.
+    seen: Option<Seen>,
+}
+
+/// What came of a round's status write.
+enum Recorded {
+    /// Nothing new: nothing written.
+    Nothing,
+    Written(Release),
+    /// Refused or failed: the store holds something else.
+    Failed,
 }

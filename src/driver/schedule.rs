@@ -5,14 +5,15 @@
 //! its hosts), those whose wait after a failure is over; the periodic
 //! resync, and lost news, look at every one. Hand-rolled rather than
 //! kube-runtime's `Controller`: releases live in the store, not in a
-//! cluster. The releases selected go into a work queue (`queue.rs`), and
+//! cluster. The releases selected go into a work queue (`queue.rs`), each
+//! with its cause (a write's revision, a news' number), and
 //! up to `CONCURRENT_ROUNDS` rounds run at once, one starting as another
 //! ends, while the next causes are selected. After each selection the
 //! clusters learn which namespaces active releases still read, so that
 //! they stop watching the others.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures_util::{FutureExt as _, StreamExt as _};
 use tokio::task::JoinSet;
@@ -20,7 +21,7 @@ use tokio::time::Instant;
 
 use super::Driver;
 use super::backoff::Backoff;
-use super::queue::Queue;
+use super::queue::{Cause, Queue, Seen};
 use super::round::RoundResult;
 use super::written::written_since;
 use crate::domain::object::name_of;
@@ -50,7 +51,8 @@ enum Selection {
     ConnectedMeshes,
     /// Those written since the last round (found in the change log).
     WrittenSince,
-    Named(HashSet<ReleaseRef>),
+    /// Those written, with the revision of each one's last write.
+    Named(HashMap<ReleaseRef, u64>),
     /// Those whose objects changed in a cluster.
     Touched(Vec<ClusterChange>),
     /// Those whose wait after a failure is over.
@@ -63,10 +65,18 @@ struct Book {
     /// Releases waiting after a failed round.
     backoff: HashMap<ReleaseRef, Backoff>,
     /// What the active releases seen read, to find the releases a
-    /// cluster's news concerns.
-    reads: HashMap<ReleaseRef, Reads>,
+    /// cluster's news concerns. A turn puts its release's here as it
+    /// begins, before it observes: news of a change its observation may
+    /// have missed finds it.
+    reads: Arc<Mutex<HashMap<ReleaseRef, Reads>>>,
     /// The namespaces the clusters were last told to keep watching.
     watching: HashSet<(String, String)>,
+}
+
+impl Book {
+    fn reads(&self) -> std::sync::MutexGuard<'_, HashMap<ReleaseRef, Reads>> {
+        self.reads.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// What one active release reads in the clusters.
@@ -124,12 +134,12 @@ enum Ran {
     /// It ended, or went away: nothing more to do for it.
     Gone,
     /// Still waiting after a failed round of the same spec: no round.
-    Waiting(Reads),
-    /// A round, and how it ended.
+    Waiting,
+    /// A round, how it ended, and what it saw if it settled.
     Round {
-        reads: Reads,
         generation: u32,
         result: RoundResult,
+        seen: Option<Seen>,
     },
     /// The store could not be read: the next selection tries again.
     Unread,
@@ -160,7 +170,8 @@ impl Driver {
                 let wait = book.backoff.get(&name).cloned();
                 let driver = this.clone();
                 let target = name.clone();
-                let task = running.spawn(async move { driver.due(&target, wait).await });
+                let reads = book.reads.clone();
+                let task = running.spawn(async move { driver.due(&target, wait, &reads).await });
                 names.insert(task.id(), name);
             }
             this.metrics
@@ -241,7 +252,12 @@ impl Driver {
                 if let Selection::WrittenSince = selection {
                     selection = match seen {
                         Some(from) => match written_since(&this.manager, from, now_at).await {
-                            Some(written) => Selection::Named(written.into_keys().collect()),
+                            Some(written) => Selection::Named(
+                                written
+                                    .into_iter()
+                                    .map(|(name, w)| (name, w.revision))
+                                    .collect(),
+                            ),
                             None => Selection::ConnectedMeshes,
                         },
                         None => Selection::ConnectedMeshes,
@@ -258,7 +274,13 @@ impl Driver {
 
     /// A release taken from the queue, read as it is now: its round,
     /// unless it ended or still waits after a failure of the same spec.
-    async fn due(&self, name: &ReleaseRef, wait: Option<Backoff>) -> Ran {
+    /// What it reads goes into `reads` first.
+    async fn due(
+        &self,
+        name: &ReleaseRef,
+        wait: Option<Backoff>,
+        reads: &Mutex<HashMap<ReleaseRef, Reads>>,
+    ) -> Ran {
         let Some(mesh) = self
             .manager
             .meshes()
@@ -281,20 +303,23 @@ impl Driver {
                 return Ran::Unread;
             }
         };
-        let reads = Reads::of(&mesh, &release);
+        reads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.clone(), Reads::of(&mesh, &release));
         if wait
             .as_ref()
             .is_some_and(|b| b.holds(release.generation, Instant::now()))
         {
-            return Ran::Waiting(reads);
+            return Ran::Waiting;
         }
         let generation = release.generation;
         let conflicts = wait.map_or(0, |b| b.conflicts);
-        let result = self.round(&mesh, release, conflicts).await;
+        let (result, seen) = self.round(&mesh, release, conflicts).await;
         Ran::Round {
-            reads,
             generation,
             result,
+            seen,
         }
     }
 
@@ -302,20 +327,19 @@ impl Driver {
     /// clusters watch, and whether it runs again at once (it was selected
     /// while it ran).
     fn finished(&self, book: &mut Book, queue: &mut Queue<ReleaseRef>, name: ReleaseRef, ran: Ran) {
+        let mut seen = None;
         match ran {
             Ran::Gone => {
                 book.backoff.remove(&name);
-                book.reads.remove(&name);
+                book.reads().remove(&name);
             }
-            Ran::Waiting(reads) => {
-                book.reads.insert(name.clone(), reads);
-            }
+            Ran::Waiting => {}
             Ran::Round {
-                reads,
                 generation,
                 result,
+                seen: settled,
             } => {
-                book.reads.insert(name.clone(), reads);
+                seen = settled;
                 self.metrics.reconciled(result.label());
                 let previous = book.backoff.remove(&name);
                 if let Some(wait) =
@@ -326,14 +350,14 @@ impl Driver {
             }
             Ran::Unread => {}
         }
-        queue.finish(&name);
+        queue.finish(&name, seen);
     }
 
     /// Tells the clusters which namespaces active releases read, when it
     /// changed, so that they stop watching the others.
     fn watch_what_is_read(&self, book: &mut Book) {
         let watching: HashSet<(String, String)> = book
-            .reads
+            .reads()
             .values()
             .flat_map(|r| r.clusters.iter().map(|c| (c.clone(), r.namespace.clone())))
             .collect();
@@ -348,7 +372,7 @@ impl Driver {
     /// forgotten), or those its cause names (each is read when its turn
     /// comes).
     async fn enqueue(&self, book: &mut Book, queue: &mut Queue<ReleaseRef>, selection: &Selection) {
-        let names: HashSet<ReleaseRef> = match selection {
+        let names: HashMap<ReleaseRef, Cause> = match selection {
             Selection::AllMeshes | Selection::ConnectedMeshes | Selection::WrittenSince => {
                 let all = matches!(selection, Selection::AllMeshes);
                 let meshes: Vec<Mesh> = self.manager.meshes().iter().cloned().collect();
@@ -363,27 +387,45 @@ impl Driver {
                     }
                 }
                 book.backoff.retain(|name, _| active.contains(name));
-                book.reads.retain(|name, _| active.contains(name));
+                book.reads().retain(|name, _| active.contains(name));
                 active
+                    .into_iter()
+                    .map(|name| (name, Cause::Other))
+                    .collect()
             }
-            Selection::Named(names) => names.clone(),
+            Selection::Named(names) => names
+                .iter()
+                .map(|(name, revision)| (name.clone(), Cause::Written(*revision)))
+                .collect(),
             Selection::WaitedEnough => {
                 let now = Instant::now();
                 book.backoff
                     .iter()
                     .filter(|(_, wait)| wait.until <= now)
-                    .map(|(name, _)| name.clone())
+                    .map(|(name, _)| (name.clone(), Cause::Other))
                     .collect()
             }
+            // Each release with the number of the newest news about it.
             Selection::Touched(news) => book
-                .reads
+                .reads()
                 .iter()
-                .filter(|(_, reads)| news.iter().any(|n| reads.concerned(n)))
-                .map(|(name, _)| name.clone())
+                .filter_map(|(name, reads)| {
+                    let newest = news
+                        .iter()
+                        .filter(|n| reads.concerned(n))
+                        .map(|n| n.sequence)
+                        .max()?;
+                    Some((name.clone(), Cause::News(newest)))
+                })
                 .collect(),
         };
-        for name in names {
-            queue.add(name);
+        // A write or news for a release already looked at is a change to
+        // it, before first looks, resyncs and waits that are over.
+        let reads = book.reads();
+        for (name, cause) in names {
+            let changed =
+                matches!(cause, Cause::Written(_) | Cause::News(_)) && reads.contains_key(&name);
+            queue.add(name, cause, changed);
         }
     }
 }

@@ -4,8 +4,9 @@
 //! another writer reaches the release through the watch, not the resync;
 //! the watches of a namespace stop when its last release ends; a burst of
 //! releases reaches Running through their own writes and the watches, none
-//! of them left for the resync; and a 429's `Retry-After` holds the
-//! driver's next request to that cluster.
+//! of them left for the resync; a client's change costs its release one
+//! turn of the driver, not another to look at its own writes; and a 429's
+//! `Retry-After` holds the driver's next request to that cluster.
 
 use std::time::Duration;
 
@@ -109,6 +110,34 @@ async fn reconciles(app: &TestApp) -> f64 {
         .find_map(|line| line.strip_prefix(r#"meshrelease_reconciles_total{result="done"} "#))
         .and_then(|value| value.trim().parse().ok())
         .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_change_costs_its_release_one_turn_not_another_to_look_at_its_own_writes() {
+    let clusters = clusters().await;
+    // No resync in the test's time: every turn has a cause.
+    let app = app_resyncing(&clusters, "", 600_000).await;
+    app.create(&release_body("one-turn", "reviews")).await;
+    until(&app, "one-turn", "Running", phase_is("Running")).await;
+    // Settled: the turns of the create are over.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = reconciles(&app).await;
+
+    set_weight(&app, "one-turn", 30).await;
+    until(&app, "one-turn", "traffic 30 applied", traffic_is(30)).await;
+    until_object(&clusters.a, VIRTUAL_SERVICES, "reviews", "70/30", |vs| {
+        vs.is_some_and(|vs| routes(vs) == split(70, 30))
+    })
+    .await;
+    // Time for a turn that its own status write, or the news of its own
+    // write to the VirtualService, would bring.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let turns = reconciles(&app).await - before;
+    assert_eq!(
+        turns, 1.0,
+        "one change of the weight took {turns} turns: the turn that wrote it \
+         already saw its own writes"
+    );
 }
 
 #[tokio::test]
