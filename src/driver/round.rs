@@ -132,7 +132,7 @@ impl Driver {
             Recorded::Written(written) => Ended {
                 result: RoundResult::Done,
                 seen: seen(written.resource_version),
-                next: moved.then_some(written),
+                next: moved.then_some(*written),
             },
             Recorded::Failed => Ended {
                 result: RoundResult::Done,
@@ -207,7 +207,7 @@ impl Driver {
                             .observe(took.to_std().unwrap_or_default().as_secs_f64());
                     }
                 }
-                Recorded::Written(written)
+                Recorded::Written(Box::new(written))
             }
             // Someone wrote since we read: the next round sees it.
             Err(DomainError::Aborted(_)) => Recorded::Failed,
@@ -239,7 +239,8 @@ struct Ended {
 enum Recorded {
     /// Nothing new: nothing written.
     Nothing,
-    Written(Release),
+    /// Boxed: a release is large, and the other outcomes carry nothing.
+    Written(Box<Release>),
     /// Refused or failed: the store holds something else.
     Failed,
 }
