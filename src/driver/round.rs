@@ -4,17 +4,19 @@
 //! domain's (the planner's, and `after`'s); this file only reads, writes
 //! and logs.
 //!
-//! A round that moved its release on (changed a cluster, or moved its
-//! phase) is followed at once by the next, on the release as just
-//! written, up to `ROUNDS_IN_A_TURN`: a new release saves its routing,
-//! then applies its gray Deployments, in one turn of the work queue
-//! instead of two. Each round still ends in its own status write, so the
-//! routing is saved before the first change, as the planner orders.
+//! A round that wrote its release's status (it changed a cluster, moved
+//! the phase, or recorded a condition) is followed at once by the next,
+//! on the release as just written, up to `ROUNDS_IN_A_TURN`: a new
+//! release saves its routing, then applies its gray Deployments, in one
+//! turn of the work queue instead of two. Each round still ends in its
+//! own status write, so the routing is saved before the first change, as
+//! the planner orders.
 //!
-//! A turn whose last round found nothing to change says what it saw (the
-//! release's store revision, the clusters' news up to a number), so that
-//! its own writes, and the news of its own cluster writes, do not make
-//! the work queue give it another turn only to find the same.
+//! A turn whose last round settled (planned nothing, and had nothing new
+//! to write) says what it saw: the release's store revision, the
+//! clusters' news up to a number. Its own writes, and the news of its own
+//! cluster writes, then do not make the work queue give it another turn
+//! only to find the same.
 
 use serde_json::Value;
 
@@ -122,17 +124,23 @@ impl Driver {
                 seen: None,
             };
         }
-        let seen = |revision| (!moved).then_some(Seen { revision, told });
         match recorded {
+            // Settled only when it planned nothing and had nothing new to
+            // write: the plan on what it saw is the plan it made.
             Recorded::Nothing => Ended {
                 result: RoundResult::Done,
                 next: None,
-                seen: seen(release.resource_version),
+                seen: (!moved).then_some(Seen {
+                    revision: release.resource_version,
+                    told,
+                }),
             },
+            // A status the planner has not planned on yet (a phase, a
+            // condition): the next round looks at once, in this turn.
             Recorded::Written(written) => Ended {
                 result: RoundResult::Done,
-                seen: seen(written.resource_version),
-                next: moved.then_some(*written),
+                next: Some(*written),
+                seen: None,
             },
             Recorded::Failed => Ended {
                 result: RoundResult::Done,
@@ -227,11 +235,10 @@ impl Driver {
 /// How one round ended.
 struct Ended {
     result: RoundResult,
-    /// The release as the round wrote it, if the round moved it on
-    /// (changed a cluster, or moved its phase): the next round's.
+    /// The release as the round wrote it, if it wrote: the next round's.
     next: Option<Release>,
-    /// What the round saw, if it settled: it moved nothing, and its
-    /// status, if new, was written.
+    /// What the round saw, if it settled: it planned no change and no
+    /// step, and had nothing new to write.
     seen: Option<Seen>,
 }
 
