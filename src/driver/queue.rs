@@ -59,10 +59,21 @@ impl Again {
     /// Whether a round that saw `seen` saw every cause.
     fn seen_by(&self, seen: Seen) -> bool {
         !self.other
-            && self.written.is_none_or(|r| r <= seen.revision)
-            && self
-                .news
-                .is_none_or(|n| seen.told.is_some_and(|told| n <= told))
+            && self.written.is_none_or(|r| seen.covers(Cause::Written(r)))
+            && self.news.is_none_or(|n| seen.covers(Cause::News(n)))
+    }
+}
+
+impl Seen {
+    /// Whether a round that saw this had seen `cause`: a write at or
+    /// before its revision, news numbered at or before what it was told.
+    /// A resync or a wait that is over is never seen.
+    fn covers(self, cause: Cause) -> bool {
+        match cause {
+            Cause::Written(revision) => revision <= self.revision,
+            Cause::News(number) => self.told.is_some_and(|told| number <= told),
+            Cause::Other => false,
+        }
     }
 }
 
@@ -109,12 +120,8 @@ impl<K: Clone + Eq + Hash> Queue<K> {
             self.again.entry(key).or_default().add(cause);
             return;
         }
-        if let Some(seen) = self.seen.get(&key) {
-            let mut again = Again::default();
-            again.add(cause);
-            if again.seen_by(*seen) {
-                return;
-            }
+        if self.seen.get(&key).is_some_and(|seen| seen.covers(cause)) {
+            return;
         }
         if changed && self.in_changed.insert(key.clone()) {
             self.changed.push_back(key.clone());
@@ -168,6 +175,18 @@ impl<K: Clone + Eq + Hash> Queue<K> {
         self.order.clear();
         self.due.clear();
         self.again.clear();
+    }
+
+    /// Forgets what the rounds of keys not `kept` saw (releases no longer
+    /// active, found by a resync); due and running keys end as they will.
+    pub(super) fn forget_seen_except(&mut self, kept: impl Fn(&K) -> bool) {
+        self.seen.retain(|key, _| kept(key));
+    }
+
+    /// What rounds saw, kept for so many keys.
+    #[cfg(test)]
+    fn seen_len(&self) -> usize {
+        self.seen.len()
     }
 
     /// Keys due, due again, or running.
@@ -288,6 +307,24 @@ mod tests {
         queue.add("a", Cause::Written(1), false);
         queue.finish(&"a", None);
         assert_eq!(queue.start(), Some("a"));
+    }
+
+    #[test]
+    fn what_rounds_saw_is_forgotten_for_releases_no_longer_active() {
+        let mut queue = Queue::default();
+        for key in ["gone", "kept"] {
+            queue.add(key, Cause::Other, false);
+            assert_eq!(queue.start(), Some(key));
+            queue.finish(&key, Some(SEEN));
+        }
+        assert_eq!(queue.seen_len(), 2);
+        queue.forget_seen_except(|key| *key == "kept");
+        assert_eq!(queue.seen_len(), 1);
+        // The one kept still skips what it saw; the one forgotten runs.
+        queue.add("kept", Cause::Written(10), true);
+        queue.add("gone", Cause::Written(10), true);
+        assert_eq!(queue.start(), Some("gone"));
+        assert_eq!(queue.start(), None);
     }
 
     #[test]

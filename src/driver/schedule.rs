@@ -388,6 +388,7 @@ impl Driver {
                 }
                 book.backoff.retain(|name, _| active.contains(name));
                 book.reads().retain(|name, _| active.contains(name));
+                queue.forget_seen_except(|name| active.contains(name));
                 active
                     .into_iter()
                     .map(|name| (name, Cause::Other))
