@@ -65,6 +65,8 @@ impl Server {
             }
             None => Command::new(binary),
         };
+        // Its logs (stderr) and its audit records (stdout) both go to the
+        // file: phase moves are logs, cluster changes are audit records.
         let log = match std::env::var_os("BENCH_SERVER_LOG") {
             Some(path) => Some(
                 std::fs::OpenOptions::new()
@@ -95,11 +97,14 @@ impl Server {
                 ),
             )
             .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdout(match log {
-                Some(file) => Stdio::from(file),
+            .stdout(match &log {
+                Some(file) => Stdio::from(file.try_clone().context("BENCH_SERVER_LOG")?),
                 None => Stdio::null(),
             })
-            .stderr(Stdio::inherit())
+            .stderr(match log {
+                Some(file) => Stdio::from(file),
+                None => Stdio::inherit(),
+            })
             .kill_on_drop(true)
             .spawn()?;
         let http = reqwest::Client::new();
