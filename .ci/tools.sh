@@ -26,8 +26,9 @@ ci_venv() {
   local venv="${TMPDIR:-/tmp}/meshrelease-$1-venv"; shift
   if [ "$(cat "$venv/.ci-packages" 2>/dev/null)" != "$*" ]; then
     echo "installing $* (PyPI, into $venv)" >&2
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check "$@" >&2
+    # Explicit returns: errexit does not reach into a command substitution.
+    python3 -m venv "$venv" || return 1
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "$@" >&2 || return 1
     echo "$*" >"$venv/.ci-packages"
   fi
   echo "$venv"
