@@ -8,6 +8,8 @@ import { age, el, svg } from "./dom.js";
 
 /** The kept rounds of each release's checks, by "namespace/name". */
 const history = new Map();
+/** How often, and how far apart, a round the status names is asked for. */
+const HISTORY_TRIES = 5, HISTORY_RETRY_MS = 500;
 
 /** The step as people read it. */
 export function stepText(step) {
@@ -155,17 +157,31 @@ function outcome(r) {
 
 function key(r) { return `${r.metadata.namespace}/${r.metadata.name}`; }
 
-/** Fetches the kept rounds once a newer round shows in the status. */
+/**
+ * Fetches the kept rounds once a newer round shows in the status. The
+ * service stores a round's decision a moment before the round's results,
+ * so an answer can lack the round the status names: it is asked again a
+ * little later, a few times at most (a round may never be kept).
+ */
 function ensureHistory(r, io) {
   const newest = Math.max(0, ...(r.status?.strategy?.checks || []).map((c) => c.round || 0));
   const known = history.get(key(r));
   if (known && (known.round >= newest || known.loading)) return;
-  const entry = { round: known?.round ?? -1, items: known?.items || [], loading: true };
+  const tries = known?.wanted === newest ? known.tries + 1 : 1;
+  const entry = { round: known?.round ?? -1, items: known?.items || [], loading: true, wanted: newest, tries };
   history.set(key(r), entry);
   io.api("GET", `${io.path}/checks`).then((list) => {
     entry.items = list?.items || [];
-    entry.round = newest;
-  }).catch(() => {}).finally(() => { entry.loading = false; io.changed(); });
+    entry.round = Math.max(entry.round, ...entry.items.map((c) => c.round || 0));
+  }).catch(() => {}).finally(() => {
+    if (entry.round >= newest || tries >= HISTORY_TRIES) {
+      entry.round = Math.max(entry.round, newest);
+      entry.loading = false;
+      io.changed();
+    } else {
+      setTimeout(() => { entry.loading = false; io.changed(); }, HISTORY_RETRY_MS);
+    }
+  });
 }
 
 function left(until) {
