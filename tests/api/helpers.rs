@@ -114,6 +114,12 @@ impl TestStore {
         }
     }
 
+    /// Whether it is PostgreSQL, whose revisions other sessions of the
+    /// database advance too.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Self::Postgres { .. })
+    }
+
     async fn open(&self, settings: &Settings) -> Arc<dyn Backend> {
         match self {
             Self::Sqlite => Arc::new(SqliteStore::open(&settings.data_dir).unwrap()),
