@@ -328,7 +328,7 @@ impl KubeClusters {
         }
         let api = self.api(cluster, resource, namespace).await?;
         let sent_at = Utc::now();
-        let list = api.list(&ListParams::default()).await;
+        let list = list_as_json(api).await;
         let list = self
             .counted(cluster, "list", 200, list)
             .map_err(|e| classify(cluster, e))?;
@@ -337,11 +337,10 @@ impl KubeClusters {
             .resource_version
             .as_deref()
             .and_then(|v| v.parse().ok());
-        let items = list.items.iter().filter_map(as_json).collect();
         self.caches.merge(
             &cache_key(cluster, resource, namespace),
             cache,
-            items,
+            list.items,
             version,
             sent_at,
         );
@@ -445,6 +444,32 @@ fn resource(kind: ObjectKind, istio_api: IstioApi) -> ApiResource {
 
 fn service_resource() -> ApiResource {
     ApiResource::from_gvk(&GroupVersionKind::gvk("", "v1", "Service"))
+}
+
+/// A list as the caches keep its objects: each item read straight into
+/// JSON. Through `Api::list` each would be read into a `DynamicObject`
+/// and written back out as JSON, at some thousand objects a list.
+#[derive(serde::Deserialize)]
+struct JsonList {
+    #[serde(default)]
+    metadata: ListVersion,
+    #[serde(default)]
+    items: Vec<JsonObject>,
+}
+
+#[derive(Default, serde::Deserialize)]
+struct ListVersion {
+    #[serde(rename = "resourceVersion")]
+    resource_version: Option<String>,
+}
+
+/// The request `Api::list` sends, answered as a [`JsonList`].
+async fn list_as_json(api: Api<DynamicObject>) -> Result<JsonList, kube::Error> {
+    let mut request = kube::core::Request::new(api.resource_url())
+        .list(&ListParams::default())
+        .map_err(kube::Error::BuildRequest)?;
+    request.extensions_mut().insert("list");
+    api.into_client().request::<JsonList>(request).await
 }
 
 fn cache_key(cluster: &str, resource: &ApiResource, namespace: &str) -> CacheKey {
