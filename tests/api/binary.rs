@@ -476,6 +476,28 @@ fn the_version_names_the_commit_it_was_built_from() {
     }
 }
 
+/// The binary allocates with jemalloc, built to give freed memory back at
+/// once (`.cargo/config.toml`): without it a burst of releases leaves the
+/// process twice as large per release (BENCHMARKS.md). jemalloc prints its
+/// settings at exit when asked to by `_RJEM_MALLOC_CONF`.
+#[test]
+fn the_binary_allocates_with_jemalloc_returning_memory_at_once() {
+    let output = Command::new(env!("CARGO_BIN_EXE_meshrelease"))
+        .arg("--version")
+        .env("_RJEM_MALLOC_CONF", "stats_print:true")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let stats = String::from_utf8_lossy(&output.stderr);
+    for setting in [
+        "opt.background_thread: true",
+        "opt.dirty_decay_ms: 0",
+        "opt.muzzy_decay_ms: 0",
+    ] {
+        assert!(stats.contains(setting), "{setting} not in: {stats}");
+    }
+}
+
 #[test]
 fn check_config_validates_says_what_it_resolved_and_exits() {
     let dir = tempfile::tempdir().unwrap();
